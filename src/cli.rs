@@ -1,0 +1,341 @@
+//! The command line: raw arguments (clap) kept apart from the validated config.
+//! Every subcommand opens the store the same way the server does.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use chrono::{SecondsFormat, Utc};
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, HostConfig, ListenAddr};
+use crate::domain::{AccountName, KeyId, Password};
+use crate::passwords::Hasher;
+use crate::service;
+use crate::startup::Application;
+use crate::store::{InviteSource, NewAccount, SqliteStore, Store, StoreError};
+
+/// How many invites one transaction of `invites create --count` carries, so a
+/// bulk fill never holds the write lock long enough to stall a running server.
+const BULK_CHUNK: usize = 10_000;
+
+/// invite-server: hands out sign-up invites safely.
+#[derive(Debug, Parser)]
+#[command(name = "invite-server", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML); built-in defaults apply without one.
+    #[arg(long, global = true, env = "INVITE_SERVER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// SQLite database file; overrides `database` in the configuration.
+    #[arg(long, global = true, env = "INVITE_SERVER_DATABASE", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:5280; overrides `listen`.
+        #[arg(long, env = "INVITE_SERVER_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
+        listen: Option<ListenAddr>,
+    },
+    /// Manage API keys that mint invites.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Mint invites directly, without a key.
+    #[command(subcommand)]
+    Invites(InvitesCommand),
+}
+
+/// `invite-server keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; prints `<id>/<secret>` once.
+    Create {
+        /// The host the key mints invites for.
+        host: String,
+        /// A label to remember what the key is for.
+        name: Option<String>,
+    },
+    /// List a host's keys: `<id>\t<name>` per line.
+    List {
+        /// The host whose keys to list.
+        host: String,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a key; requests with it are refused from then on.
+    Delete {
+        /// The host the key belongs to.
+        host: String,
+        /// The key's id (the part before the `/`).
+        id: String,
+    },
+}
+
+/// `invite-server accounts ...`
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account; the password is asked for, or read from stdin.
+    Create {
+        /// The host the account belongs to.
+        host: String,
+        /// The account name.
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List a host's accounts: `<name>\t<created>\t<invited by>` per line.
+    List {
+        /// The host whose accounts to list.
+        host: String,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an account and sign it out everywhere.
+    Delete {
+        /// The host the account belongs to.
+        host: String,
+        /// The account name.
+        name: String,
+    },
+}
+
+/// `invite-server invites ...`
+#[derive(Debug, Subcommand)]
+pub enum InvitesCommand {
+    /// Mint invites (source `cli`) and print each page URL on its own line.
+    Create {
+        /// The host the invites are for.
+        host: String,
+        /// How many to mint.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        count: u64,
+    },
+}
+
+fn parse_listen(s: &str) -> Result<ListenAddr, String> {
+    ListenAddr::parse(s).map_err(|e| e.0)
+}
+
+/// Parses the command line and runs it; the exit code for `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(db) = cli.db {
+        config.database = db;
+    }
+    actix_web::rt::System::new().block_on(dispatch(config, cli.command))
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(Arc::new(SqliteStore::open(&config.database)?))
+}
+
+fn host<'c>(config: &'c Config, name: &str) -> anyhow::Result<&'c HostConfig> {
+    config
+        .host(name)
+        .ok_or_else(|| anyhow!("please supply a valid host"))
+}
+
+async fn dispatch(mut config: Config, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { listen } => {
+            if let Some(l) = listen {
+                config.listen = l.0;
+            }
+            serve(config).await
+        }
+        Command::Keys(cmd) => keys(&config, cmd).await,
+        Command::Accounts(cmd) => accounts(&config, cmd).await,
+        Command::Invites(cmd) => invites(&config, cmd).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    crate::telemetry::init();
+    let store = open_store(&config)?;
+    let listen = config.listen;
+    let app = Application::build(Arc::new(config), store, listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = app.addr();
+    tracing::info!(%addr, "invite-server listening");
+    // One machine-readable line on stdout, for scripts and tests started on port 0.
+    println!("listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+    app.run().await?;
+    Ok(())
+}
+
+async fn keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Create { host: h, name } => {
+            let host = host(config, &h)?;
+            let store = open_store(config)?;
+            let key = service::create_key(&*store, host, name).await?;
+            println!("{}", key.expose());
+        }
+        KeysCommand::List { host: h, json } => {
+            let host = host(config, &h)?;
+            let keys = open_store(config)?.list_keys(&host.name).await?;
+            if json {
+                let list: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "id": k.id.as_str(),
+                            "name": k.name,
+                            "host": k.host.as_str(),
+                            "created_at": k.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for k in keys {
+                    println!("{}\t{}", k.id, k.name.as_deref().unwrap_or("<unknown>"));
+                }
+            }
+        }
+        KeysCommand::Delete { host: h, id } => {
+            let host = host(config, &h)?;
+            let id = KeyId::parse(&id).map_err(|_| anyhow!("key not found"))?;
+            match open_store(config)?.delete_key(&host.name, &id).await {
+                Ok(()) => {}
+                Err(StoreError::NotFound) => bail!("key not found"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
+    match cmd {
+        AccountsCommand::Create {
+            host: h,
+            name,
+            password_stdin,
+        } => {
+            let host = host(config, &h)?;
+            let name = AccountName::parse(&name)?;
+            let text = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_owned()
+            } else {
+                let first = rpassword::prompt_password("Password: ")?;
+                let again = rpassword::prompt_password("Password again: ")?;
+                if first != again {
+                    bail!("the passwords do not match");
+                }
+                first
+            };
+            let password = Password::parse(&text, &name, &host.name)?;
+            let store = open_store(config)?;
+            let password_hash = Hasher::new().hash(password).await?;
+            let created = store
+                .create_account(NewAccount {
+                    host: host.name.clone(),
+                    name,
+                    password_hash,
+                    created_at: Utc::now(),
+                    invited_by: "cli".into(),
+                })
+                .await;
+            match created {
+                Ok(a) => eprintln!("Created {}@{}", a.name, a.host),
+                Err(StoreError::NameTaken) => bail!("that name is taken"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        AccountsCommand::List { host: h, json } => {
+            let host = host(config, &h)?;
+            let accounts = open_store(config)?.list_accounts(&host.name).await?;
+            if json {
+                let list: Vec<_> = accounts
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({
+                            "name": a.name.as_str(),
+                            "host": a.host.as_str(),
+                            "created_at": a.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                            "invited_by": a.invited_by,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for a in accounts {
+                    println!(
+                        "{}\t{}\t{}",
+                        a.name,
+                        a.created_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                        a.invited_by
+                    );
+                }
+            }
+        }
+        AccountsCommand::Delete { host: h, name } => {
+            let host = host(config, &h)?;
+            let name = AccountName::parse(&name).map_err(|_| anyhow!("account not found"))?;
+            match open_store(config)?.delete_account(&host.name, &name).await {
+                Ok(()) => {}
+                Err(StoreError::NotFound) => bail!("account not found"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn invites(config: &Config, cmd: InvitesCommand) -> anyhow::Result<()> {
+    let InvitesCommand::Create { host: h, count } = cmd;
+    let host = host(config, &h)?;
+    let store = open_store(config)?;
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(BULK_CHUNK as u64) as usize;
+        let now = Utc::now();
+        let mut records = Vec::with_capacity(n);
+        let mut urls = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (minted, record) = service::new_invite(host, InviteSource::Cli, None, now)?;
+            urls.push(minted.url);
+            records.push(record);
+        }
+        // Print only what is committed: a URL on stdout is an invite on disk.
+        store.create_invites(records).await?;
+        for url in urls {
+            writeln!(out, "{url}")?;
+        }
+        left -= n as u64;
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Randomness and digests. Every secret this server hands out (API key secrets,
+//! invite tokens, identity tokens) comes from here, and is stored only as the
+//! SHA-256 digest computed here.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::rngs::OsRng;
+use rand::TryRngCore;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The operating system's random number generator failed; nothing secret can be made.
+#[derive(Debug, thiserror::Error)]
+#[error("the operating system's random number generator failed: {0}")]
+pub struct RngError(String);
+
+/// `n` random bytes from the OS RNG, encoded as unpadded base64url.
+pub fn random_base64url(n: usize) -> Result<String, RngError> {
+    let mut buf = vec![0u8; n];
+    OsRng
+        .try_fill_bytes(&mut buf)
+        .map_err(|e| RngError(e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(&buf))
+}
+
+/// True when every byte of `s` is in the unpadded base64url alphabet.
+pub fn is_base64url(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// SHA-256 digest of a secret: the only form in which secrets reach the store.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecretDigest([u8; 32]);
+
+impl SecretDigest {
+    /// Digest of the given secret text.
+    pub fn of(secret: &str) -> Self {
+        Self(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// Rebuilds a digest read back from the store; `None` when the length is wrong.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(Self)
+    }
+
+    /// The raw digest bytes, as stored.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Constant-time equality, so a timing side channel says nothing about a secret.
+    pub fn matches(&self, other: &SecretDigest) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl std::fmt::Debug for SecretDigest {
+    // Digests are not secrets, but nothing gains from printing them either.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretDigest(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_values_are_base64url_of_the_requested_size() {
+        let s = random_base64url(18).unwrap();
+        assert_eq!(s.len(), 24);
+        assert!(is_base64url(&s));
+        assert_ne!(s, random_base64url(18).unwrap());
+    }
+
+    #[test]
+    fn digests_compare_by_content() {
+        assert!(SecretDigest::of("a").matches(&SecretDigest::of("a")));
+        assert!(!SecretDigest::of("a").matches(&SecretDigest::of("b")));
+    }
+}

@@ -1,0 +1,25 @@
+//! Types that carry their own validation: once a value of one of these types
+//! exists, it is known to be well formed.
+
+mod account_name;
+mod api_key;
+mod host_name;
+mod password;
+mod token;
+
+pub use account_name::AccountName;
+pub use api_key::{ApiKey, KeyId, KeySecret};
+pub use host_name::HostName;
+pub use password::Password;
+pub use token::{IdentityToken, InviteToken};
+
+/// Why a value was refused; the text is meant for the person who typed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl Invalid {
+    pub(crate) fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}

@@ -1,0 +1,231 @@
+//! `/invites_api`: Prosody mod_invites_api's minting endpoint, compatible with
+//! its clients (bookmark with `&redirect=true`, `?key=`, Bearer), and answering
+//! the cases it gets wrong (Bearer without a query string, POST, bad input).
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+
+use super::AppState;
+use crate::domain::ApiKey;
+use crate::query::{self, QueryParams};
+use crate::service;
+use crate::store::{InviteSource, StoreError};
+
+/// The methods this endpoint allows, as sent in `Allow` and CORS headers.
+const ALLOWED_METHODS: &str = "OPTIONS, GET, POST";
+
+/// The resource with its methods, its 405 fallback and its CORS headers.
+pub fn resource() -> impl actix_web::dev::HttpServiceFactory {
+    web::resource("/invites_api")
+        .route(web::get().to(mint))
+        .route(web::post().to(mint))
+        .route(web::method(actix_web::http::Method::OPTIONS).to(preflight))
+        .default_service(web::to(method_not_allowed))
+        .wrap(from_fn(cors))
+}
+
+/// Everything that can go wrong on this endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// The request itself is malformed.
+    #[error("Bad request: {0}")]
+    BadRequest(String),
+    /// No key was presented.
+    #[error("No API key: {0}")]
+    NoCredentials(&'static str),
+    /// A key was presented but does not allow minting.
+    #[error("Forbidden: {0}")]
+    Forbidden(String),
+    /// The method is not one this endpoint serves.
+    #[error("Method not allowed: use GET or POST")]
+    MethodNotAllowed,
+    /// The store failed; nothing was minted.
+    #[error("Service unavailable: the invite could not be stored, try again")]
+    Unavailable,
+}
+
+impl ResponseError for MintError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NoCredentials(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        res.content_type("text/plain; charset=utf-8");
+        match self {
+            Self::NoCredentials(_) => {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"invites_api\""));
+            }
+            Self::MethodNotAllowed => {
+                res.insert_header((header::ALLOW, ALLOWED_METHODS));
+            }
+            Self::Unavailable => {
+                res.insert_header((header::RETRY_AFTER, "1"));
+            }
+            Self::BadRequest(_) | Self::Forbidden(_) => {}
+        }
+        res.body(format!("{self}\n"))
+    }
+}
+
+impl From<query::QueryError> for MintError {
+    fn from(e: query::QueryError) -> Self {
+        Self::BadRequest(e.0)
+    }
+}
+
+/// `GET`/`POST /invites_api`: mints one invite for the key's host.
+async fn mint(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, MintError> {
+    let query = QueryParams::parse(req.query_string())?;
+    let redirect = query::flag(query.get("redirect")?, "redirect")?;
+    let key = credentials(&req, &query)?;
+
+    let invalid = || MintError::Forbidden("the key is not valid (wrong or deleted)".into());
+    let record = match state.store.find_key(&key.id).await {
+        Ok(r) => r,
+        Err(StoreError::NotFound) => return Err(invalid()),
+        Err(e) => return Err(unavailable(e)),
+    };
+    if !record.secret_digest.matches(&key.secret.digest()) {
+        return Err(invalid());
+    }
+    let host = state.config.hosts.get(&record.host).ok_or_else(|| {
+        MintError::Forbidden(format!(
+            "this key's host {} is no longer served here",
+            record.host
+        ))
+    })?;
+    let minted =
+        match service::mint_invite(&*state.store, host, InviteSource::Key(key.id), record.name)
+            .await
+        {
+            Ok(m) => m,
+            // The key was deleted between the lookup and the commit.
+            Err(StoreError::NotFound) => return Err(invalid()),
+            Err(e) => return Err(unavailable(e)),
+        };
+    let status = if redirect {
+        StatusCode::SEE_OTHER
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(HttpResponse::build(status)
+        .insert_header((header::LOCATION, minted.url))
+        .finish())
+}
+
+fn unavailable(e: StoreError) -> MintError {
+    tracing::error!(error = %e, "minting failed in the store");
+    MintError::Unavailable
+}
+
+/// The key from `Authorization: Bearer` or `?key=`; both may be given if equal.
+fn credentials(req: &HttpRequest, query: &QueryParams) -> Result<ApiKey, MintError> {
+    let mut headers = req.headers().get_all(header::AUTHORIZATION);
+    let from_header = match (headers.next(), headers.next()) {
+        (None, _) => None,
+        (Some(value), None) => bearer(value)?,
+        (Some(_), Some(_)) => {
+            return Err(MintError::BadRequest(
+                "more than one Authorization header".into(),
+            ))
+        }
+    };
+    let from_query = match query.get("key")? {
+        None | Some(None) | Some(Some("")) => None,
+        Some(Some(k)) => Some(k),
+    };
+    let text = match (from_header, from_query) {
+        (Some(h), Some(q)) if h != q => {
+            return Err(MintError::BadRequest(
+                "the Authorization header and ?key= name different keys; send one".into(),
+            ))
+        }
+        (Some(k), _) | (None, Some(k)) => k,
+        (None, None) => {
+            return Err(MintError::NoCredentials(
+                "send the key as ?key=<id>/<secret> or as Authorization: Bearer <id>/<secret>",
+            ))
+        }
+    };
+    ApiKey::parse(text).map_err(|e| MintError::Forbidden(format!("malformed key: {e}")))
+}
+
+/// The key in a `Bearer` Authorization header. Other schemes carry no key for
+/// us and count as no credentials; spaces around the key are tolerated.
+fn bearer(value: &HeaderValue) -> Result<Option<&str>, MintError> {
+    let text = value.to_str().map_err(|_| {
+        MintError::Forbidden("malformed key: the Authorization header is not ASCII text".into())
+    })?;
+    let text = text.trim();
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    match rest.trim() {
+        "" => Err(MintError::NoCredentials(
+            "the Authorization header has no key after Bearer",
+        )),
+        key => Ok(Some(key)),
+    }
+}
+
+/// `OPTIONS /invites_api`: a CORS preflight; needs no credentials.
+async fn preflight() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((header::ALLOW, ALLOWED_METHODS))
+        .finish()
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, MintError> {
+    Err(MintError::MethodNotAllowed)
+}
+
+/// Adds the CORS headers to every answer of this endpoint, errors included, so
+/// a browser client can read why a request failed. actix-cors sends the method
+/// and header lists only on preflights and nothing without an Origin, which
+/// Prosody-compatible clients do not expect.
+async fn cors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .filter(|o| !o.is_empty() && o.as_bytes() != b"null")
+        .cloned();
+    let mut res = next.call(req).await?;
+    let h = res.headers_mut();
+    match origin {
+        Some(o) => {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        None => {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        }
+    }
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOWED_METHODS),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, Authorization"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("7200"),
+    );
+    Ok(res)
+}

@@ -1,0 +1,43 @@
+//! The HTTP surface: shared state, the route table, and one module per surface.
+
+mod health;
+mod invites_api;
+mod logging;
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+
+use crate::config::Config;
+use crate::passwords::Hasher;
+use crate::store::Store;
+
+pub use logging::redact_query;
+
+/// What every handler can reach.
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The password hasher.
+    pub hasher: Hasher,
+}
+
+/// The largest request body any endpoint reads; larger ones get 413.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// The route table: every path the server answers, in one place.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/health").route(web::get().to(health::health)))
+        .service(invites_api::resource());
+}
+
+/// The answer for a path no route serves.
+pub async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound()
+        .content_type("text/plain; charset=utf-8")
+        .body("Not found.\n")
+}
+
+pub use logging::log_requests;

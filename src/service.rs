@@ -1,0 +1,98 @@
+//! Operations shared by the HTTP handlers and the admin commands, so both make
+//! keys, invites and sessions the same way.
+
+use chrono::{DateTime, Utc};
+
+use crate::config::HostConfig;
+use crate::crypto::RngError;
+use crate::domain::{ApiKey, IdentityToken, InviteToken};
+use crate::store::{InviteSource, KeyRecord, NewInvite, NewSession, Store, StoreError};
+
+impl From<RngError> for StoreError {
+    fn from(e: RngError) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// A freshly minted invite: the token is shown to its requester this once.
+#[derive(Debug)]
+pub struct MintedInvite {
+    /// The secret token.
+    pub token: InviteToken,
+    /// The page URL built from the host's template.
+    pub url: String,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Builds (but does not store) a new invite for `host`.
+pub fn new_invite(
+    host: &HostConfig,
+    source: InviteSource,
+    issuer_name: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<(MintedInvite, NewInvite), RngError> {
+    let token = InviteToken::generate()?;
+    // The configured expiry is bounded to 100 years, well inside chrono's range.
+    let expires_at = now
+        + chrono::Duration::from_std(host.invite_expiry).unwrap_or(chrono::Duration::days(7));
+    let record = NewInvite {
+        token_digest: token.digest(),
+        host: host.name.clone(),
+        source,
+        issuer_name,
+        created_at: now,
+        expires_at,
+    };
+    let minted = MintedInvite {
+        url: host.invite_url(token.expose()),
+        token,
+        created_at: now,
+        expires_at,
+    };
+    Ok((minted, record))
+}
+
+/// Mints and stores one invite. `NotFound` when the minting key or account is
+/// gone by the time the write commits.
+pub async fn mint_invite(
+    store: &dyn Store,
+    host: &HostConfig,
+    source: InviteSource,
+    issuer_name: Option<String>,
+) -> Result<MintedInvite, StoreError> {
+    let (minted, record) = new_invite(host, source, issuer_name, Utc::now())?;
+    store.create_invite(record).await?;
+    Ok(minted)
+}
+
+/// Makes and stores a new API key for `host`; the secret is returned this once.
+pub async fn create_key(
+    store: &dyn Store,
+    host: &HostConfig,
+    name: Option<String>,
+) -> Result<ApiKey, StoreError> {
+    let key = ApiKey::generate()?;
+    store
+        .create_key(KeyRecord {
+            id: key.id.clone(),
+            host: host.name.clone(),
+            name: name.filter(|n| !n.trim().is_empty()),
+            created_at: Utc::now(),
+            secret_digest: key.secret.digest(),
+        })
+        .await?;
+    Ok(key)
+}
+
+/// A new identity token and the session record to store for it.
+pub fn new_session() -> Result<(IdentityToken, NewSession), RngError> {
+    let token = IdentityToken::generate()?;
+    let session = NewSession {
+        token_digest: token.digest(),
+        created_at: Utc::now(),
+    };
+    Ok((token, session))
+}

@@ -1,0 +1,57 @@
+//! Building and running the HTTP server. Tests and `serve` both go through
+//! [`Application::build`], which binds first so port 0 works.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::passwords::Hasher;
+use crate::store::Store;
+
+/// A bound, not yet running server.
+pub struct Application {
+    server: Server,
+    addr: SocketAddr,
+}
+
+impl Application {
+    /// Binds `listen` and prepares the server over `store`.
+    pub fn build(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        listen: SocketAddr,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen)?;
+        let addr = listener.local_addr()?;
+        let state = web::Data::new(AppState {
+            config,
+            store,
+            hasher: Hasher::new(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(http::routes)
+                .default_service(web::to(http::not_found))
+                .wrap(from_fn(http::log_requests))
+        })
+        .listen(listener)?
+        .run();
+        Ok(Self { server, addr })
+    }
+
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until SIGINT or SIGTERM, then drains open requests.
+    pub async fn run(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,229 @@
+//! The store boundary. Everything the server and the admin commands persist goes
+//! through [`Store`]; only the backend modules below speak SQL, so another
+//! backend can be added without touching handlers or commands.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use sqlite::SqliteStore;
+
+use crate::crypto::SecretDigest;
+use crate::domain::{AccountName, HostName, KeyId};
+
+/// What can go wrong in the store. `NotFound` and the conflicts are answers;
+/// `Backend` is a failure of the store itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No such record (or, for invites, nothing that may be used).
+    #[error("not found")]
+    NotFound,
+    /// The invite was used already.
+    #[error("the invite has been used")]
+    InviteUsed,
+    /// The invite is past its expiry.
+    #[error("the invite has expired")]
+    InviteExpired,
+    /// An account of that name exists on that host.
+    #[error("that name is taken")]
+    NameTaken,
+    /// The database or its files failed.
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// Where an invite came from: Prosody's `source` field, extended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InviteSource {
+    /// Minted through the HTTP API with this key (`api/token/<id>`).
+    Key(KeyId),
+    /// Minted by a signed-in account.
+    Account(i64),
+    /// Minted by an operator with `invite-server invites create`.
+    Cli,
+}
+
+impl InviteSource {
+    /// The stored and reported form: `api/token/<id>`, `account/<id>` or `cli`.
+    pub fn to_text(&self) -> String {
+        match self {
+            Self::Key(id) => format!("api/token/{id}"),
+            Self::Account(id) => format!("account/{id}"),
+            Self::Cli => "cli".to_owned(),
+        }
+    }
+}
+
+/// An API key as stored: never the secret, only its digest.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// The key's public id.
+    pub id: KeyId,
+    /// The host it mints for.
+    pub host: HostName,
+    /// An optional label.
+    pub name: Option<String>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// SHA-256 of the secret.
+    pub secret_digest: SecretDigest,
+}
+
+/// A new invite to store.
+#[derive(Debug, Clone)]
+pub struct NewInvite {
+    /// SHA-256 of the token.
+    pub token_digest: SecretDigest,
+    /// The host it is for.
+    pub host: HostName,
+    /// Who made it.
+    pub source: InviteSource,
+    /// The inviter's name as shown on the page, kept even if the key goes.
+    pub issuer_name: Option<String>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An invite as stored.
+#[derive(Debug, Clone)]
+pub struct InviteRecord {
+    /// Row id, a non-secret handle.
+    pub id: i64,
+    /// The host it is for.
+    pub host: HostName,
+    /// `api/token/<id>`, `account/<id>` or `cli`.
+    pub source: String,
+    /// The inviter's name, if known.
+    pub issuer_name: Option<String>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
+    /// When it was used, if it was.
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+impl InviteRecord {
+    /// Whether it can still be used at `now`, and if not, why.
+    pub fn usable_at(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        if self.used_at.is_some() {
+            Err(StoreError::InviteUsed)
+        } else if self.expires_at <= now {
+            Err(StoreError::InviteExpired)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A new account to store.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// The host it belongs to.
+    pub host: HostName,
+    /// Its name.
+    pub name: AccountName,
+    /// The Argon2id PHC string.
+    pub password_hash: String,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// What created it: the invite's source, or `cli`.
+    pub invited_by: String,
+}
+
+/// An account as stored.
+#[derive(Debug, Clone)]
+pub struct AccountRecord {
+    /// Row id.
+    pub id: i64,
+    /// The host it belongs to.
+    pub host: HostName,
+    /// Its name.
+    pub name: AccountName,
+    /// The Argon2id PHC string.
+    pub password_hash: String,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// Where its invite came from (`api/token/<id>`, `account/<id>`, `cli`).
+    pub invited_by: String,
+}
+
+/// A new sign-in session.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// SHA-256 of the identity token.
+    pub token_digest: SecretDigest,
+    /// When it starts.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A session with the account it signs in.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// The account.
+    pub account: AccountRecord,
+    /// The last time the token was seen.
+    pub last_used_at: DateTime<Utc>,
+}
+
+/// Persistence for keys, invites, accounts and sessions.
+///
+/// Every write that returns `Ok` is durable: it has been committed to disk.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new API key.
+    async fn create_key(&self, key: KeyRecord) -> Result<(), StoreError>;
+    /// The keys of a host, oldest first.
+    async fn list_keys(&self, host: &HostName) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Looks a key up by id.
+    async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError>;
+    /// Deletes a key of a host; `NotFound` if the host has no such key.
+    async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError>;
+
+    /// Stores an invite. When it is minted by a key or an account, that key or
+    /// account must still exist at commit time, or the answer is `NotFound`.
+    async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError>;
+    /// Stores many invites at once (bulk filling from the command line).
+    async fn create_invites(&self, invites: Vec<NewInvite>) -> Result<(), StoreError>;
+    /// Looks an invite up by the digest of its token.
+    async fn find_invite(&self, token_digest: SecretDigest) -> Result<InviteRecord, StoreError>;
+
+    /// In one transaction: checks the invite is usable at `now`, creates the
+    /// account, marks the invite used and opens a session for the account.
+    async fn redeem_invite(
+        &self,
+        token_digest: SecretDigest,
+        account: NewAccount,
+        session: NewSession,
+        now: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError>;
+
+    /// Creates an account without an invite (operator command).
+    async fn create_account(&self, account: NewAccount) -> Result<AccountRecord, StoreError>;
+    /// The accounts of a host, oldest first.
+    async fn list_accounts(&self, host: &HostName) -> Result<Vec<AccountRecord>, StoreError>;
+    /// Looks an account up by host and name.
+    async fn find_account(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+    ) -> Result<AccountRecord, StoreError>;
+    /// Deletes an account and its sessions.
+    async fn delete_account(&self, host: &HostName, name: &AccountName) -> Result<(), StoreError>;
+
+    /// Opens a session for an account.
+    async fn create_session(&self, account_id: i64, session: NewSession) -> Result<(), StoreError>;
+    /// Looks a session up by the digest of its token.
+    async fn find_session(&self, token_digest: SecretDigest) -> Result<SessionRecord, StoreError>;
+    /// Records that a session was used at `now`.
+    async fn touch_session(
+        &self,
+        token_digest: SecretDigest,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Ends a session.
+    async fn delete_session(&self, token_digest: SecretDigest) -> Result<(), StoreError>;
+}

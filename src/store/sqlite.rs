@@ -1,0 +1,758 @@
+//! The SQLite backend: the only module that speaks SQL.
+//!
+//! One writer thread owns the only connection that writes. It takes every write
+//! queued for it, applies them in one `BEGIN IMMEDIATE ... COMMIT` (group commit,
+//! so one fsync serves many requests), gives each its own savepoint so one
+//! failure undoes only itself, and answers each only after the commit is on disk.
+//! Reads use a small pool of other connections on the blocking thread pool, so
+//! they never wait behind the writer (WAL readers do not block on writers).
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
+use tokio::sync::oneshot;
+
+use super::{
+    AccountRecord, InviteRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession,
+    SessionRecord, Store, StoreError,
+};
+use crate::crypto::SecretDigest;
+use crate::domain::{AccountName, HostName, KeyId};
+
+/// How long any connection waits for another process's write lock (the CLI and
+/// the server share the file) before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most writes one commit carries; bounds the latency of the last in line.
+const MAX_BATCH: usize = 512;
+/// Idle read connections kept open; more are opened under load and closed after.
+const MAX_IDLE_READERS: usize = 16;
+
+/// The schema, one migration per version, applied in order. Never edit a
+/// published entry: add a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: keys, invites, accounts, sessions.
+    "CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        name TEXT,
+        secret_digest BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+     );
+     CREATE INDEX api_keys_by_host ON api_keys (host, created_at);
+     CREATE TABLE invites (
+        id INTEGER PRIMARY KEY,
+        token_digest BLOB NOT NULL UNIQUE,
+        host TEXT NOT NULL,
+        source TEXT NOT NULL,
+        issuer_name TEXT,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        used_by INTEGER
+     );
+     CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY,
+        host TEXT NOT NULL,
+        name TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        invited_by TEXT NOT NULL,
+        UNIQUE (host, name)
+     );
+     CREATE TABLE sessions (
+        token_digest BLOB PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX sessions_by_account ON sessions (account_id);",
+];
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// SQLite refused.
+    #[error("cannot open database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer invite-server.
+    #[error("database {path} has schema version {found}, newer than this invite-server knows ({known}); refusing to downgrade it")]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this binary knows.
+        known: i64,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the database writer: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    writer: mpsc::Sender<Box<dyn Job>>,
+    readers: Arc<Readers>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`, and
+    /// starts its writer thread.
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        let sqlite = |source| OpenError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(sqlite)?;
+        configure(&conn).map_err(sqlite)?;
+        migrate(&mut conn, path)?;
+        conn.set_prepared_statement_cache_capacity(64);
+
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(OpenError::Thread)?;
+
+        let readers = Arc::new(Readers {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        });
+        // Open one reader now so a bad path fails here, not on the first request.
+        let first = readers.open().map_err(|e| match e {
+            StoreError::Backend(msg) => OpenError::Thread(std::io::Error::other(msg)),
+            other => OpenError::Thread(std::io::Error::other(other.to_string())),
+        })?;
+        readers.give_back(first);
+        Ok(Self { writer: tx, readers })
+    }
+
+    /// Runs `f` in the writer's next batch and waits until its batch has committed.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Pending {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        self.writer
+            .send(job)
+            .map_err(|_| StoreError::Backend("the database writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the database writer has stopped".into()))?
+    }
+
+    /// Runs `f` on a read connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL lets readers run beside the writer, and the CLI beside the server.
+    // synchronous=FULL fsyncs the WAL at every commit: a reported write is on disk.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
+    let sqlite = |source| OpenError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let known = MIGRATIONS.len() as i64;
+    // IMMEDIATE: two processes opening a new file at once must not both migrate.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sqlite)?;
+    let found: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sqlite)?;
+    if found > known {
+        return Err(OpenError::TooNew {
+            path: path.to_owned(),
+            found,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql).map_err(sqlite)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(sqlite)?;
+    }
+    tx.commit().map_err(sqlite)
+}
+
+// ---------------------------------------------------------------- the writer
+
+/// One queued write: applied inside the batch, answered after the commit.
+trait Job: Send {
+    /// Applies the write; `false` when it failed and its savepoint must be undone.
+    fn apply(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller with the write's result, or the commit's failure.
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct Pending<T, F> {
+    f: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Pending<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn apply(&mut self, conn: &Connection) -> bool {
+        let result = match self.f.take() {
+            Some(f) => f(conn),
+            None => Err(StoreError::Backend("write applied twice".into())),
+        };
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
+        let answer = match (commit, self.result) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(StoreError::Backend("write was not applied".into())),
+        };
+        // The caller may have gone away (client disconnected); the write stands.
+        let _ = self.reply.send(answer);
+    }
+}
+
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_batch(&conn, &mut batch).map_err(|e| {
+            // Leave no transaction open for the next batch.
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::error!(error = %e, writes = batch.len(), "database commit failed");
+            StoreError::Backend(e.to_string())
+        });
+        for job in batch {
+            job.finish(outcome.clone());
+        }
+    }
+}
+
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    for job in batch.iter_mut() {
+        conn.execute_batch("SAVEPOINT job")?;
+        if job.apply(conn) {
+            conn.execute_batch("RELEASE job")?;
+        } else {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+        }
+    }
+    conn.execute_batch("COMMIT")
+}
+
+// --------------------------------------------------------------- the readers
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn open(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open(&self.path).map_err(backend)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        conn.pragma_update(None, "query_only", "ON")
+            .map_err(backend)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(conn)
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        let result = f(&conn);
+        self.give_back(conn);
+        result
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Any constraint failure: UNIQUE on names, or a foreign key to a deleted row.
+fn is_constraint_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn time_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let v: i64 = row.get(idx)?;
+    DateTime::from_timestamp_micros(v).ok_or_else(|| corrupt(idx, "timestamp out of range"))
+}
+
+fn corrupt(idx: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        idx,
+        rusqlite::types::Type::Text,
+        what.to_owned().into(),
+    )
+}
+
+fn host_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<HostName> {
+    HostName::parse(&row.get::<_, String>(idx)?).map_err(|_| corrupt(idx, "bad host name"))
+}
+
+fn digest_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<SecretDigest> {
+    SecretDigest::from_slice(&row.get::<_, Vec<u8>>(idx)?).ok_or_else(|| corrupt(idx, "bad digest"))
+}
+
+const KEY_COLUMNS: &str = "id, host, name, created_at, secret_digest";
+
+fn key_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+    Ok(KeyRecord {
+        id: KeyId::parse(&row.get::<_, String>(0)?).map_err(|_| corrupt(0, "bad key id"))?,
+        host: host_at(row, 1)?,
+        name: row.get(2)?,
+        created_at: time_at(row, 3)?,
+        secret_digest: digest_at(row, 4)?,
+    })
+}
+
+const INVITE_COLUMNS: &str = "id, host, source, issuer_name, created_at, expires_at, used_at";
+
+fn invite_row(row: &Row<'_>) -> rusqlite::Result<InviteRecord> {
+    Ok(InviteRecord {
+        id: row.get(0)?,
+        host: host_at(row, 1)?,
+        source: row.get(2)?,
+        issuer_name: row.get(3)?,
+        created_at: time_at(row, 4)?,
+        expires_at: time_at(row, 5)?,
+        used_at: match row.get::<_, Option<i64>>(6)? {
+            Some(v) => {
+                Some(DateTime::from_timestamp_micros(v).ok_or_else(|| corrupt(6, "bad time"))?)
+            }
+            None => None,
+        },
+    })
+}
+
+const ACCOUNT_COLUMNS: &str = "a.id, a.host, a.name, a.password_hash, a.created_at, a.invited_by";
+
+fn account_row(row: &Row<'_>) -> rusqlite::Result<AccountRecord> {
+    Ok(AccountRecord {
+        id: row.get(0)?,
+        host: host_at(row, 1)?,
+        name: AccountName::parse(&row.get::<_, String>(2)?)
+            .map_err(|_| corrupt(2, "bad account name"))?,
+        password_hash: row.get(3)?,
+        created_at: time_at(row, 4)?,
+        invited_by: row.get(5)?,
+    })
+}
+
+/// Maps "no row" to `NotFound` and everything else to `Backend`.
+fn one<T>(r: rusqlite::Result<Option<T>>) -> Result<T, StoreError> {
+    r.map_err(backend)?.ok_or(StoreError::NotFound)
+}
+
+fn insert_invite(conn: &Connection, inv: &NewInvite) -> Result<i64, StoreError> {
+    use rusqlite::types::Value;
+    // The guard makes the check and the insert one atomic step inside the batch:
+    // once `keys delete` has committed, no later mint with that key can land.
+    let (guard, minter) = match &inv.source {
+        InviteSource::Key(id) => (
+            "WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ?7 AND host = ?2)",
+            Value::Text(id.to_string()),
+        ),
+        InviteSource::Account(id) => (
+            "WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?7 AND host = ?2)",
+            Value::Integer(*id),
+        ),
+        InviteSource::Cli => ("WHERE ?7 IS NULL", Value::Null),
+    };
+    let sql = format!(
+        "INSERT INTO invites (token_digest, host, source, issuer_name, created_at, expires_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6 {guard}"
+    );
+    let changed = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| {
+            st.execute(params![
+                inv.token_digest.as_bytes().as_slice(),
+                inv.host.as_str(),
+                inv.source.to_text(),
+                inv.issuer_name,
+                micros(inv.created_at),
+                micros(inv.expires_at),
+                minter,
+            ])
+        })
+        .map_err(backend)?;
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(conn.last_insert_rowid())
+}
+
+fn insert_account(conn: &Connection, a: &NewAccount) -> Result<AccountRecord, StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO accounts (host, name, password_hash, created_at, invited_by)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                a.host.as_str(),
+                a.name.as_str(),
+                a.password_hash,
+                micros(a.created_at),
+                a.invited_by
+            ])
+        });
+    match inserted {
+        Ok(_) => Ok(AccountRecord {
+            id: conn.last_insert_rowid(),
+            host: a.host.clone(),
+            name: a.name.clone(),
+            password_hash: a.password_hash.clone(),
+            created_at: a.created_at,
+            invited_by: a.invited_by.clone(),
+        }),
+        Err(e) if is_constraint_violation(&e) => Err(StoreError::NameTaken),
+        Err(e) => Err(backend(e)),
+    }
+}
+
+fn insert_session(conn: &Connection, account_id: i64, s: &NewSession) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO sessions (token_digest, account_id, created_at, last_used_at)
+         VALUES (?1, ?2, ?3, ?3)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            s.token_digest.as_bytes().as_slice(),
+            account_id,
+            micros(s.created_at)
+        ])
+    })
+    .map_err(|e| {
+        if is_constraint_violation(&e) {
+            // A foreign-key failure: the account is gone.
+            StoreError::NotFound
+        } else {
+            backend(e)
+        }
+    })?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_key(&self, key: KeyRecord) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO api_keys (id, host, name, created_at, secret_digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    key.id.as_str(),
+                    key.host.as_str(),
+                    key.name,
+                    micros(key.created_at),
+                    key.secret_digest.as_bytes().as_slice()
+                ])
+            })
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_keys(&self, host: &HostName) -> Result<Vec<KeyRecord>, StoreError> {
+        let host = host.clone();
+        self.read(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE host = ?1 ORDER BY created_at, id"
+                ))
+                .map_err(backend)?;
+            let rows = st
+                .query_map([host.as_str()], key_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| {
+            one(conn
+                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))
+                .and_then(|mut st| st.query_row([id.as_str()], key_row).optional()))
+        })
+        .await
+    }
+
+    async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError> {
+        let (host, id) = (host.clone(), id.clone());
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM api_keys WHERE id = ?1 AND host = ?2",
+                    params![id.as_str(), host.as_str()],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError> {
+        self.write(move |conn| insert_invite(conn, &invite)).await
+    }
+
+    async fn create_invites(&self, invites: Vec<NewInvite>) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            for inv in &invites {
+                insert_invite(conn, inv)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_invite(&self, token_digest: SecretDigest) -> Result<InviteRecord, StoreError> {
+        self.read(move |conn| {
+            one(conn
+                .prepare_cached(&format!(
+                    "SELECT {INVITE_COLUMNS} FROM invites WHERE token_digest = ?1"
+                ))
+                .and_then(|mut st| {
+                    st.query_row([token_digest.as_bytes().as_slice()], invite_row)
+                        .optional()
+                }))
+        })
+        .await
+    }
+
+    async fn redeem_invite(
+        &self,
+        token_digest: SecretDigest,
+        account: NewAccount,
+        session: NewSession,
+        now: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError> {
+        self.write(move |conn| {
+            let invite = one(conn
+                .prepare_cached(&format!(
+                    "SELECT {INVITE_COLUMNS} FROM invites WHERE token_digest = ?1"
+                ))
+                .and_then(|mut st| {
+                    st.query_row([token_digest.as_bytes().as_slice()], invite_row)
+                        .optional()
+                }))?;
+            invite.usable_at(now)?;
+            if invite.host != account.host {
+                return Err(StoreError::NotFound);
+            }
+            let account = insert_account(
+                conn,
+                &NewAccount {
+                    invited_by: invite.source.clone(),
+                    ..account
+                },
+            )?;
+            let used = conn
+                .prepare_cached(
+                    "UPDATE invites SET used_at = ?1, used_by = ?2 WHERE id = ?3 AND used_at IS NULL",
+                )
+                .and_then(|mut st| st.execute(params![micros(now), account.id, invite.id]))
+                .map_err(backend)?;
+            if used != 1 {
+                return Err(StoreError::InviteUsed);
+            }
+            insert_session(conn, account.id, &session)?;
+            Ok(account)
+        })
+        .await
+    }
+
+    async fn create_account(&self, account: NewAccount) -> Result<AccountRecord, StoreError> {
+        self.write(move |conn| insert_account(conn, &account)).await
+    }
+
+    async fn list_accounts(&self, host: &HostName) -> Result<Vec<AccountRecord>, StoreError> {
+        let host = host.clone();
+        self.read(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.host = ?1 ORDER BY a.name"
+                ))
+                .map_err(backend)?;
+            let rows = st
+                .query_map([host.as_str()], account_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn find_account(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+    ) -> Result<AccountRecord, StoreError> {
+        let (host, name) = (host.clone(), name.clone());
+        self.read(move |conn| {
+            one(conn
+                .prepare_cached(&format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.host = ?1 AND a.name = ?2"
+                ))
+                .and_then(|mut st| {
+                    st.query_row([host.as_str(), name.as_str()], account_row)
+                        .optional()
+                }))
+        })
+        .await
+    }
+
+    async fn delete_account(&self, host: &HostName, name: &AccountName) -> Result<(), StoreError> {
+        let (host, name) = (host.clone(), name.clone());
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM accounts WHERE host = ?1 AND name = ?2",
+                    params![host.as_str(), name.as_str()],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn create_session(&self, account_id: i64, session: NewSession) -> Result<(), StoreError> {
+        self.write(move |conn| insert_session(conn, account_id, &session))
+            .await
+    }
+
+    async fn find_session(&self, token_digest: SecretDigest) -> Result<SessionRecord, StoreError> {
+        self.read(move |conn| {
+            one(conn
+                .prepare_cached(&format!(
+                    "SELECT {ACCOUNT_COLUMNS}, s.last_used_at
+                     FROM sessions s JOIN accounts a ON a.id = s.account_id
+                     WHERE s.token_digest = ?1"
+                ))
+                .and_then(|mut st| {
+                    st.query_row([token_digest.as_bytes().as_slice()], |row| {
+                        Ok(SessionRecord {
+                            account: account_row(row)?,
+                            last_used_at: time_at(row, 6)?,
+                        })
+                    })
+                    .optional()
+                }))
+        })
+        .await
+    }
+
+    async fn touch_session(
+        &self,
+        token_digest: SecretDigest,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE sessions SET last_used_at = ?1 WHERE token_digest = ?2")
+                .and_then(|mut st| {
+                    st.execute(params![micros(now), token_digest.as_bytes().as_slice()])
+                })
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_session(&self, token_digest: SecretDigest) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM sessions WHERE token_digest = ?1")
+                .and_then(|mut st| st.execute([token_digest.as_bytes().as_slice()]))
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+}
