@@ -9,8 +9,8 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
+use super::auth::{self, KeyError};
 use super::AppState;
-use crate::domain::ApiKey;
 use crate::query::{self, QueryParams};
 use crate::service;
 use crate::store::{InviteSource, StoreError};
@@ -88,32 +88,21 @@ impl From<query::QueryError> for MintError {
 async fn mint(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, MintError> {
     let query = QueryParams::parse(req.query_string())?;
     let redirect = query::flag(query.get("redirect")?, "redirect")?;
-    let key = credentials(&req, &query)?;
-
-    let invalid = || MintError::Forbidden("the key is not valid (wrong or deleted)".into());
-    let record = match state.store.find_key(&key.id).await {
-        Ok(r) => r,
-        Err(StoreError::NotFound) => return Err(invalid()),
-        Err(e) => return Err(unavailable(e)),
-    };
-    if !record.secret_digest.matches(&key.secret.digest()) {
-        return Err(invalid());
-    }
+    let key = auth::api_key(&req, Some(&query))?;
+    let record = auth::verify_key(&state, &key).await?;
     let host = state.config.hosts.get(&record.host).ok_or_else(|| {
         MintError::Forbidden(format!(
             "this key's host {} is no longer served here",
             record.host
         ))
     })?;
-    let minted =
-        match service::mint_invite(&*state.store, host, InviteSource::Key(key.id), record.name)
-            .await
-        {
-            Ok(m) => m,
-            // The key was deleted between the lookup and the commit.
-            Err(StoreError::NotFound) => return Err(invalid()),
-            Err(e) => return Err(unavailable(e)),
-        };
+    let minted = service::mint_invite(&*state.store, host, InviteSource::Key(key.id), record.name)
+        .await
+        // NotFound: the key was deleted between the lookup and the commit.
+        .map_err(|e| match e {
+            StoreError::NotFound => KeyError::Invalid,
+            other => KeyError::Store(other),
+        })?;
     let status = if redirect {
         StatusCode::SEE_OTHER
     } else {
@@ -124,59 +113,18 @@ async fn mint(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespon
         .finish())
 }
 
-fn unavailable(e: StoreError) -> MintError {
-    tracing::error!(error = %e, "minting failed in the store");
-    MintError::Unavailable
-}
-
-/// The key from `Authorization: Bearer` or `?key=`; both may be given if equal.
-fn credentials(req: &HttpRequest, query: &QueryParams) -> Result<ApiKey, MintError> {
-    let mut headers = req.headers().get_all(header::AUTHORIZATION);
-    let from_header = match (headers.next(), headers.next()) {
-        (None, _) => None,
-        (Some(value), None) => bearer(value)?,
-        (Some(_), Some(_)) => {
-            return Err(MintError::BadRequest(
-                "more than one Authorization header".into(),
-            ))
+impl From<KeyError> for MintError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Missing(why) => Self::NoCredentials(why),
+            KeyError::Malformed(why) => Self::Forbidden(format!("malformed key: {why}")),
+            KeyError::BadRequest(why) => Self::BadRequest(why),
+            KeyError::Invalid => Self::Forbidden("the key is not valid (wrong or deleted)".into()),
+            KeyError::Store(e) => {
+                tracing::error!(error = %e, "minting failed in the store");
+                Self::Unavailable
+            }
         }
-    };
-    let from_query = match query.get("key")? {
-        None | Some(None) | Some(Some("")) => None,
-        Some(Some(k)) => Some(k),
-    };
-    let text = match (from_header, from_query) {
-        (Some(h), Some(q)) if h != q => {
-            return Err(MintError::BadRequest(
-                "the Authorization header and ?key= name different keys; send one".into(),
-            ))
-        }
-        (Some(k), _) | (None, Some(k)) => k,
-        (None, None) => {
-            return Err(MintError::NoCredentials(
-                "send the key as ?key=<id>/<secret> or as Authorization: Bearer <id>/<secret>",
-            ))
-        }
-    };
-    ApiKey::parse(text).map_err(|e| MintError::Forbidden(format!("malformed key: {e}")))
-}
-
-/// The key in a `Bearer` Authorization header. Other schemes carry no key for
-/// us and count as no credentials; spaces around the key are tolerated.
-fn bearer(value: &HeaderValue) -> Result<Option<&str>, MintError> {
-    let text = value.to_str().map_err(|_| {
-        MintError::Forbidden("malformed key: the Authorization header is not ASCII text".into())
-    })?;
-    let text = text.trim();
-    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Ok(None);
-    }
-    match rest.trim() {
-        "" => Err(MintError::NoCredentials(
-            "the Authorization header has no key after Bearer",
-        )),
-        key => Ok(Some(key)),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP surface: shared state, the route table, and one module per surface.
 
+mod auth;
 mod health;
 mod invites_api;
 mod logging;

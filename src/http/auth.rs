@@ -1,0 +1,175 @@
+//! Who is asking: API keys (Bearer or `?key=`) and identity cookies. Shared by
+//! every surface; each maps these errors into its own answer.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::HttpRequest;
+use chrono::Utc;
+
+use super::AppState;
+use crate::config::HostConfig;
+use crate::domain::{ApiKey, IdentityToken};
+use crate::query::{QueryError, QueryParams};
+use crate::store::{AccountRecord, KeyRecord, StoreError};
+
+/// The name of the sign-in cookie.
+pub const IDENTITY_COOKIE: &str = "identity";
+
+/// A session is written back as used at most this often, so checks stay reads.
+const TOUCH_EVERY_SECS: i64 = 60;
+
+/// Why no usable API key came with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    /// None was sent; the text says how to send one.
+    Missing(&'static str),
+    /// One was sent but cannot be a key, or the request is ambiguous.
+    Malformed(String),
+    /// The request is malformed in a way unrelated to the key itself.
+    BadRequest(String),
+    /// A well-formed key that is wrong, unknown or deleted.
+    Invalid,
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<QueryError> for KeyError {
+    fn from(e: QueryError) -> Self {
+        Self::BadRequest(e.0)
+    }
+}
+
+/// The text of a `Bearer` Authorization header, if one was sent. Other schemes
+/// carry no key for us and count as none; spaces around the key are tolerated.
+pub fn bearer(req: &HttpRequest) -> Result<Option<&str>, KeyError> {
+    let mut headers = req.headers().get_all(header::AUTHORIZATION);
+    let value = match (headers.next(), headers.next()) {
+        (None, _) => return Ok(None),
+        (Some(value), None) => value,
+        (Some(_), Some(_)) => {
+            return Err(KeyError::BadRequest(
+                "more than one Authorization header".into(),
+            ))
+        }
+    };
+    bearer_value(value)
+}
+
+fn bearer_value(value: &HeaderValue) -> Result<Option<&str>, KeyError> {
+    let text = value.to_str().map_err(|_| {
+        KeyError::Malformed("the Authorization header is not ASCII text".into())
+    })?;
+    let text = text.trim();
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    match rest.trim() {
+        "" => Err(KeyError::Missing(
+            "the Authorization header has no key after Bearer",
+        )),
+        key => Ok(Some(key)),
+    }
+}
+
+/// The API key of a request, from `Authorization: Bearer` or, when `query` is
+/// given, `?key=`; both may be sent if they agree.
+pub fn api_key(req: &HttpRequest, query: Option<&QueryParams>) -> Result<ApiKey, KeyError> {
+    let from_header = bearer(req)?;
+    let from_query = match query.map(|q| q.get("key")).transpose()?.flatten() {
+        None | Some(None) | Some(Some("")) => None,
+        Some(Some(k)) => Some(k),
+    };
+    let text = match (from_header, from_query) {
+        (Some(h), Some(q)) if h != q => {
+            return Err(KeyError::BadRequest(
+                "the Authorization header and ?key= name different keys; send one".into(),
+            ))
+        }
+        (Some(k), _) | (None, Some(k)) => k,
+        (None, None) => {
+            return Err(KeyError::Missing(
+                "send the key as ?key=<id>/<secret> or as Authorization: Bearer <id>/<secret>",
+            ))
+        }
+    };
+    ApiKey::parse(text).map_err(|e| KeyError::Malformed(e.0))
+}
+
+/// Checks a key against the store: its record when the secret matches.
+pub async fn verify_key(state: &AppState, key: &ApiKey) -> Result<KeyRecord, KeyError> {
+    let record = match state.store.find_key(&key.id).await {
+        Ok(r) => r,
+        Err(StoreError::NotFound) => return Err(KeyError::Invalid),
+        Err(e) => return Err(KeyError::Store(e)),
+    };
+    if record.secret_digest.matches(&key.secret.digest()) {
+        Ok(record)
+    } else {
+        Err(KeyError::Invalid)
+    }
+}
+
+/// The identity token in the request's cookie, if it has a well-formed one.
+pub fn identity_token(req: &HttpRequest) -> Option<IdentityToken> {
+    req.cookie(IDENTITY_COOKIE)
+        .and_then(|c| IdentityToken::parse(c.value()).ok())
+}
+
+/// The signed-in account of a request, if its identity cookie is valid and has
+/// not gone unused for longer than `session_idle_expiry`.
+pub async fn signed_in(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<Option<AccountRecord>, StoreError> {
+    let Some(token) = identity_token(req) else {
+        return Ok(None);
+    };
+    let digest = token.digest();
+    let session = match state.store.find_session(digest).await {
+        Ok(s) => s,
+        Err(StoreError::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let now = Utc::now();
+    let idle = chrono::Duration::from_std(state.config.session_idle_expiry)
+        .unwrap_or(chrono::Duration::days(30));
+    if now - session.last_used_at > idle {
+        // Expired sessions are removed so they cannot come back.
+        let _ = state.store.delete_session(digest).await;
+        return Ok(None);
+    }
+    if (now - session.last_used_at).num_seconds() >= TOUCH_EVERY_SECS {
+        state.store.touch_session(digest, now).await?;
+    }
+    Ok(Some(session.account))
+}
+
+/// The `identity` cookie for a new session on `host`.
+pub fn identity_cookie<'a>(
+    token: &IdentityToken,
+    host: Option<&HostConfig>,
+    state: &AppState,
+) -> Cookie<'a> {
+    let max_age = actix_web::cookie::time::Duration::seconds(
+        state.config.session_idle_expiry.as_secs() as i64,
+    );
+    Cookie::build(IDENTITY_COOKIE, token.expose().to_owned())
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/")
+        .secure(host.is_some_and(|h| h.public_url.is_https()))
+        .max_age(max_age)
+        .finish()
+}
+
+/// A cookie that removes the `identity` cookie from the browser.
+pub fn clear_identity_cookie<'a>() -> Cookie<'a> {
+    let mut c = Cookie::build(IDENTITY_COOKIE, "")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/")
+        .finish();
+    c.make_removal();
+    c
+}
