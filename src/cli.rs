@@ -29,7 +29,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "INVITE_SERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// SQLite database file; overrides `database` in the configuration.
-    #[arg(long, global = true, env = "INVITE_SERVER_DATABASE", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "INVITE_SERVER_DATABASE",
+        value_name = "PATH"
+    )]
     pub db: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]

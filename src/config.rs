@@ -380,7 +380,8 @@ fn locate(text: &str, offset: usize) -> Location {
         .map(|(k, _)| k.trim().trim_matches('"').to_owned())
         .or_else(|| {
             let t = line_text.trim();
-            t.starts_with('[').then(|| t.trim_matches(['[', ']']).to_owned())
+            t.starts_with('[')
+                .then(|| t.trim_matches(['[', ']']).to_owned())
         })
         .filter(|k| !k.is_empty());
     Location { line, key }
@@ -392,8 +393,14 @@ mod tests {
 
     #[test]
     fn durations_take_the_five_suffixes() {
-        assert_eq!(ConfigDuration::parse("90s").unwrap().0, Duration::from_secs(90));
-        assert_eq!(ConfigDuration::parse("2w").unwrap().0, Duration::from_secs(1_209_600));
+        assert_eq!(
+            ConfigDuration::parse("90s").unwrap().0,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            ConfigDuration::parse("2w").unwrap().0,
+            Duration::from_secs(1_209_600)
+        );
         for bad in ["", "7", "d", "7x", "-1d", "0s", "1.5h", "99999999999999w"] {
             assert!(ConfigDuration::parse(bad).is_err(), "{bad:?}");
         }
@@ -410,7 +417,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_line_and_key() {
-        let e = parse_raw("listen = \"127.0.0.1:1\"\ninvite_expiry = \"7x\"\n", "f.toml").unwrap_err();
+        let e = parse_raw(
+            "listen = \"127.0.0.1:1\"\ninvite_expiry = \"7x\"\n",
+            "f.toml",
+        )
+        .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("f.toml, line 2, key `invite_expiry`"), "{msg}");
         let e = parse_raw("[hosts.\"a.com\"]\npublic_url = \"a.com\"\n", "f.toml").unwrap_err();

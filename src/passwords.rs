@@ -116,8 +116,14 @@ mod tests {
         let pw = Password::parse("correct horse battery staple", &name, &host).unwrap();
         let phc = h.hash(pw).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(h.verify("correct horse battery staple".into(), Some(phc.clone())).await.unwrap());
+        assert!(h
+            .verify("correct horse battery staple".into(), Some(phc.clone()))
+            .await
+            .unwrap());
         assert!(!h.verify("wrong".into(), Some(phc)).await.unwrap());
-        assert!(!h.verify("invite-server dummy password".into(), None).await.unwrap());
+        assert!(!h
+            .verify("invite-server dummy password".into(), None)
+            .await
+            .unwrap());
     }
 }

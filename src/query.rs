@@ -103,7 +103,12 @@ mod tests {
 
     #[test]
     fn flags_accept_the_documented_words() {
-        for yes in [Some(None), Some(Some("")), Some(Some("TRUE")), Some(Some("on"))] {
+        for yes in [
+            Some(None),
+            Some(Some("")),
+            Some(Some("TRUE")),
+            Some(Some("on")),
+        ] {
             assert!(flag(yes, "r").unwrap());
         }
         for no in [None, Some(Some("0")), Some(Some("off"))] {

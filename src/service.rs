@@ -36,8 +36,8 @@ pub fn new_invite(
 ) -> Result<(MintedInvite, NewInvite), RngError> {
     let token = InviteToken::generate()?;
     // The configured expiry is bounded to 100 years, well inside chrono's range.
-    let expires_at = now
-        + chrono::Duration::from_std(host.invite_expiry).unwrap_or(chrono::Duration::days(7));
+    let expires_at =
+        now + chrono::Duration::from_std(host.invite_expiry).unwrap_or(chrono::Duration::days(7));
     let record = NewInvite {
         token_digest: token.digest(),
         host: host.name.clone(),

@@ -51,8 +51,20 @@ mod tests {
 
     #[test]
     fn names_outside_the_rule_are_refused_with_the_rule() {
-        for bad in ["", ".alice", "alice.", "al ice", "al@ice", "ålice", &"a".repeat(65)] {
-            assert_eq!(AccountName::parse(bad), Err(Invalid::new(NAME_RULE)), "{bad:?}");
+        for bad in [
+            "",
+            ".alice",
+            "alice.",
+            "al ice",
+            "al@ice",
+            "ålice",
+            &"a".repeat(65),
+        ] {
+            assert_eq!(
+                AccountName::parse(bad),
+                Err(Invalid::new(NAME_RULE)),
+                "{bad:?}"
+            );
         }
         assert!(AccountName::parse(&"a".repeat(64)).is_ok());
     }

@@ -56,7 +56,10 @@ mod tests {
 
     #[test]
     fn host_names_are_lower_cased_and_checked() {
-        assert_eq!(HostName::parse("Example.COM").unwrap().as_str(), "example.com");
+        assert_eq!(
+            HostName::parse("Example.COM").unwrap().as_str(),
+            "example.com"
+        );
         assert!(HostName::parse("localhost").is_ok());
         for bad in ["", "a..b", "-a.com", "a b", "a/b", "ex_ample.com"] {
             assert!(HostName::parse(bad).is_err(), "{bad:?}");

@@ -57,16 +57,28 @@ mod tests {
     use super::*;
 
     fn ctx() -> (AccountName, HostName) {
-        (AccountName::parse("alice").unwrap(), HostName::parse("example.com").unwrap())
+        (
+            AccountName::parse("alice").unwrap(),
+            HostName::parse("example.com").unwrap(),
+        )
     }
 
     #[test]
     fn the_policy_refuses_with_a_reason() {
         let (n, h) = ctx();
-        assert!(Password::parse("short", &n, &h).unwrap_err().0.contains("too short"));
-        assert!(Password::parse("password", &n, &h).unwrap_err().0.contains("too easy"));
+        assert!(Password::parse("short", &n, &h)
+            .unwrap_err()
+            .0
+            .contains("too short"));
+        assert!(Password::parse("password", &n, &h)
+            .unwrap_err()
+            .0
+            .contains("too easy"));
         assert!(Password::parse("aliceALICE", &n, &h).is_err());
-        assert!(Password::parse(&"x".repeat(1025), &n, &h).unwrap_err().0.contains("too long"));
+        assert!(Password::parse(&"x".repeat(1025), &n, &h)
+            .unwrap_err()
+            .0
+            .contains("too long"));
         assert!(Password::parse("correct horse battery staple", &n, &h).is_ok());
     }
 }

@@ -56,9 +56,9 @@ pub fn bearer(req: &HttpRequest) -> Result<Option<&str>, KeyError> {
 }
 
 fn bearer_value(value: &HeaderValue) -> Result<Option<&str>, KeyError> {
-    let text = value.to_str().map_err(|_| {
-        KeyError::Malformed("the Authorization header is not ASCII text".into())
-    })?;
+    let text = value
+        .to_str()
+        .map_err(|_| KeyError::Malformed("the Authorization header is not ASCII text".into()))?;
     let text = text.trim();
     let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {

@@ -160,7 +160,10 @@ async fn cors(
             h.insert(header::VARY, HeaderValue::from_static("Origin"));
         }
         None => {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
         }
     }
     h.insert(

@@ -18,7 +18,10 @@ pub fn redact_query(raw: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|part| match part.split_once('=') {
             Some((name, value)) if HARMLESS.contains(&name) => format!("{name}={value}"),
-            Some((name, _)) if name.len() <= 32 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+            Some((name, _))
+                if name.len() <= 32
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
                 format!("{name}=[redacted]")
             }
             None if HARMLESS.contains(&part) => part.to_owned(),

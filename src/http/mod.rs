@@ -1,9 +1,12 @@
 //! The HTTP surface: shared state, the route table, and one module per surface.
 
+mod api;
 mod auth;
+mod body;
 mod health;
 mod invites_api;
 mod logging;
+mod pages;
 
 use std::sync::Arc;
 
@@ -13,6 +16,7 @@ use crate::config::Config;
 use crate::passwords::Hasher;
 use crate::store::Store;
 
+pub use api::USER_HEADER;
 pub use logging::redact_query;
 
 /// What every handler can reach.
@@ -31,7 +35,10 @@ pub const MAX_BODY: usize = 16 * 1024;
 /// The route table: every path the server answers, in one place.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/health").route(web::get().to(health::health)))
-        .service(invites_api::resource());
+        .service(invites_api::resource())
+        .service(pages::resource())
+        .service(web::resource("/static/style.css").route(web::get().to(pages::stylesheet)))
+        .service(api::scope());
 }
 
 /// The answer for a path no route serves.

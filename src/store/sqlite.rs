@@ -133,7 +133,10 @@ impl SqliteStore {
             other => OpenError::Thread(std::io::Error::other(other.to_string())),
         })?;
         readers.give_back(first);
-        Ok(Self { writer: tx, readers })
+        Ok(Self {
+            writer: tx,
+            readers,
+        })
     }
 
     /// Runs `f` in the writer's next batch and waits until its batch has committed.

@@ -1,0 +1,460 @@
+//! The JSON invitation API (`/api/invite`, `/api/auth/*`), after a chat
+//! server's invitation API. Every error answer is `{"error", "message"}`.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{self, KeyError};
+use super::body::{self, BodyError};
+use super::{AppState, MAX_BODY};
+use crate::config::HostConfig;
+use crate::domain::{AccountName, InviteToken, Password};
+use crate::service;
+use crate::store::{AccountRecord, InviteSource, NewAccount, StoreError};
+
+/// The header `/api/auth/check` names the signed-in account in.
+pub const USER_HEADER: &str = "X-Invite-Server-User";
+
+/// The `/api` scope with its routes and JSON fallbacks.
+pub fn scope() -> actix_web::Scope {
+    web::scope("/api")
+        .service(
+            web::resource("/invite")
+                .route(web::post().to(create_invite))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/invite/{id}")
+                .route(web::get().to(show_invite))
+                .route(web::post().to(accept_invite))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/auth/login")
+                .route(web::post().to(login))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/auth/logout")
+                .route(web::post().to(logout))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/auth/check")
+                .route(web::get().to(check))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .default_service(web::to(no_such_endpoint))
+}
+
+/// Everything the JSON API can answer with besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed; `code` names the problem for programs.
+    #[error("{message}")]
+    BadRequest {
+        /// A stable machine-readable code.
+        code: &'static str,
+        /// What is wrong, for people.
+        message: String,
+    },
+    /// Not signed in, or wrong name or password.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Signed in, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such invite (or used, or expired), or no such endpoint.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// The method is not served here.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The name is taken; the invite stays usable.
+    #[error("that name is taken; choose another")]
+    NameTaken,
+    /// The body is over the limit.
+    #[error("the request body is larger than {MAX_BODY} bytes")]
+    TooLarge,
+    /// The store or the hasher failed; nothing was changed.
+    #[error("temporarily unavailable; nothing was changed, try again")]
+    Unavailable,
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. } => code,
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NameTaken => "name_taken",
+            Self::TooLarge => "body_too_large",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NameTaken => StatusCode::CONFLICT,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(json!({ "error": self.code(), "message": self.to_string() }))
+    }
+}
+
+fn store_failed(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "store failure in the JSON API");
+    ApiError::Unavailable
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge => Self::TooLarge,
+            BodyError::Broken(why) => Self::bad("bad_body", why),
+        }
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Reads a JSON object body into `T`, with the error codes the API documents.
+async fn json_body<T: for<'de> Deserialize<'de>>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    allow_empty: bool,
+) -> Result<Option<T>, ApiError> {
+    let raw = body::read_limited(req, payload, MAX_BODY).await?;
+    if raw.is_empty() && allow_empty {
+        return Ok(None);
+    }
+    match body::content_type(req).as_deref() {
+        Some("application/json") => {}
+        Some(other) => {
+            return Err(ApiError::bad(
+                "wrong_content_type",
+                format!("send application/json, not {other}"),
+            ))
+        }
+        None => {
+            return Err(ApiError::bad(
+                "wrong_content_type",
+                "send the body as application/json",
+            ))
+        }
+    }
+    let value: serde_json::Value = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::bad("bad_json", format!("the body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad("bad_json", "the body must be a JSON object"));
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| ApiError::bad("bad_fields", format!("{e}")))
+}
+
+/// `POST /api/invite`: mints an invite for the signed-in account or the key.
+async fn create_invite(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let _: Option<serde_json::Map<String, serde_json::Value>> =
+        json_body(&req, payload, true).await?;
+    let (source, issuer_name, host) =
+        if let Some(account) = auth::signed_in(&state, &req).await.map_err(store_failed)? {
+            let host = served_host(&state, &account)?;
+            (
+                InviteSource::Account(account.id),
+                Some(account.name.to_string()),
+                host,
+            )
+        } else {
+            let key = auth::api_key(&req, None).map_err(|e| match e {
+                KeyError::Missing(_) => {
+                    ApiError::Unauthorized("sign in, or send an API key as Authorization: Bearer")
+                }
+                KeyError::BadRequest(why) => ApiError::bad("bad_request", why),
+                KeyError::Malformed(_) | KeyError::Invalid => {
+                    ApiError::Unauthorized("the API key is not valid")
+                }
+                KeyError::Store(e) => store_failed(e),
+            })?;
+            let record = auth::verify_key(&state, &key).await.map_err(|e| match e {
+                KeyError::Store(e) => store_failed(e),
+                _ => ApiError::Unauthorized("the API key is not valid"),
+            })?;
+            let host = state.config.hosts.get(&record.host).ok_or_else(|| {
+                ApiError::Forbidden(format!("host {} is no longer served here", record.host))
+            })?;
+            (InviteSource::Key(record.id), record.name, host)
+        };
+    let issuer = source.to_text();
+    let minted = service::mint_invite(&*state.store, host, source, issuer_name)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::Unauthorized("the account or key no longer exists"),
+            other => store_failed(other),
+        })?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({
+            "id": minted.token.expose(),
+            "issuer": issuer,
+            "issued_at": rfc3339(minted.created_at),
+            "expires_at": rfc3339(minted.expires_at),
+            "url": minted.url,
+        })))
+}
+
+fn served_host<'s>(
+    state: &'s AppState,
+    account: &AccountRecord,
+) -> Result<&'s HostConfig, ApiError> {
+    state.config.hosts.get(&account.host).ok_or_else(|| {
+        ApiError::Forbidden(format!("host {} is no longer served here", account.host))
+    })
+}
+
+const INVITE_NOT_FOUND: &str = "no such invite, or it was used or has expired";
+
+/// The invite a path names, if it can be used now, with its host.
+async fn usable_invite<'s>(
+    state: &'s AppState,
+    req: &HttpRequest,
+) -> Result<(InviteToken, crate::store::InviteRecord, &'s HostConfig), ApiError> {
+    let id = req.match_info().get("id").unwrap_or("");
+    let token = InviteToken::parse(id).map_err(|_| ApiError::NotFound(INVITE_NOT_FOUND))?;
+    let invite = match state.store.find_invite(token.digest()).await {
+        Ok(i) => i,
+        Err(StoreError::NotFound) => return Err(ApiError::NotFound(INVITE_NOT_FOUND)),
+        Err(e) => return Err(store_failed(e)),
+    };
+    invite
+        .usable_at(Utc::now())
+        .map_err(|_| ApiError::NotFound(INVITE_NOT_FOUND))?;
+    let host = state
+        .config
+        .hosts
+        .get(&invite.host)
+        .ok_or(ApiError::NotFound(INVITE_NOT_FOUND))?;
+    Ok((token, invite, host))
+}
+
+/// `GET /api/invite/{id}`: who issued an outstanding invite, and when.
+async fn show_invite(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, invite, _) = usable_invite(&state, &req).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({
+            "issuer": { "id": invite.source, "name": invite.issuer_name },
+            "issued_at": rfc3339(invite.created_at),
+            "expires_at": rfc3339(invite.expires_at),
+        })))
+}
+
+/// A name and password, as sent to accept an invite or to sign in.
+#[derive(Deserialize)]
+struct Credentials {
+    name: String,
+    password: String,
+}
+
+/// `POST /api/invite/{id}`: accepts an invite, creating and signing in an account.
+async fn accept_invite(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (token, invite, host) = usable_invite(&state, &req).await?;
+    let creds: Credentials = json_body(&req, payload, false)
+        .await?
+        .ok_or_else(|| ApiError::bad("bad_json", "the body must be a JSON object"))?;
+    let name = AccountName::parse(&creds.name).map_err(|e| ApiError::bad("invalid_name", e.0))?;
+    let password = Password::parse(&creds.password, &name, &host.name)
+        .map_err(|e| ApiError::bad("invalid_password", e.0))?;
+    // A cheap early answer for a taken name; the transaction below decides.
+    match state.store.find_account(&host.name, &name).await {
+        Ok(_) => return Err(ApiError::NameTaken),
+        Err(StoreError::NotFound) => {}
+        Err(e) => return Err(store_failed(e)),
+    }
+    let password_hash = state.hasher.hash(password).await.map_err(|e| {
+        tracing::error!(error = %e, "password hashing failed");
+        ApiError::Unavailable
+    })?;
+    let (identity, session) = service::new_session().map_err(|_| ApiError::Unavailable)?;
+    let now = Utc::now();
+    let account = NewAccount {
+        host: host.name.clone(),
+        name,
+        password_hash,
+        created_at: now,
+        invited_by: invite.source.clone(),
+    };
+    match state
+        .store
+        .redeem_invite(token.digest(), account, session, now)
+        .await
+    {
+        Ok(_) => Ok(HttpResponse::NoContent()
+            .cookie(auth::identity_cookie(&identity, Some(host), &state))
+            .finish()),
+        Err(StoreError::NameTaken) => Err(ApiError::NameTaken),
+        Err(StoreError::NotFound | StoreError::InviteUsed | StoreError::InviteExpired) => {
+            Err(ApiError::NotFound(INVITE_NOT_FOUND))
+        }
+        Err(e) => Err(store_failed(e)),
+    }
+}
+
+const BAD_LOGIN: &str = "wrong name or password";
+
+/// The host a sign-in is for: `name@host`, else the request's Host header, else
+/// the only configured host.
+fn login_host<'s>(
+    state: &'s AppState,
+    req: &HttpRequest,
+    host_part: Option<&str>,
+) -> Result<&'s HostConfig, ApiError> {
+    if let Some(h) = host_part {
+        return state
+            .config
+            .host(h)
+            .ok_or(ApiError::Unauthorized(BAD_LOGIN));
+    }
+    let request_host = req.connection_info().host().to_ascii_lowercase();
+    let by_request = state.config.hosts.values().find(|h| {
+        url::Url::parse(h.public_url.as_str()).is_ok_and(|u| {
+            let authority = match u.port() {
+                Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
+                None => u.host_str().unwrap_or("").to_owned(),
+            };
+            authority == request_host
+        }) || h.name.as_str() == request_host
+    });
+    if let Some(h) = by_request {
+        return Ok(h);
+    }
+    let mut all = state.config.hosts.values();
+    match (all.next(), all.next()) {
+        (Some(only), None) => Ok(only),
+        _ => Err(ApiError::bad(
+            "ambiguous_host",
+            "this server has several hosts: sign in as name@host",
+        )),
+    }
+}
+
+/// `POST /api/auth/login`: signs in with name and password.
+async fn login(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let creds: Credentials = json_body(&req, payload, false)
+        .await?
+        .ok_or_else(|| ApiError::bad("bad_json", "the body must be a JSON object"))?;
+    let (name_part, host_part) = match creds.name.rsplit_once('@') {
+        Some((n, h)) => (n, Some(h)),
+        None => (creds.name.as_str(), None),
+    };
+    let host = login_host(&state, &req, host_part)?;
+    // Unknown names still cost one hash, so timing does not reveal which exist.
+    let account = match AccountName::parse(name_part) {
+        Ok(name) => match state.store.find_account(&host.name, &name).await {
+            Ok(a) => Some(a),
+            Err(StoreError::NotFound) => None,
+            Err(e) => return Err(store_failed(e)),
+        },
+        Err(_) => None,
+    };
+    let verified = state
+        .hasher
+        .verify(
+            creds.password,
+            account.as_ref().map(|a| a.password_hash.clone()),
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "password verification failed");
+            ApiError::Unavailable
+        })?;
+    let account = match account {
+        Some(a) if verified => a,
+        _ => return Err(ApiError::Unauthorized(BAD_LOGIN)),
+    };
+    let (identity, session) = service::new_session().map_err(|_| ApiError::Unavailable)?;
+    match state.store.create_session(account.id, session).await {
+        Ok(()) => Ok(HttpResponse::NoContent()
+            .cookie(auth::identity_cookie(&identity, Some(host), &state))
+            .finish()),
+        Err(StoreError::NotFound) => Err(ApiError::Unauthorized(BAD_LOGIN)),
+        Err(e) => Err(store_failed(e)),
+    }
+}
+
+/// `POST /api/auth/logout`: ends the session; the old cookie stops working.
+async fn logout(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if let Some(token) = auth::identity_token(&req) {
+        state
+            .store
+            .delete_session(token.digest())
+            .await
+            .map_err(store_failed)?;
+    }
+    Ok(HttpResponse::NoContent()
+        .cookie(auth::clear_identity_cookie())
+        .finish())
+}
+
+/// `GET /api/auth/check`: 200 with the account in a header for a valid
+/// identity cookie, 401 otherwise; for nginx `auth_request` and Traefik
+/// `forwardAuth`.
+async fn check(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match auth::signed_in(&state, &req).await.map_err(store_failed)? {
+        Some(account) => Ok(HttpResponse::Ok()
+            .insert_header((USER_HEADER, format!("{}@{}", account.name, account.host)))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(json!({ "name": account.name.as_str(), "host": account.host.as_str() }))),
+        None => Err(ApiError::Unauthorized("not signed in")),
+    }
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+async fn no_such_endpoint() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such API endpoint"))
+}

@@ -1,0 +1,442 @@
+//! The invite landing page and web registration (`/invite?TOKEN`), in the
+//! manner of Prosody's mod_invites_page and mod_invites_register_web.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use askama::Template;
+use chrono::{DateTime, SecondsFormat, Utc};
+use qrcode::render::svg;
+use qrcode::QrCode;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::auth;
+use super::body::{self, BodyError};
+use super::{AppState, MAX_BODY};
+use crate::config::HostConfig;
+use crate::crypto;
+use crate::domain::{AccountName, InviteToken, Password};
+use crate::service;
+use crate::store::{InviteRecord, NewAccount, StoreError};
+
+/// The cookie that pairs a registration form with the browser that loaded it.
+const CSRF_COOKIE: &str = "invite_csrf";
+
+/// `/invite`: GET shows the page, POST registers.
+pub fn resource() -> actix_web::Resource {
+    web::resource("/invite")
+        .route(web::get().to(show))
+        .route(web::head().to(show))
+        .route(web::post().to(register))
+}
+
+/// `/static/style.css`: the pages' only stylesheet, compiled in.
+pub async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
+        .body(include_str!("../../static/style.css"))
+}
+
+#[derive(Template)]
+#[template(path = "invite.html")]
+struct InvitePage<'a> {
+    base: &'a str,
+    site_name: &'a str,
+    host: &'a str,
+    inviter: Option<&'a str>,
+    expires_iso: String,
+    expires_human: String,
+    error: Option<String>,
+    name: &'a str,
+    csrf: &'a str,
+    qr_svg: String,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    base: &'a str,
+    site_name: &'a str,
+    heading: &'a str,
+    message: &'a str,
+    advice: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "registered.html")]
+struct RegisteredPage<'a> {
+    base: &'a str,
+    site_name: &'a str,
+    address: String,
+    next_text: Option<&'a str>,
+    next_url: Option<&'a str>,
+}
+
+/// Everything that ends in an error page rather than the form.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// No such invite (or not a token at all).
+    #[error("invite not found")]
+    NotFound,
+    /// The invite was used.
+    #[error("invite used")]
+    Used { site_name: String, base: String },
+    /// The invite expired.
+    #[error("invite expired")]
+    Expired { site_name: String, base: String },
+    /// The body was too large.
+    #[error("request too large")]
+    TooLarge,
+    /// The body could not be read.
+    #[error("bad request")]
+    BadRequest(String),
+    /// The store or the hasher failed.
+    #[error("unavailable")]
+    Unavailable,
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Used { .. } | Self::Expired { .. } => StatusCode::GONE,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let ask = "Ask the person who invited you for a new invite.";
+        let (site, base, heading, message, advice) = match self {
+            Self::NotFound => (
+                "invite-server",
+                "",
+                "Invite not found",
+                "This invite link is not valid. Check that you copied the whole link.",
+                Some(ask),
+            ),
+            Self::Used { site_name, base } => (
+                site_name.as_str(),
+                base.as_str(),
+                "This invite has already been used",
+                "Each invite creates one account, and this one has been used.",
+                Some("If you created an account with it, sign in with that account. Otherwise ask the person who invited you for a new invite."),
+            ),
+            Self::Expired { site_name, base } => (
+                site_name.as_str(),
+                base.as_str(),
+                "This invite has expired",
+                "Invites are only valid for a limited time, and this one has run out.",
+                Some(ask),
+            ),
+            Self::TooLarge => (
+                "invite-server",
+                "",
+                "Request too large",
+                "The form sent more data than a registration needs.",
+                None,
+            ),
+            Self::BadRequest(why) => (
+                "invite-server",
+                "",
+                "Bad request",
+                why.as_str(),
+                None,
+            ),
+            Self::Unavailable => (
+                "invite-server",
+                "",
+                "Temporarily unavailable",
+                "Something went wrong on our side. Nothing was changed; please try again in a moment.",
+                None,
+            ),
+        };
+        let page = MessagePage {
+            base,
+            site_name: site,
+            heading,
+            message,
+            advice,
+        };
+        let mut res = render(self.status_code(), &page);
+        no_store(&mut res);
+        res
+    }
+}
+
+fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
+    match page.render() {
+        Ok(html) => HttpResponse::build(status)
+            .content_type("text/html; charset=utf-8")
+            .body(html),
+        Err(e) => {
+            tracing::error!(error = %e, "page rendering failed");
+            HttpResponse::ServiceUnavailable()
+                .content_type("text/plain; charset=utf-8")
+                .body("The page could not be rendered; please try again.\n")
+        }
+    }
+}
+
+/// Pages that carry a token must not be kept by caches or leak via Referer.
+fn no_store(res: &mut HttpResponse) {
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+}
+
+/// The path prefix of a host's public URL, for links to the stylesheet.
+fn base_path(host: &HostConfig) -> String {
+    url::Url::parse(host.public_url.as_str())
+        .map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+fn store_failed(e: StoreError) -> PageError {
+    tracing::error!(error = %e, "store failure on an invite page");
+    PageError::Unavailable
+}
+
+/// The invite named by the query string, with its host, if it can be used now.
+async fn usable_invite<'s>(
+    state: &'s AppState,
+    req: &HttpRequest,
+) -> Result<(InviteToken, InviteRecord, &'s HostConfig), PageError> {
+    let token = InviteToken::parse(req.query_string()).map_err(|_| PageError::NotFound)?;
+    let invite = match state.store.find_invite(token.digest()).await {
+        Ok(i) => i,
+        Err(StoreError::NotFound) => return Err(PageError::NotFound),
+        Err(e) => return Err(store_failed(e)),
+    };
+    let host = state
+        .config
+        .hosts
+        .get(&invite.host)
+        .ok_or(PageError::NotFound)?;
+    let gone = |expired: bool| {
+        let (site_name, base) = (host.site_name.clone(), base_path(host));
+        if expired {
+            PageError::Expired { site_name, base }
+        } else {
+            PageError::Used { site_name, base }
+        }
+    };
+    match invite.usable_at(Utc::now()) {
+        Ok(()) => Ok((token, invite, host)),
+        Err(StoreError::InviteExpired) => Err(gone(true)),
+        Err(_) => Err(gone(false)),
+    }
+}
+
+fn human_time(t: DateTime<Utc>) -> String {
+    t.format("%-d %B %Y at %H:%M UTC").to_string()
+}
+
+fn qr_svg(url: &str) -> String {
+    match QrCode::new(url.as_bytes()) {
+        Ok(code) => {
+            let svg = code
+                .render::<svg::Color<'_>>()
+                .min_dimensions(200, 200)
+                .quiet_zone(true)
+                .build();
+            // Inline in HTML: the XML declaration is not allowed there.
+            match svg.find("<svg") {
+                Some(i) => svg[i..].to_owned(),
+                None => svg,
+            }
+        }
+        // Only URLs longer than a QR code holds fail; the page works without it.
+        Err(_) => String::new(),
+    }
+}
+
+/// Renders the form for an invite, with its CSRF cookie. The browser's
+/// existing value is kept, so a second tab or the back button still works.
+fn form_page(
+    req: &HttpRequest,
+    status: StatusCode,
+    token: &InviteToken,
+    invite: &InviteRecord,
+    host: &HostConfig,
+    name: &str,
+    error: Option<String>,
+) -> Result<HttpResponse, PageError> {
+    let csrf = match req.cookie(CSRF_COOKIE) {
+        Some(c) if c.value().len() == 43 && crypto::is_base64url(c.value()) => c.value().to_owned(),
+        _ => crypto::random_base64url(32).map_err(|_| PageError::Unavailable)?,
+    };
+    let base = base_path(host);
+    let page = InvitePage {
+        base: &base,
+        site_name: &host.site_name,
+        host: host.name.as_str(),
+        inviter: invite.issuer_name.as_deref(),
+        expires_iso: invite.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        expires_human: human_time(invite.expires_at),
+        error,
+        name,
+        csrf: &csrf,
+        qr_svg: qr_svg(&host.invite_url(token.expose())),
+    };
+    let mut res = render(status, &page);
+    no_store(&mut res);
+    let cookie = Cookie::build(CSRF_COOKIE, csrf)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/")
+        .secure(host.public_url.is_https())
+        .finish();
+    // A cookie that cannot be added only costs the form a resubmission.
+    let _ = res.add_cookie(&cookie);
+    Ok(res)
+}
+
+/// `GET /invite?TOKEN`: the landing page. Changes nothing on the server.
+async fn show(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, PageError> {
+    let (token, invite, host) = usable_invite(&state, &req).await?;
+    form_page(&req, StatusCode::OK, &token, &invite, host, "", None)
+}
+
+/// The registration form's fields; all optional so a missing one is reported
+/// as a rule, not as a parse failure.
+#[derive(Debug, Default, Deserialize)]
+struct RegisterForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password2: String,
+}
+
+/// `POST /invite?TOKEN`: creates the account, consumes the invite and signs in.
+async fn register(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let raw = body::read_limited(&req, payload, MAX_BODY)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => PageError::TooLarge,
+            BodyError::Broken(why) => PageError::BadRequest(why),
+        })?;
+    let (token, invite, host) = usable_invite(&state, &req).await?;
+    if body::content_type(&req).as_deref() != Some("application/x-www-form-urlencoded") {
+        return Err(PageError::BadRequest(
+            "The form must be sent as application/x-www-form-urlencoded.".into(),
+        ));
+    }
+    let form: RegisterForm = serde_urlencoded::from_bytes(&raw)
+        .map_err(|_| PageError::BadRequest("The form data could not be read.".into()))?;
+    let retry = |status: StatusCode, why: String| {
+        form_page(&req, status, &token, &invite, host, &form.name, Some(why))
+    };
+
+    let cookie_csrf = req.cookie(CSRF_COOKIE);
+    let csrf_ok = cookie_csrf.as_ref().is_some_and(|c| {
+        !form.csrf.is_empty() && bool::from(c.value().as_bytes().ct_eq(form.csrf.as_bytes()))
+    });
+    if !csrf_ok {
+        return retry(
+            StatusCode::FORBIDDEN,
+            "This form had expired or came from another site. Nothing was saved; please submit it again.".into(),
+        );
+    }
+    let name = match AccountName::parse(&form.name) {
+        Ok(n) => n,
+        Err(e) => {
+            return retry(
+                StatusCode::BAD_REQUEST,
+                format!("Please choose another name: {e}."),
+            )
+        }
+    };
+    if form.password != form.password2 {
+        return retry(
+            StatusCode::BAD_REQUEST,
+            "The two passwords differ; please type them again.".into(),
+        );
+    }
+    let password = match Password::parse(&form.password, &name, &host.name) {
+        Ok(p) => p,
+        Err(e) => return retry(StatusCode::BAD_REQUEST, capitalise(&e.0)),
+    };
+    let taken = || {
+        retry(
+            StatusCode::CONFLICT,
+            format!(
+                "The name {name} is taken on {}; please choose another.",
+                host.name
+            ),
+        )
+    };
+    // A cheap early answer for a taken name; the transaction below decides.
+    match state.store.find_account(&host.name, &name).await {
+        Ok(_) => return taken(),
+        Err(StoreError::NotFound) => {}
+        Err(e) => return Err(store_failed(e)),
+    }
+    let password_hash = state.hasher.hash(password).await.map_err(|e| {
+        tracing::error!(error = %e, "password hashing failed");
+        PageError::Unavailable
+    })?;
+    let (identity, session) = service::new_session().map_err(|_| PageError::Unavailable)?;
+    let now = Utc::now();
+    let account = NewAccount {
+        host: host.name.clone(),
+        name: name.clone(),
+        password_hash,
+        created_at: now,
+        invited_by: invite.source.clone(),
+    };
+    match state
+        .store
+        .redeem_invite(token.digest(), account, session, now)
+        .await
+    {
+        Ok(account) => {
+            let base = base_path(host);
+            let page = RegisteredPage {
+                base: &base,
+                site_name: &host.site_name,
+                address: format!("{}@{}", account.name, account.host),
+                next_text: host.after_registration_text.as_deref(),
+                next_url: host.after_registration_url.as_deref(),
+            };
+            let mut res = render(StatusCode::OK, &page);
+            no_store(&mut res);
+            let _ = res.add_cookie(&auth::identity_cookie(&identity, Some(host), &state));
+            let mut clear = Cookie::build(CSRF_COOKIE, "").path("/").finish();
+            clear.make_removal();
+            let _ = res.add_cookie(&clear);
+            Ok(res)
+        }
+        Err(StoreError::NameTaken) => taken(),
+        Err(StoreError::InviteUsed) => Err(PageError::Used {
+            site_name: host.site_name.clone(),
+            base: base_path(host),
+        }),
+        Err(StoreError::InviteExpired) => Err(PageError::Expired {
+            site_name: host.site_name.clone(),
+            base: base_path(host),
+        }),
+        Err(StoreError::NotFound) => Err(PageError::NotFound),
+        Err(e) => Err(store_failed(e)),
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
