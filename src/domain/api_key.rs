@@ -5,8 +5,8 @@ use crate::crypto::{self, RngError, SecretDigest};
 
 /// Length of a key id, in base64url characters (9 random bytes).
 const ID_LEN: usize = 12;
-/// Random bytes in a freshly made secret: 32 base64url characters.
-const SECRET_BYTES: usize = 24;
+/// Random bytes in a freshly made secret: 36 base64url characters, as Prosody.
+const SECRET_BYTES: usize = 27;
 const SECRET_MIN_LEN: usize = 32;
 /// Longer secrets are never issued; the bound keeps hostile input cheap to refuse.
 const SECRET_MAX_LEN: usize = 128;
