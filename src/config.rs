@@ -19,7 +19,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read configuration file {path}: {source}")]
+    #[error("cannot read configuration file {path}")]
     Read {
         /// The file named by --config or INVITE_SERVER_CONFIG.
         path: PathBuf,
@@ -198,6 +198,7 @@ struct RawConfig {
     database: Option<PathBuf>,
     invite_expiry: Option<ConfigDuration>,
     session_idle_expiry: Option<ConfigDuration>,
+    login_attempts_per_minute: Option<u32>,
     hosts: Option<BTreeMap<HostName, RawHost>>,
 }
 
@@ -265,6 +266,8 @@ pub struct Config {
     pub database: PathBuf,
     /// A sign-in unused this long stops working.
     pub session_idle_expiry: Duration,
+    /// Sign-in attempts allowed per client address per minute; 0 for no limit.
+    pub login_attempts_per_minute: u32,
     /// The virtual hosts, by name.
     pub hosts: BTreeMap<HostName, HostConfig>,
 }
@@ -283,6 +286,9 @@ impl Config {
             raw.database = user.database.or(raw.database);
             raw.invite_expiry = user.invite_expiry.or(raw.invite_expiry);
             raw.session_idle_expiry = user.session_idle_expiry.or(raw.session_idle_expiry);
+            raw.login_attempts_per_minute = user
+                .login_attempts_per_minute
+                .or(raw.login_attempts_per_minute);
             if user.hosts.is_some() {
                 raw.hosts = user.hosts;
             }
@@ -328,6 +334,7 @@ impl Config {
             session_idle_expiry: raw
                 .session_idle_expiry
                 .map_or(Duration::from_secs(30 * 86_400), |d| d.0),
+            login_attempts_per_minute: raw.login_attempts_per_minute.unwrap_or(20),
             hosts,
         }
     }

@@ -9,7 +9,7 @@ use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
 
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, LoginLimiter};
 use crate::passwords::Hasher;
 use crate::store::Store;
 
@@ -29,6 +29,7 @@ impl Application {
         let listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
         let state = web::Data::new(AppState {
+            login_limiter: LoginLimiter::new(config.login_attempts_per_minute),
             config,
             store,
             hasher: Hasher::new(),

@@ -79,6 +79,9 @@ pub enum ApiError {
     /// The body is over the limit.
     #[error("the request body is larger than {MAX_BODY} bytes")]
     TooLarge,
+    /// Too many sign-in attempts from this address; retry after the seconds given.
+    #[error("too many sign-in attempts; try again in {0} seconds")]
+    TooManyRequests(u64),
     /// The store or the hasher failed; nothing was changed.
     #[error("temporarily unavailable; nothing was changed, try again")]
     Unavailable,
@@ -94,6 +97,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::NameTaken => "name_taken",
             Self::TooLarge => "body_too_large",
+            Self::TooManyRequests(_) => "too_many_requests",
             Self::Unavailable => "unavailable",
         }
     }
@@ -116,14 +120,18 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NameTaken => StatusCode::CONFLICT,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(json!({ "error": self.code(), "message": self.to_string() }))
+        let mut res = HttpResponse::build(self.status_code());
+        res.insert_header((header::CACHE_CONTROL, "no-store"));
+        if let Self::TooManyRequests(secs) = self {
+            res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        res.json(json!({ "error": self.code(), "message": self.to_string() }))
     }
 }
 
@@ -382,6 +390,12 @@ async fn login(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
+        state
+            .login_limiter
+            .check(ip)
+            .map_err(|wait| ApiError::TooManyRequests(wait.as_secs().max(1)))?;
+    }
     let creds: Credentials = json_body(&req, payload, false)
         .await?
         .ok_or_else(|| ApiError::bad("bad_json", "the body must be a JSON object"))?;

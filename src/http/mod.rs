@@ -7,6 +7,7 @@ mod health;
 mod invites_api;
 mod logging;
 mod pages;
+mod ratelimit;
 
 use std::sync::Arc;
 
@@ -14,7 +15,9 @@ use actix_web::{web, HttpResponse};
 
 use crate::config::Config;
 use crate::passwords::Hasher;
+
 use crate::store::Store;
+pub use ratelimit::LoginLimiter;
 
 pub use api::USER_HEADER;
 pub use logging::redact_query;
@@ -27,6 +30,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The password hasher.
     pub hasher: Hasher,
+    /// Limits sign-in attempts per client address.
+    pub login_limiter: LoginLimiter,
 }
 
 /// The largest request body any endpoint reads; larger ones get 413.
