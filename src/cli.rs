@@ -160,6 +160,14 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(SqliteStore::open(&config.database)?))
 }
 
+/// Turns the store's `NotFound` into the message the operator should see.
+fn named_not_found<T>(r: Result<T, StoreError>, message: &'static str) -> anyhow::Result<T> {
+    r.map_err(|e| match e {
+        StoreError::NotFound => anyhow!(message),
+        other => other.into(),
+    })
+}
+
 fn host<'c>(config: &'c Config, name: &str) -> anyhow::Result<&'c HostConfig> {
     config
         .host(name)
@@ -228,11 +236,8 @@ async fn keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Delete { host: h, id } => {
             let host = host(config, &h)?;
             let id = KeyId::parse(&id).map_err(|_| anyhow!("key not found"))?;
-            match open_store(config)?.delete_key(&host.name, &id).await {
-                Ok(()) => {}
-                Err(StoreError::NotFound) => bail!("key not found"),
-                Err(e) => return Err(e.into()),
-            }
+            let deleted = open_store(config)?.delete_key(&host.name, &id).await;
+            named_not_found(deleted, "key not found")?;
         }
     }
     Ok(())
@@ -307,11 +312,8 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
         AccountsCommand::Delete { host: h, name } => {
             let host = host(config, &h)?;
             let name = AccountName::parse(&name).map_err(|_| anyhow!("account not found"))?;
-            match open_store(config)?.delete_account(&host.name, &name).await {
-                Ok(()) => {}
-                Err(StoreError::NotFound) => bail!("account not found"),
-                Err(e) => return Err(e.into()),
-            }
+            let deleted = open_store(config)?.delete_account(&host.name, &name).await;
+            named_not_found(deleted, "account not found")?;
         }
     }
     Ok(())

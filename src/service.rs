@@ -5,8 +5,11 @@ use chrono::{DateTime, Utc};
 
 use crate::config::HostConfig;
 use crate::crypto::RngError;
-use crate::domain::{ApiKey, IdentityToken, InviteToken};
-use crate::store::{InviteSource, KeyRecord, NewInvite, NewSession, Store, StoreError};
+use crate::domain::{AccountName, ApiKey, IdentityToken, InviteToken, Password};
+use crate::passwords::Hasher;
+use crate::store::{
+    AccountRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession, Store, StoreError,
+};
 
 impl From<RngError> for StoreError {
     fn from(e: RngError) -> Self {
@@ -95,4 +98,43 @@ pub fn new_session() -> Result<(IdentityToken, NewSession), RngError> {
         created_at: Utc::now(),
     };
     Ok((token, session))
+}
+
+/// Registers `name` with an invite: hashes the password, then in one store
+/// write checks the invite, creates the account, consumes the invite and opens
+/// a session. Errors are the store's: `NameTaken`, `InviteUsed`,
+/// `InviteExpired`, `NotFound`, or `Backend` (hashing failures included).
+pub async fn register(
+    store: &dyn Store,
+    hasher: &Hasher,
+    host: &HostConfig,
+    token: &InviteToken,
+    name: AccountName,
+    password: Password,
+) -> Result<(AccountRecord, IdentityToken), StoreError> {
+    // A cheap early answer for a taken name, before spending a hash on it;
+    // the transaction below decides.
+    match store.find_account(&host.name, &name).await {
+        Ok(_) => return Err(StoreError::NameTaken),
+        Err(StoreError::NotFound) => {}
+        Err(e) => return Err(e),
+    }
+    let password_hash = hasher
+        .hash(password)
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+    let (identity, session) = new_session()?;
+    let now = Utc::now();
+    let account = NewAccount {
+        host: host.name.clone(),
+        name,
+        password_hash,
+        created_at: now,
+        // The store records the invite's own source.
+        invited_by: String::new(),
+    };
+    let account = store
+        .redeem_invite(token.digest(), account, session, now)
+        .await?;
+    Ok((account, identity))
 }

@@ -13,7 +13,7 @@ use super::{AppState, MAX_BODY};
 use crate::config::HostConfig;
 use crate::domain::{AccountName, InviteToken, Password};
 use crate::service;
-use crate::store::{AccountRecord, InviteSource, NewAccount, StoreError};
+use crate::store::{AccountRecord, InviteSource, StoreError};
 
 /// The header `/api/auth/check` names the signed-in account in.
 pub const USER_HEADER: &str = "X-Invite-Server-User";
@@ -304,38 +304,15 @@ async fn accept_invite(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (token, invite, host) = usable_invite(&state, &req).await?;
+    let (token, _, host) = usable_invite(&state, &req).await?;
     let creds: Credentials = json_body(&req, payload, false)
         .await?
         .ok_or_else(|| ApiError::bad("bad_json", "the body must be a JSON object"))?;
     let name = AccountName::parse(&creds.name).map_err(|e| ApiError::bad("invalid_name", e.0))?;
     let password = Password::parse(&creds.password, &name, &host.name)
         .map_err(|e| ApiError::bad("invalid_password", e.0))?;
-    // A cheap early answer for a taken name; the transaction below decides.
-    match state.store.find_account(&host.name, &name).await {
-        Ok(_) => return Err(ApiError::NameTaken),
-        Err(StoreError::NotFound) => {}
-        Err(e) => return Err(store_failed(e)),
-    }
-    let password_hash = state.hasher.hash(password).await.map_err(|e| {
-        tracing::error!(error = %e, "password hashing failed");
-        ApiError::Unavailable
-    })?;
-    let (identity, session) = service::new_session().map_err(|_| ApiError::Unavailable)?;
-    let now = Utc::now();
-    let account = NewAccount {
-        host: host.name.clone(),
-        name,
-        password_hash,
-        created_at: now,
-        invited_by: invite.source.clone(),
-    };
-    match state
-        .store
-        .redeem_invite(token.digest(), account, session, now)
-        .await
-    {
-        Ok(_) => Ok(HttpResponse::NoContent()
+    match service::register(&*state.store, &state.hasher, host, &token, name, password).await {
+        Ok((_, identity)) => Ok(HttpResponse::NoContent()
             .cookie(auth::identity_cookie(&identity, Some(host), &state))
             .finish()),
         Err(StoreError::NameTaken) => Err(ApiError::NameTaken),

@@ -18,7 +18,7 @@ use crate::config::HostConfig;
 use crate::crypto;
 use crate::domain::{AccountName, InviteToken, Password};
 use crate::service;
-use crate::store::{InviteRecord, NewAccount, StoreError};
+use crate::store::{InviteRecord, StoreError};
 
 /// The cookie that pairs a registration form with the browser that loaded it.
 const CSRF_COOKIE: &str = "invite_csrf";
@@ -369,40 +369,12 @@ async fn register(
         Ok(p) => p,
         Err(e) => return retry(StatusCode::BAD_REQUEST, capitalise(&e.0)),
     };
-    let taken = || {
-        retry(
-            StatusCode::CONFLICT,
-            format!(
-                "The name {name} is taken on {}; please choose another.",
-                host.name
-            ),
-        )
-    };
-    // A cheap early answer for a taken name; the transaction below decides.
-    match state.store.find_account(&host.name, &name).await {
-        Ok(_) => return taken(),
-        Err(StoreError::NotFound) => {}
-        Err(e) => return Err(store_failed(e)),
-    }
-    let password_hash = state.hasher.hash(password).await.map_err(|e| {
-        tracing::error!(error = %e, "password hashing failed");
-        PageError::Unavailable
-    })?;
-    let (identity, session) = service::new_session().map_err(|_| PageError::Unavailable)?;
-    let now = Utc::now();
-    let account = NewAccount {
-        host: host.name.clone(),
-        name: name.clone(),
-        password_hash,
-        created_at: now,
-        invited_by: invite.source.clone(),
-    };
-    match state
-        .store
-        .redeem_invite(token.digest(), account, session, now)
-        .await
-    {
-        Ok(account) => {
+    let taken = format!(
+        "The name {name} is taken on {}; please choose another.",
+        host.name
+    );
+    match service::register(&*state.store, &state.hasher, host, &token, name, password).await {
+        Ok((account, identity)) => {
             let base = base_path(host);
             let page = RegisteredPage {
                 base: &base,
@@ -419,7 +391,7 @@ async fn register(
             let _ = res.add_cookie(&clear);
             Ok(res)
         }
-        Err(StoreError::NameTaken) => taken(),
+        Err(StoreError::NameTaken) => retry(StatusCode::CONFLICT, taken),
         Err(StoreError::InviteUsed) => Err(PageError::Used {
             site_name: host.site_name.clone(),
             base: base_path(host),

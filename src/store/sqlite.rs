@@ -413,6 +413,14 @@ fn account_row(row: &Row<'_>) -> rusqlite::Result<AccountRecord> {
     })
 }
 
+/// A DELETE's outcome: `NotFound` when it matched no row.
+fn deleted(r: rusqlite::Result<usize>) -> Result<(), StoreError> {
+    match r.map_err(backend)? {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
 /// Maps "no row" to `NotFound` and everything else to `Backend`.
 fn one<T>(r: rusqlite::Result<Option<T>>) -> Result<T, StoreError> {
     r.map_err(backend)?.ok_or(StoreError::NotFound)
@@ -563,17 +571,10 @@ impl Store for SqliteStore {
     async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError> {
         let (host, id) = (host.clone(), id.clone());
         self.write(move |conn| {
-            let n = conn
-                .execute(
-                    "DELETE FROM api_keys WHERE id = ?1 AND host = ?2",
-                    params![id.as_str(), host.as_str()],
-                )
-                .map_err(backend)?;
-            if n == 0 {
-                Err(StoreError::NotFound)
-            } else {
-                Ok(())
-            }
+            deleted(conn.execute(
+                "DELETE FROM api_keys WHERE id = ?1 AND host = ?2",
+                params![id.as_str(), host.as_str()],
+            ))
         })
         .await
     }
@@ -692,17 +693,10 @@ impl Store for SqliteStore {
     async fn delete_account(&self, host: &HostName, name: &AccountName) -> Result<(), StoreError> {
         let (host, name) = (host.clone(), name.clone());
         self.write(move |conn| {
-            let n = conn
-                .execute(
-                    "DELETE FROM accounts WHERE host = ?1 AND name = ?2",
-                    params![host.as_str(), name.as_str()],
-                )
-                .map_err(backend)?;
-            if n == 0 {
-                Err(StoreError::NotFound)
-            } else {
-                Ok(())
-            }
+            deleted(conn.execute(
+                "DELETE FROM accounts WHERE host = ?1 AND name = ?2",
+                params![host.as_str(), name.as_str()],
+            ))
         })
         .await
     }
