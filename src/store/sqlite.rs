@@ -753,3 +753,91 @@ impl Store for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(name: &str) -> NewAccount {
+        NewAccount {
+            host: HostName::parse("example.com").unwrap(),
+            name: AccountName::parse(name).unwrap(),
+            password_hash: "$argon2id$test".into(),
+            created_at: Utc::now(),
+            invited_by: "cli".into(),
+        }
+    }
+
+    fn job(
+        a: NewAccount,
+    ) -> (
+        Box<dyn Job>,
+        oneshot::Receiver<Result<AccountRecord, StoreError>>,
+    ) {
+        let (reply, answer) = oneshot::channel();
+        let f = move |conn: &Connection| insert_account(conn, &a);
+        let job: Box<dyn Job> = Box::new(Pending {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        (job, answer)
+    }
+
+    #[test]
+    fn a_failed_write_in_a_batch_neither_fails_nor_undoes_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = Connection::open(&path).unwrap();
+        configure(&conn).unwrap();
+        migrate(&mut conn, &path).unwrap();
+
+        let (a, ra) = job(account("alice"));
+        let (dup, rdup) = job(account("alice"));
+        let (b, rb) = job(account("bob"));
+        let mut batch = vec![a, dup, b];
+        run_batch(&conn, &mut batch).unwrap();
+        for j in batch {
+            j.finish(Ok(()));
+        }
+        assert!(ra.blocking_recv().unwrap().is_ok());
+        assert_eq!(
+            rdup.blocking_recv().unwrap().unwrap_err(),
+            StoreError::NameTaken
+        );
+        assert!(rb.blocking_recv().unwrap().is_ok());
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM accounts ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(names, ["alice", "bob"]);
+    }
+
+    #[test]
+    fn a_failed_commit_reaches_every_caller_in_the_batch() {
+        let (j, r) = job(account("carol"));
+        j.finish(Err(StoreError::Backend("disk full".into())));
+        assert_eq!(
+            r.blocking_recv().unwrap().unwrap_err(),
+            StoreError::Backend("disk full".into())
+        );
+    }
+
+    #[test]
+    fn a_database_from_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 999).unwrap();
+        }
+        match SqliteStore::open(&path) {
+            Err(OpenError::TooNew { found: 999, .. }) => {}
+            Err(other) => panic!("unexpected error: {other}"),
+            Ok(_) => panic!("a newer schema was opened"),
+        }
+    }
+}
