@@ -84,6 +84,7 @@ pub enum KeysCommand {
         /// The host the key belongs to.
         host: String,
         /// The key's id (the part before the `/`).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }
@@ -132,7 +133,7 @@ pub enum InvitesCommand {
 }
 
 fn parse_listen(s: &str) -> Result<ListenAddr, String> {
-    ListenAddr::parse(s).map_err(|e| e.0)
+    ListenAddr::parse(s).map_err(|e| format!("{} (from --listen or INVITE_SERVER_LISTEN)", e.0))
 }
 
 /// Parses the command line and runs it; the exit code for `main`.
@@ -207,6 +208,13 @@ async fn keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Create { host: h, name } => {
             let host = host(config, &h)?;
+            // `keys list` prints one line per key: the name must fit on it.
+            if name
+                .as_deref()
+                .is_some_and(|n| n.chars().any(char::is_control) || n.chars().count() > 200)
+            {
+                bail!("a key name is one line of at most 200 characters, without tabs");
+            }
             let store = open_store(config)?;
             let key = service::create_key(&*store, host, name).await?;
             println!("{}", key.expose());

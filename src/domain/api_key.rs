@@ -79,7 +79,14 @@ pub struct ApiKey {
 impl ApiKey {
     /// Makes a new key from the OS RNG.
     pub fn generate() -> Result<Self, RngError> {
-        let id = crypto::random_base64url(ID_LEN / 4 * 3)?;
+        // An id starting with `-` reads as an option on command lines
+        // (`keys delete HOST -abc...`); drawing again costs nothing.
+        let id = loop {
+            let id = crypto::random_base64url(ID_LEN / 4 * 3)?;
+            if !id.starts_with('-') {
+                break id;
+            }
+        };
         let secret = crypto::random_base64url(SECRET_BYTES)?;
         Ok(Self {
             id: KeyId(id),
@@ -108,6 +115,13 @@ impl ApiKey {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn generated_key_ids_never_start_with_a_dash() {
+        for _ in 0..2000 {
+            assert!(!ApiKey::generate().unwrap().id.as_str().starts_with('-'));
+        }
+    }
 
     #[test]
     fn generated_keys_round_trip() {

@@ -24,28 +24,28 @@ pub fn scope() -> actix_web::Scope {
         .service(
             web::resource("/invite")
                 .route(web::post().to(create_invite))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(only("POST")),
         )
         .service(
             web::resource("/invite/{id}")
                 .route(web::get().to(show_invite))
                 .route(web::post().to(accept_invite))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(only("GET, POST")),
         )
         .service(
             web::resource("/auth/login")
                 .route(web::post().to(login))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(only("POST")),
         )
         .service(
             web::resource("/auth/logout")
                 .route(web::post().to(logout))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(only("POST")),
         )
         .service(
             web::resource("/auth/check")
                 .route(web::get().to(check))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(only("GET")),
         )
         .default_service(web::to(no_such_endpoint))
 }
@@ -70,9 +70,9 @@ pub enum ApiError {
     /// No such invite (or used, or expired), or no such endpoint.
     #[error("{0}")]
     NotFound(&'static str),
-    /// The method is not served here.
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// The method is not served here; the methods that are, for `Allow`.
+    #[error("method not allowed: use {0}")]
+    MethodNotAllowed(&'static str),
     /// The name is taken; the invite stays usable.
     #[error("that name is taken; choose another")]
     NameTaken,
@@ -94,7 +94,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::NameTaken => "name_taken",
             Self::TooLarge => "body_too_large",
             Self::TooManyRequests(_) => "too_many_requests",
@@ -117,7 +117,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::NameTaken => StatusCode::CONFLICT,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -130,6 +130,9 @@ impl ResponseError for ApiError {
         res.insert_header((header::CACHE_CONTROL, "no-store"));
         if let Self::TooManyRequests(secs) = self {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if let Self::MethodNotAllowed(allow) = self {
+            res.insert_header((header::ALLOW, *allow));
         }
         res.json(json!({ "error": self.code(), "message": self.to_string() }))
     }
@@ -442,8 +445,9 @@ async fn check(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
     }
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// The fallback of a resource that serves only `allow` (a 405 must say which).
+fn only(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow)) })
 }
 
 async fn no_such_endpoint() -> Result<HttpResponse, ApiError> {

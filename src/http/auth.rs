@@ -15,7 +15,8 @@ use crate::store::{AccountRecord, KeyRecord, StoreError};
 /// The name of the sign-in cookie.
 pub const IDENTITY_COOKIE: &str = "identity";
 
-/// A session is written back as used at most this often, so checks stay reads.
+/// A session is written back as used at most this often, so checks stay reads;
+/// more often when the idle expiry is short (see [`signed_in`]).
 const TOUCH_EVERY_SECS: i64 = 60;
 
 /// Why no usable API key came with a request.
@@ -56,6 +57,15 @@ pub fn bearer(req: &HttpRequest) -> Result<Option<&str>, KeyError> {
 }
 
 fn bearer_value(value: &HeaderValue) -> Result<Option<&str>, KeyError> {
+    let trimmed = value.as_bytes().trim_ascii_start();
+    let is_bearer = trimmed.len() >= 6
+        && trimmed[..6].eq_ignore_ascii_case(b"bearer")
+        && trimmed.get(6).is_none_or(|b| b.is_ascii_whitespace());
+    // Only a Bearer header is ours to judge; another scheme, even with
+    // non-ASCII bytes, is simply not a key and must not hide a `?key=`.
+    if !is_bearer {
+        return Ok(None);
+    }
     let text = value
         .to_str()
         .map_err(|_| KeyError::Malformed("the Authorization header is not ASCII text".into()))?;
@@ -139,7 +149,10 @@ pub async fn signed_in(
         let _ = state.store.delete_session(digest).await;
         return Ok(None);
     }
-    if (now - session.last_used_at).num_seconds() >= TOUCH_EVERY_SECS {
+    // Throttled writes record use up to `touch_every` late; a tenth of the idle
+    // expiry keeps a session in steady use from expiring even when that is short.
+    let touch_every = (idle / 10).min(chrono::Duration::seconds(TOUCH_EVERY_SECS));
+    if now - session.last_used_at >= touch_every {
         state.store.touch_session(digest, now).await?;
     }
     Ok(Some(session.account))

@@ -76,7 +76,7 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// SQLite refused.
-    #[error("cannot open database {path}: {source}")]
+    #[error("cannot open database {path}")]
     Sqlite {
         /// The database file.
         path: PathBuf,

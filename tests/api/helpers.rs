@@ -244,3 +244,112 @@ pub fn raw_request(port: u16, bytes: &[u8]) -> (u16, String) {
         .unwrap_or(0);
     (status, text)
 }
+
+// ------------------------------------------------------------------------
+// The receiving side (pages, JSON invitation API, sign-in), shared by the
+// `pages`, `json_api`, `accounts_cli` and `browser` modules.
+
+/// A password the policy accepts for any test account.
+pub const GOOD_PASSWORD: &str = "tulip quarry lantern 92";
+
+/// The invite token in a page URL: everything after the `?`.
+pub fn token_of(page_url: &str) -> String {
+    page_url
+        .split_once('?')
+        .map(|(_, t)| t.to_owned())
+        .unwrap_or_else(|| panic!("no token in {page_url}"))
+}
+
+/// The whole `Set-Cookie` line a response sets for cookie `name`, if any.
+pub fn set_cookie_line(res: &reqwest::blocking::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// The value of cookie `name` set by a response, if it sets one.
+pub fn set_cookie_value(res: &reqwest::blocking::Response, name: &str) -> Option<String> {
+    set_cookie_line(res, name).map(|line| {
+        let pair = line.split(';').next().unwrap_or("");
+        pair[name.len() + 1..].to_owned()
+    })
+}
+
+/// `POST /api/invite/{token}` with a JSON name and password.
+pub fn accept_invite(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    password: &str,
+) -> reqwest::blocking::Response {
+    client()
+        .post(format!("{}/api/invite/{token}", app.url))
+        .json(&serde_json::json!({ "name": name, "password": password }))
+        .send()
+        .unwrap()
+}
+
+/// Mints an invite and accepts it as `name`; returns the identity cookie value.
+pub fn register_account(app: &TestApp, name: &str) -> String {
+    let res = accept_invite(app, &token_of(&app.mint()), name, GOOD_PASSWORD);
+    assert_eq!(res.status(), 204, "registering {name} failed");
+    set_cookie_value(&res, "identity").expect("no identity cookie")
+}
+
+/// `POST /api/auth/login` with a JSON name and password.
+pub fn login(app: &TestApp, name: &str, password: &str) -> reqwest::blocking::Response {
+    client()
+        .post(format!("{}/api/auth/login", app.url))
+        .json(&serde_json::json!({ "name": name, "password": password }))
+        .send()
+        .unwrap()
+}
+
+/// `GET /api/auth/check`, with the identity cookie when one is given.
+pub fn auth_check(app: &TestApp, identity: Option<&str>) -> reqwest::blocking::Response {
+    let mut req = client().get(format!("{}/api/auth/check", app.url));
+    if let Some(token) = identity {
+        req = req.header(reqwest::header::COOKIE, format!("identity={token}"));
+    }
+    req.send().unwrap()
+}
+
+/// Creates a key for `host` and mints one invite with it through
+/// `/invites_api`; returns the key (`<id>/<secret>`) and the page URL.
+pub fn mint_for(app: &TestApp, host: &str) -> (String, String) {
+    let key = app.create_key(host);
+    let res = client()
+        .get(format!("{}/invites_api?key={key}", app.url))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 201, "minting for {host} failed");
+    let url = res.headers()["location"].to_str().unwrap().to_owned();
+    (key, url)
+}
+
+/// Like [`TestApp::cli_with_stdin`], but a command that exits before reading
+/// its input (a refused host or name) is not a failure of the test.
+pub fn cli_feeding(app: &TestApp, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&app.config)
+        .arg("--db")
+        .arg(&app.db)
+        .args(args)
+        .env_remove("INVITE_SERVER_LISTEN")
+        .env_remove("INVITE_SERVER_DATABASE")
+        .env_remove("INVITE_SERVER_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cli");
+    if let Some(mut stdin) = child.stdin.take() {
+        // EPIPE when the command has already exited.
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    child.wait_with_output().expect("cli output")
+}

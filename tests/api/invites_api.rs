@@ -1026,6 +1026,21 @@ fn a_non_ascii_authorization_header_is_a_403() {
 }
 
 #[test]
+fn a_non_ascii_header_of_another_scheme_does_not_hide_a_query_key() {
+    let app = TestApp::spawn();
+    let key = app.create_key("localhost");
+    let res = get(&app, &format!("?key={key}"))
+        .header(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(b"Basic \xff\xfe").unwrap(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(app.count(INVITES), 1);
+}
+
+#[test]
 fn hostile_requests_never_get_a_5xx_and_the_server_stays_up() {
     let app = TestApp::spawn();
     let key = app.create_key("localhost");

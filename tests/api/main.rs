@@ -1,9 +1,13 @@
 //! Black-box tests: one binary, each module a surface, all against the real
 //! `invite-server` process over real HTTP.
 
+mod accounts_cli;
+mod browser;
 mod config;
 mod helpers;
 mod invites_api;
+mod json_api;
 mod keys_cli;
+mod pages;
 mod prosody;
 mod smoke;

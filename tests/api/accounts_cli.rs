@@ -1,0 +1,378 @@
+//! `invite-server accounts ...` and `invite-server invites create`: what an
+//! operator types, checked against a running server and its database.
+
+use std::collections::HashSet;
+use std::process::Output;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::helpers::{
+    accept_invite, auth_check, cli_feeding, client, login, mint_for, register_account, token_of,
+    TestApp, GOOD_PASSWORD,
+};
+
+const ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts";
+const SESSIONS: &str = "SELECT COUNT(*) FROM sessions";
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).expect("stderr is UTF-8")
+}
+
+fn create(app: &TestApp, host: &str, name: &str, password: &str) -> Output {
+    cli_feeding(
+        app,
+        &["accounts", "create", host, name, "--password-stdin"],
+        &format!("{password}\n"),
+    )
+}
+
+fn assert_fails(out: &Output, message: &str) {
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr(out);
+    assert!(err.starts_with("Error: "), "{err}");
+    assert!(err.contains(message), "{message:?} not in {err:?}");
+    assert_eq!(stdout(out), "", "output on failure");
+}
+
+// ----------------------------------------------------------- accounts create
+
+#[test]
+fn creating_an_account_from_stdin_exits_0_and_the_account_can_sign_in() {
+    let app = TestApp::spawn();
+    let out = create(&app, "localhost", "Alice", GOOD_PASSWORD);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stderr(&out).contains("alice@localhost"), "{out:?}");
+    let (host, hash, invited_by): (String, String, String) = app
+        .db()
+        .query_row(
+            "SELECT host, password_hash, invited_by FROM accounts WHERE name = 'alice'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("no account row");
+    assert_eq!(host, "localhost");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert_eq!(invited_by, "cli");
+    // The running server sees it at once.
+    let res = login(&app, "alice", GOOD_PASSWORD);
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        login(&app, "alice", "tulip quarry lantern 93").status(),
+        401
+    );
+}
+
+#[test]
+fn a_password_from_stdin_loses_its_line_ending_but_nothing_else() {
+    let app = TestApp::spawn();
+    let out = app.cli_with_stdin(
+        &[
+            "accounts",
+            "create",
+            "localhost",
+            "crlf",
+            "--password-stdin",
+        ],
+        Some(&format!(" {GOOD_PASSWORD}\r\nsecond line\n")),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        login(&app, "crlf", &format!(" {GOOD_PASSWORD}")).status(),
+        204
+    );
+    assert_eq!(login(&app, "crlf", GOOD_PASSWORD).status(), 401);
+}
+
+#[test]
+fn an_account_that_breaks_the_policy_is_refused_with_exit_1_saying_why() {
+    let app = TestApp::spawn();
+    let long = "x".repeat(1025);
+    let cases: Vec<(&str, &str, &str)> = vec![
+        ("bob", "short", "too short"),
+        ("bob", "", "too short"),
+        ("bob", "password1", "too easy to guess"),
+        ("bob", &long, "too long"),
+        (
+            "zebraquasarvolt",
+            "zebraquasarvolt",
+            "must not be the account name",
+        ),
+        ("bad name", GOOD_PASSWORD, "1 to 64 characters of a-z, 0-9"),
+        (".bob", GOOD_PASSWORD, "does not start or end with"),
+    ];
+    for (name, password, why) in cases {
+        assert_fails(&create(&app, "localhost", name, password), why);
+    }
+    assert_eq!(app.count(ACCOUNTS), 0);
+}
+
+#[test]
+fn a_taken_name_is_refused_with_exit_1_whoever_took_it() {
+    let app = TestApp::spawn();
+    assert!(create(&app, "localhost", "alice", GOOD_PASSWORD)
+        .status
+        .success());
+    register_account(&app, "webuser");
+    for name in ["alice", "ALICE", "webuser"] {
+        assert_fails(
+            &create(&app, "localhost", name, "another fine passphrase 7"),
+            "taken",
+        );
+    }
+    assert_eq!(app.count(ACCOUNTS), 2);
+    // The first password still holds.
+    assert_eq!(login(&app, "alice", GOOD_PASSWORD).status(), 204);
+    // The same name on another host is another account.
+    assert!(create(&app, "example.com", "alice", GOOD_PASSWORD)
+        .status
+        .success());
+    assert_eq!(app.count(ACCOUNTS), 3);
+}
+
+#[test]
+fn an_unknown_host_is_refused_with_exit_1_asking_for_a_valid_host() {
+    let app = TestApp::spawn();
+    let commands: Vec<Vec<&str>> = vec![
+        vec![
+            "accounts",
+            "create",
+            "nowhere.invalid",
+            "bob",
+            "--password-stdin",
+        ],
+        vec!["accounts", "list", "nowhere.invalid"],
+        vec!["accounts", "list", "nowhere.invalid", "--json"],
+        vec!["accounts", "delete", "nowhere.invalid", "bob"],
+        vec!["invites", "create", "nowhere.invalid"],
+        vec!["invites", "create", "nowhere.invalid", "--count", "3"],
+    ];
+    for args in commands {
+        let out = cli_feeding(&app, &args, &format!("{GOOD_PASSWORD}\n"));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(
+            stderr(&out),
+            "Error: please supply a valid host\n",
+            "{args:?}"
+        );
+        assert_eq!(stdout(&out), "", "{args:?}");
+    }
+    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM invites"), 0);
+}
+
+// ------------------------------------------------------------- accounts list
+
+#[test]
+fn accounts_list_prints_one_hosts_accounts_as_lines_and_as_json() {
+    let app = TestApp::spawn();
+    assert!(create(&app, "localhost", "bob", GOOD_PASSWORD)
+        .status
+        .success());
+    let (key, page) = mint_for(&app, "localhost");
+    let key_id = key.split('/').next().unwrap();
+    assert_eq!(
+        accept_invite(&app, &token_of(&page), "alice", GOOD_PASSWORD).status(),
+        204
+    );
+    assert!(create(&app, "example.com", "carol", GOOD_PASSWORD)
+        .status
+        .success());
+
+    let out = app.cli(&["accounts", "list", "localhost"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0][0], "alice", "{text}");
+    assert_eq!(lines[0][2], format!("api/token/{key_id}"));
+    assert_eq!(lines[1][0], "bob");
+    assert_eq!(lines[1][2], "cli");
+    for line in &lines {
+        assert_eq!(line.len(), 3, "{text}");
+        let created = DateTime::parse_from_rfc3339(line[1]).expect("created time");
+        assert!((Utc::now() - created.with_timezone(&Utc)).num_seconds() < 120);
+        assert!(line[1].ends_with('Z'), "{text}");
+    }
+
+    let out = app.cli(&["accounts", "list", "localhost", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let list: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let list = list.as_array().expect("a JSON array");
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["name"], "alice");
+    assert_eq!(list[0]["host"], "localhost");
+    assert_eq!(list[0]["invited_by"], format!("api/token/{key_id}"));
+    assert_eq!(list[1]["name"], "bob");
+    assert_eq!(list[1]["invited_by"], "cli");
+    for a in list {
+        let created = a["created_at"].as_str().unwrap();
+        assert!(DateTime::parse_from_rfc3339(created).is_ok(), "{created}");
+        assert!(a.get("password_hash").is_none(), "the hash is listed: {a}");
+        assert!(!a.to_string().contains("argon2"), "{a}");
+    }
+
+    let out = app.cli(&["accounts", "list", "example.com"]);
+    assert_eq!(stdout(&out).lines().count(), 1);
+    assert!(stdout(&out).starts_with("carol\t"));
+}
+
+#[test]
+fn accounts_list_of_a_host_without_accounts_is_empty() {
+    let app = TestApp::spawn();
+    let out = app.cli(&["accounts", "list", "localhost"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(stdout(&out), "");
+    let out = app.cli(&["accounts", "list", "localhost", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let list: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(list, serde_json::json!([]));
+}
+
+// ----------------------------------------------------------- accounts delete
+
+#[test]
+fn deleting_an_account_signs_it_out_everywhere_and_leaves_others_alone() {
+    let app = TestApp::spawn();
+    let page = app.mint();
+    assert_eq!(
+        accept_invite(&app, &token_of(&page), "alice", GOOD_PASSWORD).status(),
+        204
+    );
+    let from_login = login(&app, "alice", GOOD_PASSWORD);
+    let alice_cookie = crate::helpers::set_cookie_value(&from_login, "identity").unwrap();
+    let bob_cookie = register_account(&app, "bob");
+    assert_eq!(auth_check(&app, Some(&alice_cookie)).status(), 200);
+
+    let out = app.cli(&["accounts", "delete", "localhost", "ALICE"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(login(&app, "alice", GOOD_PASSWORD).status(), 401);
+    assert_eq!(auth_check(&app, Some(&alice_cookie)).status(), 401);
+    assert_eq!(app.count(ACCOUNTS), 1);
+    assert_eq!(app.count(SESSIONS), 1, "alice's sessions outlived her");
+    let listed = stdout(&app.cli(&["accounts", "list", "localhost"]));
+    assert!(!listed.contains("alice"), "{listed}");
+    // Bob is untouched.
+    assert_eq!(auth_check(&app, Some(&bob_cookie)).status(), 200);
+    // Her invite stays spent.
+    assert_eq!(client().get(&page).send().unwrap().status(), 410);
+
+    // The name is free again, and the old cookie does not open the new account.
+    assert!(
+        create(&app, "localhost", "alice", "a brand new passphrase 8")
+            .status
+            .success()
+    );
+    assert_eq!(auth_check(&app, Some(&alice_cookie)).status(), 401);
+    assert_eq!(login(&app, "alice", GOOD_PASSWORD).status(), 401);
+    assert_eq!(
+        login(&app, "alice", "a brand new passphrase 8").status(),
+        204
+    );
+}
+
+#[test]
+fn deleting_an_account_that_does_not_exist_exits_1_account_not_found() {
+    let app = TestApp::spawn();
+    assert!(create(&app, "example.com", "carol", GOOD_PASSWORD)
+        .status
+        .success());
+    for name in ["nobody", "bad name", "carol"] {
+        let out = app.cli(&["accounts", "delete", "localhost", name]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {out:?}");
+        assert_eq!(stderr(&out), "Error: account not found\n", "{name}");
+    }
+    assert_eq!(app.count(ACCOUNTS), 1, "carol on example.com was deleted");
+}
+
+// ------------------------------------------------------------ invites create
+
+#[test]
+fn invites_create_prints_one_url_whose_page_answers_200() {
+    let app = TestApp::spawn();
+    let out = app.cli(&["invites", "create", "localhost"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    let url = text.strip_suffix('\n').expect("no final newline");
+    assert!(!url.contains('\n'), "more than one line: {text:?}");
+    assert!(url.starts_with(&format!("{}/invite?", app.url)), "{url}");
+    let (source, issuer): (String, Option<String>) = app
+        .db()
+        .query_row("SELECT source, issuer_name FROM invites", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((source.as_str(), issuer), ("cli", None));
+
+    let page = client().get(url).send().unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().unwrap();
+    assert!(
+        html.contains("The administrators of Test Site invited you."),
+        "no inviter line"
+    );
+    let token = token_of(url);
+    let described: Value = client()
+        .get(format!("{}/api/invite/{token}", app.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        described["issuer"],
+        serde_json::json!({ "id": "cli", "name": null })
+    );
+    // The first person can be invited without any key.
+    assert_eq!(
+        accept_invite(&app, &token, "first", GOOD_PASSWORD).status(),
+        204
+    );
+    let invited_by: String = app
+        .db()
+        .query_row("SELECT invited_by FROM accounts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(invited_by, "cli");
+}
+
+#[test]
+fn invites_create_with_a_count_prints_that_many_distinct_working_urls() {
+    let app = TestApp::spawn();
+    let out = app.cli(&["invites", "create", "localhost", "--count", "5"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    let urls: Vec<&str> = text.lines().collect();
+    assert_eq!(urls.len(), 5, "{text}");
+    assert_eq!(urls.iter().collect::<HashSet<_>>().len(), 5, "{text}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invites WHERE source = 'cli' AND used_at IS NULL"),
+        5
+    );
+    for url in &urls {
+        assert_eq!(client().get(*url).send().unwrap().status(), 200, "{url}");
+    }
+
+    let out = app.cli(&["invites", "create", "example.com", "--count", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for url in stdout(&out).lines() {
+        assert!(url.starts_with("https://example.com/invite?"), "{url}");
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM invites WHERE host = 'example.com'"),
+        2
+    );
+}
+
+#[test]
+fn invites_create_with_a_count_of_zero_is_refused_and_mints_nothing() {
+    let app = TestApp::spawn();
+    for count in ["0", "-1", "many"] {
+        let out = app.cli(&["invites", "create", "localhost", "--count", count]);
+        assert!(!out.status.success(), "--count {count}: {out:?}");
+        assert_eq!(stdout(&out), "", "--count {count}");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM invites"), 0);
+}
