@@ -13,6 +13,9 @@ use crate::http::{self, AppState, LoginLimiter};
 use crate::passwords::Hasher;
 use crate::store::Store;
 
+/// Threads in each worker's blocking pool (SQLite reads, password hashing).
+const BLOCKING_THREADS_PER_WORKER: usize = 8;
+
 /// A bound, not yet running server.
 pub struct Application {
     server: Server,
@@ -42,6 +45,10 @@ impl Application {
                 .wrap(security_headers())
                 .wrap(from_fn(http::log_requests))
         })
+        // Blocking work is short SQLite reads and Argon2 hashes (bounded to the
+        // cores by the hasher); a few threads each suffice, and every extra
+        // thread costs its own allocator arena.
+        .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
         .listen(listener)?
         .run();
         Ok(Self { server, addr })

@@ -29,7 +29,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most writes one commit carries; bounds the latency of the last in line.
 const MAX_BATCH: usize = 512;
 /// Idle read connections kept open; more are opened under load and closed after.
-const MAX_IDLE_READERS: usize = 16;
+const MAX_IDLE_READERS: usize = 4;
+/// Page cache per read connection, in KiB (SQLite's default is 2000). Reads
+/// are single indexed rows; a small cache keeps many readers cheap.
+const READER_CACHE_KIB: i64 = 512;
 
 /// The schema, one migration per version, applied in order. Never edit a
 /// published entry: add a new one.
@@ -298,6 +301,8 @@ impl Readers {
         let conn = Connection::open(&self.path).map_err(backend)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
         conn.pragma_update(None, "query_only", "ON")
+            .map_err(backend)?;
+        conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)
             .map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(conn)
