@@ -4,10 +4,13 @@
 mod accounts_cli;
 mod browser;
 mod config;
+mod crash;
 mod helpers;
+mod hostile;
 mod invites_api;
 mod json_api;
 mod keys_cli;
 mod pages;
 mod prosody;
+mod races;
 mod smoke;
