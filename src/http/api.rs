@@ -163,6 +163,15 @@ async fn json_body<T: for<'de> Deserialize<'de>>(
     allow_empty: bool,
 ) -> Result<Option<T>, ApiError> {
     let raw = body::read_limited(req, payload, MAX_BODY).await?;
+    parse_json(req, &raw, allow_empty)
+}
+
+/// Parses a body already read; `None` for an empty one when that is allowed.
+fn parse_json<T: for<'de> Deserialize<'de>>(
+    req: &HttpRequest,
+    raw: &[u8],
+    allow_empty: bool,
+) -> Result<Option<T>, ApiError> {
     if raw.is_empty() && allow_empty {
         return Ok(None);
     }
@@ -181,7 +190,7 @@ async fn json_body<T: for<'de> Deserialize<'de>>(
             ))
         }
     }
-    let value: serde_json::Value = serde_json::from_slice(&raw)
+    let value: serde_json::Value = serde_json::from_slice(raw)
         .map_err(|e| ApiError::bad("bad_json", format!("the body is not valid JSON: {e}")))?;
     if !value.is_object() {
         return Err(ApiError::bad("bad_json", "the body must be a JSON object"));
@@ -307,9 +316,11 @@ async fn accept_invite(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // The body is read before anything else is awaited: actix drops a
+    // connection whose body framing breaks while a handler waits elsewhere.
+    let raw = body::read_limited(&req, payload, MAX_BODY).await?;
     let (token, _, host) = usable_invite(&state, &req).await?;
-    let creds: Credentials = json_body(&req, payload, false)
-        .await?
+    let creds: Credentials = parse_json(&req, &raw, false)?
         .ok_or_else(|| ApiError::bad("bad_json", "the body must be a JSON object"))?;
     let name = AccountName::parse(&creds.name).map_err(|e| ApiError::bad("invalid_name", e.0))?;
     let password = Password::parse(&creds.password, &name, &host.name)
