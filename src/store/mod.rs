@@ -178,7 +178,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_key(&self, key: KeyRecord) -> Result<(), StoreError>;
     /// The keys of a host, oldest first.
     async fn list_keys(&self, host: &HostName) -> Result<Vec<KeyRecord>, StoreError>;
-    /// Looks a key up by id.
+    /// Looks a key up by id. May answer from a cache and so return a key that
+    /// another process has just deleted; [`Store::create_invite`] re-checks
+    /// the key in its own transaction, which is what makes a deletion final.
     async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError>;
     /// Deletes a key of a host; `NotFound` if the host has no such key.
     async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError>;

@@ -7,6 +7,7 @@
 //! Reads use a small pool of other connections on the blocking thread pool, so
 //! they never wait behind the writer (WAL readers do not block on writers).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -105,7 +106,14 @@ pub enum OpenError {
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn Job>>,
     readers: Arc<Readers>,
+    /// Keys already read, so a mint skips the hop to a read connection. Safe
+    /// to serve stale: a key is immutable but for deletion, and every mint's
+    /// insert re-checks in its own transaction that the key still exists.
+    keys: Mutex<HashMap<KeyId, KeyRecord>>,
 }
+
+/// Keys remembered at most; past that the cache starts over.
+const MAX_CACHED_KEYS: usize = 4096;
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `path`, and
@@ -139,7 +147,14 @@ impl SqliteStore {
         Ok(Self {
             writer: tx,
             readers,
+            keys: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn cached_keys(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, KeyRecord>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `f` in the writer's next batch and waits until its batch has committed.
@@ -564,16 +579,27 @@ impl Store for SqliteStore {
     }
 
     async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        if let Some(hit) = self.cached_keys().get(id) {
+            return Ok(hit.clone());
+        }
         let id = id.clone();
-        self.read(move |conn| {
-            one(conn
-                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))
-                .and_then(|mut st| st.query_row([id.as_str()], key_row).optional()))
-        })
-        .await
+        let record = self
+            .read(move |conn| {
+                one(conn
+                    .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))
+                    .and_then(|mut st| st.query_row([id.as_str()], key_row).optional()))
+            })
+            .await?;
+        let mut cache = self.cached_keys();
+        if cache.len() >= MAX_CACHED_KEYS {
+            cache.clear();
+        }
+        cache.insert(record.id.clone(), record.clone());
+        Ok(record)
     }
 
     async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError> {
+        self.cached_keys().remove(id);
         let (host, id) = (host.clone(), id.clone());
         self.write(move |conn| {
             deleted(conn.execute(
@@ -585,7 +611,16 @@ impl Store for SqliteStore {
     }
 
     async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError> {
-        self.write(move |conn| insert_invite(conn, &invite)).await
+        let minter = match &invite.source {
+            InviteSource::Key(id) => Some(id.clone()),
+            _ => None,
+        };
+        let result = self.write(move |conn| insert_invite(conn, &invite)).await;
+        if let (Err(StoreError::NotFound), Some(id)) = (&result, minter) {
+            // Deleted, perhaps by another process: forget it here too.
+            self.cached_keys().remove(&id);
+        }
+        result
     }
 
     async fn create_invites(&self, invites: Vec<NewInvite>) -> Result<(), StoreError> {
@@ -828,6 +863,48 @@ mod tests {
         assert_eq!(
             r.blocking_recv().unwrap().unwrap_err(),
             StoreError::Backend("disk full".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cached_key_deleted_by_another_process_mints_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let server = SqliteStore::open(&path).unwrap();
+        let cli = SqliteStore::open(&path).unwrap();
+        let host = HostName::parse("example.com").unwrap();
+        let id = KeyId::parse("AAAAAAAAAAAA").unwrap();
+        cli.create_key(KeyRecord {
+            id: id.clone(),
+            host: host.clone(),
+            name: None,
+            created_at: Utc::now(),
+            secret_digest: SecretDigest::of("secret"),
+        })
+        .await
+        .unwrap();
+        let invite = |n: u8| NewInvite {
+            token_digest: SecretDigest::of(&n.to_string()),
+            host: host.clone(),
+            source: InviteSource::Key(id.clone()),
+            issuer_name: None,
+            created_at: Utc::now(),
+            expires_at: Utc::now() + chrono::Duration::days(1),
+        };
+        server.find_key(&id).await.unwrap();
+        server.create_invite(invite(1)).await.unwrap();
+
+        cli.delete_key(&host, &id).await.unwrap();
+        // The server still remembers the key, but the insert re-checks it.
+        assert!(server.find_key(&id).await.is_ok());
+        assert_eq!(
+            server.create_invite(invite(2)).await,
+            Err(StoreError::NotFound)
+        );
+        // And having been refused once, it is forgotten.
+        assert_eq!(
+            server.find_key(&id).await.unwrap_err(),
+            StoreError::NotFound
         );
     }
 
