@@ -14,7 +14,7 @@ use crate::passwords::Hasher;
 use crate::store::Store;
 
 /// Threads in each worker's blocking pool (SQLite reads, password hashing).
-const BLOCKING_THREADS_PER_WORKER: usize = 8;
+const BLOCKING_THREADS_PER_WORKER: usize = 4;
 
 /// A bound, not yet running server.
 pub struct Application {
