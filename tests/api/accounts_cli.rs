@@ -8,26 +8,19 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::helpers::{
-    accept_invite, auth_check, cli_feeding, client, login, mint_for, register_account, token_of,
-    TestApp, GOOD_PASSWORD,
+    accept_invite, auth_check, client, login, mint_for, register_account, token_of, TestApp,
+    GOOD_PASSWORD,
 };
 
 const ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts";
 const SESSIONS: &str = "SELECT COUNT(*) FROM sessions";
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).expect("stderr is UTF-8")
-}
+use crate::helpers::{stderr_of as stderr, stdout_of as stdout};
 
 fn create(app: &TestApp, host: &str, name: &str, password: &str) -> Output {
-    cli_feeding(
-        app,
+    app.cli_with_stdin(
         &["accounts", "create", host, name, "--password-stdin"],
-        &format!("{password}\n"),
+        Some(&format!("{password}\n")),
     )
 }
 
@@ -152,7 +145,7 @@ fn an_unknown_host_is_refused_with_exit_1_asking_for_a_valid_host() {
         vec!["invites", "create", "nowhere.invalid", "--count", "3"],
     ];
     for args in commands {
-        let out = cli_feeding(&app, &args, &format!("{GOOD_PASSWORD}\n"));
+        let out = app.cli_with_stdin(&args, Some(&format!("{GOOD_PASSWORD}\n")));
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
         assert_eq!(
             stderr(&out),

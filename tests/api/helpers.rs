@@ -190,7 +190,9 @@ fn wait_listening(stdout: ChildStdout) -> Option<ChildStdout> {
     rx.recv_timeout(Duration::from_secs(20)).ok().flatten()
 }
 
-/// Runs the binary with `--config` and `--db` and optional stdin.
+/// Runs the binary with `--config` and `--db` and optional stdin. A command
+/// that exits before reading its input (a refused host or name) is not a
+/// failure of the test: the write's broken pipe is ignored.
 pub fn cli_at(config: &Path, db: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(BIN)
         .arg("--config")
@@ -206,16 +208,21 @@ pub fn cli_at(config: &Path, db: &Path, args: &[&str], stdin: Option<&str>) -> O
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn cli");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let _ = pipe.write_all(input.as_bytes());
     }
     drop(child.stdin.take());
     child.wait_with_output().expect("cli output")
+}
+
+/// A command's standard output as text.
+pub fn stdout_of(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
+}
+
+/// A command's standard error as text.
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).expect("stderr is UTF-8")
 }
 
 /// An HTTP client that does not follow redirects and keeps no cookies.
@@ -328,28 +335,4 @@ pub fn mint_for(app: &TestApp, host: &str) -> (String, String) {
     assert_eq!(res.status(), 201, "minting for {host} failed");
     let url = res.headers()["location"].to_str().unwrap().to_owned();
     (key, url)
-}
-
-/// Like [`TestApp::cli_with_stdin`], but a command that exits before reading
-/// its input (a refused host or name) is not a failure of the test.
-pub fn cli_feeding(app: &TestApp, args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&app.config)
-        .arg("--db")
-        .arg(&app.db)
-        .args(args)
-        .env_remove("INVITE_SERVER_LISTEN")
-        .env_remove("INVITE_SERVER_DATABASE")
-        .env_remove("INVITE_SERVER_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cli");
-    if let Some(mut stdin) = child.stdin.take() {
-        // EPIPE when the command has already exited.
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    child.wait_with_output().expect("cli output")
 }

@@ -5,8 +5,6 @@
 //! base64url, so one in 64 starts with `-`, which clap takes for an option (see
 //! `a_key_whose_id_starts_with_a_dash_can_be_deleted`).
 
-use std::process::Output;
-
 use reqwest::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
 
@@ -15,13 +13,7 @@ use crate::helpers::{client, TestApp};
 const KEYS: &str = "SELECT COUNT(*) FROM api_keys";
 const INVITES: &str = "SELECT COUNT(*) FROM invites";
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).expect("stderr is UTF-8")
-}
+use crate::helpers::{stderr_of as stderr, stdout_of as stdout};
 
 fn is_base64url(s: &str) -> bool {
     !s.is_empty()
