@@ -3,12 +3,13 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::config::HostConfig;
+use crate::config::{Config, HostConfig};
 use crate::crypto::RngError;
 use crate::domain::{AccountName, ApiKey, IdentityToken, InviteToken, Password};
 use crate::passwords::Hasher;
 use crate::store::{
-    AccountRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession, Store, StoreError,
+    AccountRecord, InviteRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession, Store,
+    StoreError,
 };
 
 impl From<RngError> for StoreError {
@@ -137,4 +138,38 @@ pub async fn register(
         .redeem_invite(token.digest(), account, session, now)
         .await?;
     Ok((account, identity))
+}
+
+/// Why an invite named by a client cannot be used; each surface words it.
+#[derive(Debug)]
+pub enum Unusable<'c> {
+    /// Not a token, unknown, or for a host no longer served.
+    NotFound,
+    /// Used already (the host, for the page that says so).
+    Used(&'c HostConfig),
+    /// Past its expiry.
+    Expired(&'c HostConfig),
+    /// The store failed.
+    Store(StoreError),
+}
+
+/// The invite a client named by its token text, with its host, if it can be
+/// used now.
+pub async fn usable_invite<'c>(
+    store: &dyn Store,
+    config: &'c Config,
+    token_text: &str,
+) -> Result<(InviteToken, InviteRecord, &'c HostConfig), Unusable<'c>> {
+    let token = InviteToken::parse(token_text).map_err(|_| Unusable::NotFound)?;
+    let invite = match store.find_invite(token.digest()).await {
+        Ok(i) => i,
+        Err(StoreError::NotFound) => return Err(Unusable::NotFound),
+        Err(e) => return Err(Unusable::Store(e)),
+    };
+    let host = config.hosts.get(&invite.host).ok_or(Unusable::NotFound)?;
+    match invite.usable_at(Utc::now()) {
+        Ok(()) => Ok((token, invite, host)),
+        Err(StoreError::InviteExpired) => Err(Unusable::Expired(host)),
+        Err(_) => Err(Unusable::Used(host)),
+    }
 }

@@ -12,7 +12,7 @@ use super::body::{self, BodyError};
 use super::{AppState, MAX_BODY};
 use crate::config::HostConfig;
 use crate::domain::{AccountName, InviteToken, Password};
-use crate::service;
+use crate::service::{self, Unusable};
 use crate::store::{AccountRecord, InviteSource, StoreError};
 
 /// The header `/api/auth/check` names the signed-in account in.
@@ -271,21 +271,14 @@ async fn usable_invite<'s>(
     req: &HttpRequest,
 ) -> Result<(InviteToken, crate::store::InviteRecord, &'s HostConfig), ApiError> {
     let id = req.match_info().get("id").unwrap_or("");
-    let token = InviteToken::parse(id).map_err(|_| ApiError::NotFound(INVITE_NOT_FOUND))?;
-    let invite = match state.store.find_invite(token.digest()).await {
-        Ok(i) => i,
-        Err(StoreError::NotFound) => return Err(ApiError::NotFound(INVITE_NOT_FOUND)),
-        Err(e) => return Err(store_failed(e)),
-    };
-    invite
-        .usable_at(Utc::now())
-        .map_err(|_| ApiError::NotFound(INVITE_NOT_FOUND))?;
-    let host = state
-        .config
-        .hosts
-        .get(&invite.host)
-        .ok_or(ApiError::NotFound(INVITE_NOT_FOUND))?;
-    Ok((token, invite, host))
+    service::usable_invite(&*state.store, &state.config, id)
+        .await
+        .map_err(|e| match e {
+            Unusable::Store(e) => store_failed(e),
+            Unusable::NotFound | Unusable::Used(_) | Unusable::Expired(_) => {
+                ApiError::NotFound(INVITE_NOT_FOUND)
+            }
+        })
 }
 
 /// `GET /api/invite/{id}`: who issued an outstanding invite, and when.

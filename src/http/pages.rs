@@ -17,7 +17,7 @@ use super::{AppState, MAX_BODY};
 use crate::config::HostConfig;
 use crate::crypto;
 use crate::domain::{AccountName, InviteToken, Password};
-use crate::service;
+use crate::service::{self, Unusable};
 use crate::store::{InviteRecord, StoreError};
 
 /// The cookie that pairs a registration form with the browser that loaded it.
@@ -206,30 +206,20 @@ async fn usable_invite<'s>(
     state: &'s AppState,
     req: &HttpRequest,
 ) -> Result<(InviteToken, InviteRecord, &'s HostConfig), PageError> {
-    let token = InviteToken::parse(req.query_string()).map_err(|_| PageError::NotFound)?;
-    let invite = match state.store.find_invite(token.digest()).await {
-        Ok(i) => i,
-        Err(StoreError::NotFound) => return Err(PageError::NotFound),
-        Err(e) => return Err(store_failed(e)),
-    };
-    let host = state
-        .config
-        .hosts
-        .get(&invite.host)
-        .ok_or(PageError::NotFound)?;
-    let gone = |expired: bool| {
-        let (site_name, base) = (host.site_name.clone(), base_path(host));
-        if expired {
-            PageError::Expired { site_name, base }
-        } else {
-            PageError::Used { site_name, base }
-        }
-    };
-    match invite.usable_at(Utc::now()) {
-        Ok(()) => Ok((token, invite, host)),
-        Err(StoreError::InviteExpired) => Err(gone(true)),
-        Err(_) => Err(gone(false)),
-    }
+    service::usable_invite(&*state.store, &state.config, req.query_string())
+        .await
+        .map_err(|e| match e {
+            Unusable::NotFound => PageError::NotFound,
+            Unusable::Used(host) => PageError::Used {
+                site_name: host.site_name.clone(),
+                base: base_path(host),
+            },
+            Unusable::Expired(host) => PageError::Expired {
+                site_name: host.site_name.clone(),
+                base: base_path(host),
+            },
+            Unusable::Store(e) => store_failed(e),
+        })
 }
 
 fn human_time(t: DateTime<Utc>) -> String {
