@@ -113,6 +113,19 @@ impl PublicUrl {
         &self.0
     }
 
+    /// `host[:port]` as a `Host` header names it (the port only when not the
+    /// scheme's default).
+    pub fn authority(&self) -> String {
+        match Url::parse(&self.0) {
+            Ok(u) => match (u.host_str(), u.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_owned(),
+                (None, _) => String::new(),
+            },
+            Err(_) => String::new(),
+        }
+    }
+
     /// True for https, where cookies must be marked Secure.
     pub fn is_https(&self) -> bool {
         self.0.starts_with("https://")
@@ -137,6 +150,15 @@ impl InvitePageTemplate {
 
     /// Parses a template; it must contain `{token}` and yield an absolute URL.
     pub fn parse(s: &str) -> Result<Self, Invalid> {
+        // The link is sent as a Location header and printed one per line:
+        // whitespace or control characters would break both (and URL parsing
+        // would silently drop them, so the check below would not see them).
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Invalid::new(format!(
+                "invalid invite_page `{}`: it must not contain spaces or control characters",
+                s.escape_default()
+            )));
+        }
         if !s.contains("{token}") {
             return Err(Invalid::new(format!(
                 "invalid invite_page `{s}`: it must contain {{token}}"
@@ -435,5 +457,11 @@ mod tests {
         assert!(e.to_string().contains("line 2, key `public_url`"), "{e}");
         let e = parse_raw("bogus = 1\n", "f.toml").unwrap_err();
         assert!(e.to_string().contains("line 1, key `bogus`"), "{e}");
+        let e = parse_raw(
+            "[hosts.\"a.com\"]\npublic_url = \"https://a.com\"\ninvite_page = \"https://a.com/x\\n?{token}\"\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("line 3, key `invite_page`"), "{e}");
     }
 }

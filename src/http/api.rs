@@ -210,6 +210,14 @@ async fn create_invite(
         json_body(&req, payload, true).await?;
     let (source, issuer_name, host) =
         if let Some(account) = auth::signed_in(&state, &req).await.map_err(store_failed)? {
+            // With a cookie, the request must say it is JSON: an HTML form
+            // cannot, so a page on a sibling site cannot mint in its name.
+            if body::content_type(&req).as_deref() != Some("application/json") {
+                return Err(ApiError::bad(
+                    "wrong_content_type",
+                    "send the body as application/json",
+                ));
+            }
             let host = served_host(&state, &account)?;
             (
                 InviteSource::Account(account.id),
@@ -320,7 +328,7 @@ async fn accept_invite(
         .map_err(|e| ApiError::bad("invalid_password", e.0))?;
     match service::register(&*state.store, &state.hasher, host, &token, name, password).await {
         Ok((_, identity)) => Ok(HttpResponse::NoContent()
-            .cookie(auth::identity_cookie(&identity, Some(host), &state))
+            .cookie(auth::identity_cookie(&identity, host))
             .finish()),
         Err(StoreError::NameTaken) => Err(ApiError::NameTaken),
         Err(StoreError::NotFound | StoreError::InviteUsed | StoreError::InviteExpired) => {
@@ -332,36 +340,23 @@ async fn accept_invite(
 
 const BAD_LOGIN: &str = "wrong name or password";
 
-/// The host a sign-in is for: `name@host`, else the request's Host header, else
-/// the only configured host.
+/// The host a sign-in is for: the one the request is addressed to; `name@host`
+/// must name that same host. On a multi-host server reached by an address
+/// that names none of them, `name@host` decides. `None` when they disagree
+/// (answered, after the same work, like a wrong password).
 fn login_host<'s>(
     state: &'s AppState,
     req: &HttpRequest,
     host_part: Option<&str>,
-) -> Result<&'s HostConfig, ApiError> {
-    if let Some(h) = host_part {
-        return state
+) -> Result<Option<&'s HostConfig>, ApiError> {
+    match (auth::addressed_host(state, req), host_part) {
+        (Some(addressed), Some(h)) => Ok(state
             .config
             .host(h)
-            .ok_or(ApiError::Unauthorized(BAD_LOGIN));
-    }
-    let request_host = req.connection_info().host().to_ascii_lowercase();
-    let by_request = state.config.hosts.values().find(|h| {
-        url::Url::parse(h.public_url.as_str()).is_ok_and(|u| {
-            let authority = match u.port() {
-                Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
-                None => u.host_str().unwrap_or("").to_owned(),
-            };
-            authority == request_host
-        }) || h.name.as_str() == request_host
-    });
-    if let Some(h) = by_request {
-        return Ok(h);
-    }
-    let mut all = state.config.hosts.values();
-    match (all.next(), all.next()) {
-        (Some(only), None) => Ok(only),
-        _ => Err(ApiError::bad(
+            .filter(|named| named.name == addressed.name)),
+        (Some(addressed), None) => Ok(Some(addressed)),
+        (None, Some(h)) => Ok(state.config.host(h)),
+        (None, None) => Err(ApiError::bad(
             "ambiguous_host",
             "this server has several hosts: sign in as name@host",
         )),
@@ -388,14 +383,14 @@ async fn login(
         None => (creds.name.as_str(), None),
     };
     let host = login_host(&state, &req, host_part)?;
-    // Unknown names still cost one hash, so timing does not reveal which exist.
-    let account = match AccountName::parse(name_part) {
-        Ok(name) => match state.store.find_account(&host.name, &name).await {
+    // Unknown names and hosts still cost one hash, so timing reveals neither.
+    let account = match (host, AccountName::parse(name_part)) {
+        (Some(host), Ok(name)) => match state.store.find_account(&host.name, &name).await {
             Ok(a) => Some(a),
             Err(StoreError::NotFound) => None,
             Err(e) => return Err(store_failed(e)),
         },
-        Err(_) => None,
+        _ => None,
     };
     let verified = state
         .hasher
@@ -408,14 +403,14 @@ async fn login(
             tracing::error!(error = %e, "password verification failed");
             ApiError::Unavailable
         })?;
-    let account = match account {
-        Some(a) if verified => a,
+    let (account, host) = match (account, host) {
+        (Some(a), Some(h)) if verified => (a, h),
         _ => return Err(ApiError::Unauthorized(BAD_LOGIN)),
     };
     let (identity, session) = service::new_session().map_err(|_| ApiError::Unavailable)?;
     match state.store.create_session(account.id, session).await {
         Ok(()) => Ok(HttpResponse::NoContent()
-            .cookie(auth::identity_cookie(&identity, Some(host), &state))
+            .cookie(auth::identity_cookie(&identity, host))
             .finish()),
         Err(StoreError::NotFound) => Err(ApiError::Unauthorized(BAD_LOGIN)),
         Err(e) => Err(store_failed(e)),
@@ -440,11 +435,15 @@ async fn logout(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
 /// identity cookie, 401 otherwise; for nginx `auth_request` and Traefik
 /// `forwardAuth`.
 async fn check(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    // An account answers only for the host this request is addressed to: a
+    // proxy guarding one host must not let another host's accounts in.
+    let addressed = auth::addressed_host(&state, &req).map(|h| &h.name);
     match auth::signed_in(&state, &req).await.map_err(store_failed)? {
-        Some(account) => Ok(HttpResponse::Ok()
+        Some(account) if addressed == Some(&account.host) => Ok(HttpResponse::Ok()
             .insert_header((USER_HEADER, format!("{}@{}", account.name, account.host)))
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(json!({ "name": account.name.as_str(), "host": account.host.as_str() }))),
+        Some(_) => Err(ApiError::Unauthorized("not signed in to this host")),
         None => Err(ApiError::Unauthorized("not signed in")),
     }
 }

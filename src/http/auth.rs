@@ -69,11 +69,9 @@ fn bearer_value(value: &HeaderValue) -> Result<Option<&str>, KeyError> {
     let text = value
         .to_str()
         .map_err(|_| KeyError::Malformed("the Authorization header is not ASCII text".into()))?;
-    let text = text.trim();
-    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Ok(None);
-    }
+    // `is_bearer` checked the scheme and the whitespace after it; the rest,
+    // trimmed of any whitespace, is the key.
+    let rest = text.trim_start().get(6..).unwrap_or("");
     match rest.trim() {
         "" => Err(KeyError::Missing(
             "the Authorization header has no key after Bearer",
@@ -120,6 +118,30 @@ pub async fn verify_key(state: &AppState, key: &ApiKey) -> Result<KeyRecord, Key
     }
 }
 
+/// The configured host a request is addressed to: the one whose public URL's
+/// authority (or whose name) is the request's `Host` header; on a server with
+/// a single host, that host. Only the `Host` header counts, never
+/// `X-Forwarded-Host` or `Forwarded`: a client can add those to a request that
+/// a proxy passes on, and pick another host's accounts with them.
+pub fn addressed_host<'s>(state: &'s AppState, req: &HttpRequest) -> Option<&'s HostConfig> {
+    let mut all = state.config.hosts.values();
+    if let (Some(only), None) = (all.next(), all.next()) {
+        return Some(only);
+    }
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))?
+        .to_ascii_lowercase();
+    state
+        .config
+        .hosts
+        .values()
+        .find(|h| h.public_url.authority() == raw || h.name.as_str() == raw)
+}
+
 /// The identity token in the request's cookie, if it has a well-formed one.
 pub fn identity_token(req: &HttpRequest) -> Option<IdentityToken> {
     req.cookie(IDENTITY_COOKIE)
@@ -159,19 +181,16 @@ pub async fn signed_in(
 }
 
 /// The `identity` cookie for a new session on `host`.
-pub fn identity_cookie<'a>(
-    token: &IdentityToken,
-    host: Option<&HostConfig>,
-    state: &AppState,
-) -> Cookie<'a> {
-    let max_age = actix_web::cookie::time::Duration::seconds(
-        state.config.session_idle_expiry.as_secs() as i64,
-    );
+pub fn identity_cookie<'a>(token: &IdentityToken, host: &HostConfig) -> Cookie<'a> {
+    // The server ends idle sessions itself; the browser keeps the cookie for
+    // as long as browsers allow (400 days), so a session in steady use is not
+    // cut off at a Max-Age counted from sign-in.
+    let max_age = actix_web::cookie::time::Duration::days(400);
     Cookie::build(IDENTITY_COOKIE, token.expose().to_owned())
         .http_only(true)
         .same_site(SameSite::Strict)
         .path("/")
-        .secure(host.is_some_and(|h| h.public_url.is_https()))
+        .secure(host.public_url.is_https())
         .max_age(max_age)
         .finish()
 }

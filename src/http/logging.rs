@@ -10,22 +10,25 @@ use actix_web::middleware::Next;
 
 /// Query parameters whose values are never secret and help when reading logs.
 const HARMLESS: &[&str] = &["redirect"];
+/// Query parameters whose name (not value) may be logged.
+const KNOWN: &[&str] = &["key", "redirect"];
 
-/// The query string as it may be logged: values other than harmless ones, and
-/// bare words (such as the token in `/invite?TOKEN`), become `[redacted]`.
+/// The query string as it may be logged: known parameters by name, with the
+/// value only for harmless ones; anything else (an unknown name might itself
+/// be a token, as in `/invite?TOKEN=`) becomes `[redacted]` whole.
 pub fn redact_query(raw: &str) -> String {
     raw.split('&')
         .filter(|p| !p.is_empty())
-        .map(|part| match part.split_once('=') {
-            Some((name, value)) if HARMLESS.contains(&name) => format!("{name}={value}"),
-            Some((name, _))
-                if name.len() <= 32
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
-            {
-                format!("{name}=[redacted]")
+        .map(|part| {
+            let (name, value) = match part.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (part, None),
+            };
+            match value {
+                _ if HARMLESS.contains(&name) => part.to_owned(),
+                Some(_) if KNOWN.contains(&name) => format!("{name}=[redacted]"),
+                _ => "[redacted]".to_owned(),
             }
-            None if HARMLESS.contains(&part) => part.to_owned(),
-            _ => "[redacted]".to_owned(),
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -78,5 +81,6 @@ mod tests {
         assert_eq!(redact_query("c-vhJjyB5Pb4HpAf"), "[redacted]");
         assert_eq!(redact_query("redirect"), "redirect");
         assert!(!redact_query("k%65y=secret").contains("secret"));
+        assert_eq!(redact_query("AbCdEfGhIjKlMnOpQrStUvWx="), "[redacted]");
     }
 }

@@ -21,7 +21,16 @@ use crate::service::{self, Unusable};
 use crate::store::{InviteRecord, StoreError};
 
 /// The cookie that pairs a registration form with the browser that loaded it.
-const CSRF_COOKIE: &str = "invite_csrf";
+/// On https it carries the `__Host-` prefix, so no sibling subdomain can plant
+/// a value of its own (browsers refuse such a cookie unless it is Secure,
+/// host-only and on `/`).
+fn csrf_cookie(host: &HostConfig) -> &'static str {
+    if host.public_url.is_https() {
+        "__Host-invite_csrf"
+    } else {
+        "invite_csrf"
+    }
+}
 
 /// `/invite`: GET shows the page, POST registers.
 pub fn resource() -> actix_web::Resource {
@@ -256,7 +265,7 @@ fn form_page(
     name: &str,
     error: Option<String>,
 ) -> Result<HttpResponse, PageError> {
-    let csrf = match req.cookie(CSRF_COOKIE) {
+    let csrf = match req.cookie(csrf_cookie(host)) {
         Some(c) if c.value().len() == 43 && crypto::is_base64url(c.value()) => c.value().to_owned(),
         _ => crypto::random_base64url(32).map_err(|_| PageError::Unavailable)?,
     };
@@ -275,7 +284,7 @@ fn form_page(
     };
     let mut res = render(status, &page);
     no_store(&mut res);
-    let cookie = Cookie::build(CSRF_COOKIE, csrf)
+    let cookie = Cookie::build(csrf_cookie(host), csrf)
         .http_only(true)
         .same_site(SameSite::Strict)
         .path("/")
@@ -330,7 +339,7 @@ async fn register(
         form_page(&req, status, &token, &invite, host, &form.name, Some(why))
     };
 
-    let cookie_csrf = req.cookie(CSRF_COOKIE);
+    let cookie_csrf = req.cookie(csrf_cookie(host));
     let csrf_ok = cookie_csrf.as_ref().is_some_and(|c| {
         !form.csrf.is_empty() && bool::from(c.value().as_bytes().ct_eq(form.csrf.as_bytes()))
     });
@@ -375,8 +384,11 @@ async fn register(
             };
             let mut res = render(StatusCode::OK, &page);
             no_store(&mut res);
-            let _ = res.add_cookie(&auth::identity_cookie(&identity, Some(host), &state));
-            let mut clear = Cookie::build(CSRF_COOKIE, "").path("/").finish();
+            let _ = res.add_cookie(&auth::identity_cookie(&identity, host));
+            let mut clear = Cookie::build(csrf_cookie(host), "")
+                .path("/")
+                .secure(host.public_url.is_https())
+                .finish();
             clear.make_removal();
             let _ = res.add_cookie(&clear);
             Ok(res)

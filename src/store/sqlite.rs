@@ -251,7 +251,11 @@ where
 {
     fn apply(&mut self, conn: &Connection) -> bool {
         let result = match self.f.take() {
-            Some(f) => f(conn),
+            // A panic in one write must not end the writer thread, or every
+            // later write would fail while the server looked healthy. The
+            // write's savepoint is rolled back like any other failure.
+            Some(f) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+                .unwrap_or_else(|_| Err(StoreError::Backend("a write panicked".into()))),
             None => Err(StoreError::Backend("write applied twice".into())),
         };
         let ok = result.is_ok();
@@ -282,6 +286,9 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
         let outcome = run_batch(&conn, &mut batch).map_err(|e| {
             // Leave no transaction open for the next batch.
             let _ = conn.execute_batch("ROLLBACK");
+            if !conn.is_autocommit() {
+                tracing::error!("the database connection is stuck in a transaction");
+            }
             tracing::error!(error = %e, writes = batch.len(), "database commit failed");
             StoreError::Backend(e.to_string())
         });
@@ -856,6 +863,32 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(names, ["alice", "bob"]);
+    }
+
+    #[test]
+    fn a_write_that_panics_fails_alone_and_the_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = Connection::open(&path).unwrap();
+        configure(&conn).unwrap();
+        migrate(&mut conn, &path).unwrap();
+        let (reply, rpanic) = oneshot::channel::<Result<(), StoreError>>();
+        let panicking: Box<dyn Job> = Box::new(Pending {
+            f: Some(|_: &Connection| -> Result<(), StoreError> { panic!("boom") }),
+            result: None,
+            reply,
+        });
+        let (ok, rok) = job(account("dave"));
+        let mut batch = vec![panicking, ok];
+        run_batch(&conn, &mut batch).unwrap();
+        for j in batch {
+            j.finish(Ok(()));
+        }
+        assert!(matches!(
+            rpanic.blocking_recv().unwrap(),
+            Err(StoreError::Backend(_))
+        ));
+        assert!(rok.blocking_recv().unwrap().is_ok());
     }
 
     #[test]

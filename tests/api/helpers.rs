@@ -324,6 +324,31 @@ pub fn auth_check(app: &TestApp, identity: Option<&str>) -> reqwest::blocking::R
     req.send().unwrap()
 }
 
+/// `GET /api/auth/check` addressed (by its `Host` header) to `host`.
+pub fn auth_check_on(app: &TestApp, host: &str, identity: &str) -> reqwest::blocking::Response {
+    client()
+        .get(format!("{}/api/auth/check", app.url))
+        .header(reqwest::header::HOST, host)
+        .header(reqwest::header::COOKIE, format!("identity={identity}"))
+        .send()
+        .unwrap()
+}
+
+/// `POST /api/auth/login` addressed (by its `Host` header) to `host`.
+pub fn login_on(
+    app: &TestApp,
+    host: &str,
+    name: &str,
+    password: &str,
+) -> reqwest::blocking::Response {
+    client()
+        .post(format!("{}/api/auth/login", app.url))
+        .header(reqwest::header::HOST, host)
+        .json(&serde_json::json!({ "name": name, "password": password }))
+        .send()
+        .unwrap()
+}
+
 /// Creates a key for `host` and mints one invite with it through
 /// `/invites_api`; returns the key (`<id>/<secret>`) and the page URL.
 pub fn mint_for(app: &TestApp, host: &str) -> (String, String) {

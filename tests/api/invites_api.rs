@@ -1125,3 +1125,17 @@ fn health_needs_no_credentials_and_ignores_them() {
     }
     assert_eq!(app.count(INVITES), 0);
 }
+
+#[test]
+fn bearer_followed_by_a_tab_or_several_spaces_is_still_a_key() {
+    let app = TestApp::spawn();
+    let key = app.create_key("localhost");
+    for value in [format!("Bearer\t{key}"), format!("bearer   {key}  ")] {
+        let res = get(&app, "")
+            .header(AUTHORIZATION, value.as_str())
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 201, "{value:?}");
+    }
+    assert_eq!(app.count(INVITES), 2);
+}

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{
-    accept_invite, auth_check, client, login, mint_for, raw_request, register_account,
-    set_cookie_line, set_cookie_value, token_of, TestApp, GOOD_PASSWORD,
+    accept_invite, auth_check, auth_check_on, client, login, login_on, mint_for, raw_request,
+    register_account, set_cookie_line, set_cookie_value, token_of, TestApp, GOOD_PASSWORD,
 };
 
 const ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts";
@@ -842,22 +842,50 @@ fn signing_in_by_name_or_by_address_answers_204_with_a_working_cookie() {
 }
 
 #[test]
-fn an_account_on_another_host_signs_in_by_its_address() {
+fn an_account_signs_in_only_through_the_host_it_belongs_to() {
     let app = TestApp::spawn();
     let (_, page) = mint_for(&app, "example.com");
     assert_eq!(
         accept_invite(&app, &token_of(&page), "frank", GOOD_PASSWORD).status(),
         204
     );
-    // This request's Host is the localhost host's, so a bare name means localhost.
+    // This request's Host is the localhost host's: neither a bare name nor
+    // another host's address signs in there.
     assert_api_error(login(&app, "frank", GOOD_PASSWORD), 401, "unauthorized");
-    let res = login(&app, "frank@example.com", GOOD_PASSWORD);
-    assert_eq!(res.status(), 204);
+    assert_api_error(
+        login(&app, "frank@example.com", GOOD_PASSWORD),
+        401,
+        "unauthorized",
+    );
+    // Addressed to example.com, both forms work.
+    for name in ["frank", "frank@example.com"] {
+        let res = login_on(&app, "example.com", name, GOOD_PASSWORD);
+        assert_eq!(res.status(), 204, "{name}");
+    }
+    let res = login_on(&app, "example.com", "frank", GOOD_PASSWORD);
     let identity = assert_identity_cookie(&res, true);
+    let check = auth_check_on(&app, "example.com", &identity);
+    assert_eq!(check.status(), 200);
     assert_eq!(
-        header(&auth_check(&app, Some(&identity)), "x-invite-server-user").as_deref(),
+        header(&check, "x-invite-server-user").as_deref(),
         Some("frank@example.com")
     );
+    // The same cookie does not pass another host's check: a proxy guarding
+    // localhost's app must not let example.com's accounts in.
+    assert_eq!(auth_check(&app, Some(&identity)).status(), 401);
+    assert_eq!(
+        auth_check_on(&app, &format!("127.0.0.1:{}", app.port), &identity).status(),
+        401
+    );
+    // Nor does a forwarded-host header a client adds change which host that is.
+    let spoofed = client()
+        .get(format!("{}/api/auth/check", app.url))
+        .header("X-Forwarded-Host", "example.com")
+        .header("Forwarded", "host=example.com")
+        .header(reqwest::header::COOKIE, format!("identity={identity}"))
+        .send()
+        .unwrap();
+    assert_eq!(spoofed.status(), 401);
 }
 
 #[test]
@@ -1007,7 +1035,8 @@ fn a_session_unused_for_longer_than_the_idle_expiry_stops_working() {
     let res = login(&app, "alice", GOOD_PASSWORD);
     assert_eq!(res.status(), 204);
     let line = set_cookie_line(&res, "identity").unwrap();
-    assert!(line.contains("Max-Age=2"), "{line}");
+    // The browser keeps the cookie (400 days); the server ends idle sessions.
+    assert!(line.contains("Max-Age=34560000"), "{line}");
     let identity = set_cookie_value(&res, "identity").unwrap();
     assert_eq!(auth_check(&app, Some(&identity)).status(), 200);
     std::thread::sleep(Duration::from_secs(3));
@@ -1031,4 +1060,26 @@ fn a_session_in_use_keeps_working_past_the_idle_expiry() {
             (i + 1) * 800
         );
     }
+}
+
+#[test]
+fn minting_with_a_cookie_needs_a_json_request_so_a_form_cannot_do_it() {
+    let app = TestApp::spawn();
+    let identity = register_account(&app, "grace");
+    let before = app.count("SELECT COUNT(*) FROM invites");
+    for content_type in [
+        None,
+        Some("application/x-www-form-urlencoded"),
+        Some("text/plain"),
+    ] {
+        let mut req = client()
+            .post(url(&app, "/api/invite"))
+            .header(COOKIE, format!("identity={identity}"));
+        if let Some(ct) = content_type {
+            req = req.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        assert_api_error(req.send().unwrap(), 400, "wrong_content_type");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM invites"), before);
+    assert_eq!(mint_with_cookie(&app, &identity).status(), 200);
 }

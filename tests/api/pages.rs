@@ -9,8 +9,8 @@ use reqwest::header::{CONTENT_TYPE, COOKIE};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{
-    accept_invite, auth_check, client, mint_for, set_cookie_line, set_cookie_value, token_of,
-    TestApp, GOOD_PASSWORD,
+    accept_invite, auth_check, auth_check_on, client, mint_for, set_cookie_line, set_cookie_value,
+    token_of, TestApp, GOOD_PASSWORD,
 };
 
 /// A host whose invites run out one second after they are made.
@@ -53,7 +53,10 @@ fn input_value(html: &str, name: &str) -> Option<String> {
 fn open_form(url: &str) -> Form {
     let res = client().get(url).send().unwrap();
     assert_eq!(res.status(), 200, "the invite page did not open");
-    let cookie = set_cookie_value(&res, "invite_csrf").expect("no invite_csrf cookie");
+    // `__Host-invite_csrf` on https hosts, `invite_csrf` on http ones.
+    let cookie = set_cookie_value(&res, "invite_csrf")
+        .or_else(|| set_cookie_value(&res, "__Host-invite_csrf"))
+        .expect("no CSRF cookie");
     let html = res.text().unwrap();
     let field = input_value(&html, "csrf").expect("no csrf field");
     Form { cookie, field }
@@ -63,7 +66,8 @@ fn open_form(url: &str) -> Form {
 fn post_form(url: &str, cookie: Option<&str>, fields: &[(&str, &str)]) -> Response {
     let mut req = client().post(url).form(fields);
     if let Some(c) = cookie {
-        req = req.header(COOKIE, format!("invite_csrf={c}"));
+        // Under both names: the server reads the one its host uses.
+        req = req.header(COOKIE, format!("invite_csrf={c}; __Host-invite_csrf={c}"));
     }
     req.send().unwrap()
 }
@@ -759,8 +763,15 @@ fn an_https_host_sets_secure_cookies() {
     let url = format!("{}/invite?{}", app.url, token_of(&page));
     let res = client().get(&url).send().unwrap();
     assert_eq!(res.status(), 200);
-    let csrf = set_cookie_line(&res, "invite_csrf").unwrap();
-    assert!(csrf.split(';').any(|a| a.trim() == "Secure"), "{csrf}");
+    // The __Host- prefix: no sibling subdomain can plant this cookie.
+    assert!(set_cookie_line(&res, "invite_csrf").is_none());
+    let csrf = set_cookie_line(&res, "__Host-invite_csrf").unwrap();
+    let attrs: Vec<&str> = csrf.split(';').map(str::trim).collect();
+    assert!(
+        attrs.contains(&"Secure") && attrs.contains(&"Path=/"),
+        "{csrf}"
+    );
+    assert!(!csrf.contains("Domain"), "{csrf}");
     let html = res.text().unwrap();
     assert!(html.contains("example.com"), "no site name");
     assert!(html.contains("<svg"));
@@ -785,7 +796,7 @@ fn an_https_host_sets_secure_cookies() {
         assert!(attrs.contains(&want), "{want} missing: {identity}");
     }
     let token = set_cookie_value(&res, "identity").unwrap();
-    let check = auth_check(&app, Some(&token));
+    let check = auth_check_on(&app, "example.com", &token);
     assert_eq!(check.status(), 200);
     assert_eq!(header(&check, "x-invite-server-user"), "frank@example.com");
     assert_eq!(
