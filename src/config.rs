@@ -231,16 +231,16 @@ struct RawHost {
     invite_page: Option<InvitePageTemplate>,
     invite_expiry: Option<ConfigDuration>,
     site_name: Option<String>,
-    after_registration_url: Option<PublicUrlOrPath>,
+    after_registration_url: Option<AbsoluteUrl>,
     after_registration_text: Option<String>,
 }
 
 /// Where to send someone after registration: an absolute http(s) URL.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub struct PublicUrlOrPath(String);
+pub struct AbsoluteUrl(String);
 
-impl TryFrom<String> for PublicUrlOrPath {
+impl TryFrom<String> for AbsoluteUrl {
     type Error = Invalid;
     fn try_from(s: String) -> Result<Self, Invalid> {
         match Url::parse(&s) {

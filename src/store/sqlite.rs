@@ -97,6 +97,14 @@ pub enum OpenError {
         /// The newest this binary knows.
         known: i64,
     },
+    /// A read connection could not be opened.
+    #[error("cannot open a read connection to {path}: {reason}")]
+    Reader {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        reason: String,
+    },
     /// The writer thread could not be started.
     #[error("cannot start the database writer: {0}")]
     Thread(std::io::Error),
@@ -139,9 +147,9 @@ impl SqliteStore {
             idle: Mutex::new(Vec::new()),
         });
         // Open one reader now so a bad path fails here, not on the first request.
-        let first = readers.open().map_err(|e| match e {
-            StoreError::Backend(msg) => OpenError::Thread(std::io::Error::other(msg)),
-            other => OpenError::Thread(std::io::Error::other(other.to_string())),
+        let first = readers.open().map_err(|e| OpenError::Reader {
+            path: path.to_owned(),
+            reason: e.to_string(),
         })?;
         readers.give_back(first);
         Ok(Self {
@@ -420,9 +428,7 @@ fn invite_row(row: &Row<'_>) -> rusqlite::Result<InviteRecord> {
         created_at: time_at(row, 4)?,
         expires_at: time_at(row, 5)?,
         used_at: match row.get::<_, Option<i64>>(6)? {
-            Some(v) => {
-                Some(DateTime::from_timestamp_micros(v).ok_or_else(|| corrupt(6, "bad time"))?)
-            }
+            Some(_) => Some(time_at(row, 6)?),
             None => None,
         },
     })
@@ -453,6 +459,17 @@ fn deleted(r: rusqlite::Result<usize>) -> Result<(), StoreError> {
 /// Maps "no row" to `NotFound` and everything else to `Backend`.
 fn one<T>(r: rusqlite::Result<Option<T>>) -> Result<T, StoreError> {
     r.map_err(backend)?.ok_or(StoreError::NotFound)
+}
+
+fn invite_by_digest(conn: &Connection, digest: &SecretDigest) -> Result<InviteRecord, StoreError> {
+    one(conn
+        .prepare_cached(&format!(
+            "SELECT {INVITE_COLUMNS} FROM invites WHERE token_digest = ?1"
+        ))
+        .and_then(|mut st| {
+            st.query_row([digest.as_bytes().as_slice()], invite_row)
+                .optional()
+        }))
 }
 
 fn insert_invite(conn: &Connection, inv: &NewInvite) -> Result<i64, StoreError> {
@@ -643,17 +660,8 @@ impl Store for SqliteStore {
     }
 
     async fn find_invite(&self, token_digest: SecretDigest) -> Result<InviteRecord, StoreError> {
-        self.read(move |conn| {
-            one(conn
-                .prepare_cached(&format!(
-                    "SELECT {INVITE_COLUMNS} FROM invites WHERE token_digest = ?1"
-                ))
-                .and_then(|mut st| {
-                    st.query_row([token_digest.as_bytes().as_slice()], invite_row)
-                        .optional()
-                }))
-        })
-        .await
+        self.read(move |conn| invite_by_digest(conn, &token_digest))
+            .await
     }
 
     async fn redeem_invite(
@@ -664,14 +672,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<AccountRecord, StoreError> {
         self.write(move |conn| {
-            let invite = one(conn
-                .prepare_cached(&format!(
-                    "SELECT {INVITE_COLUMNS} FROM invites WHERE token_digest = ?1"
-                ))
-                .and_then(|mut st| {
-                    st.query_row([token_digest.as_bytes().as_slice()], invite_row)
-                        .optional()
-                }))?;
+            let invite = invite_by_digest(conn, &token_digest)?;
             invite.usable_at(now)?;
             if invite.host != account.host {
                 return Err(StoreError::NotFound);
