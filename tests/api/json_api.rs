@@ -93,6 +93,15 @@ fn mint_with_cookie(app: &TestApp, identity: &str) -> Response {
         .unwrap()
 }
 
+/// The field names of a JSON object body.
+fn object_keys(body: &Value) -> BTreeSet<&str> {
+    body.as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
 /// Posts raw bytes with an optional content type.
 fn post_raw(url: &str, content_type: Option<&str>, body: impl Into<Vec<u8>>) -> Response {
     let mut req = client().post(url).body(body.into());
@@ -166,12 +175,7 @@ fn minting_with_a_bearer_key_answers_200_with_id_issuer_times_and_url() {
         .starts_with("application/json"));
     assert_eq!(header(&res, "cache-control").as_deref(), Some("no-store"));
     let body: Value = res.json().unwrap();
-    let keys: BTreeSet<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = object_keys(&body);
     assert_eq!(
         keys,
         BTreeSet::from(["id", "issuer", "issued_at", "expires_at", "url"]),
@@ -353,12 +357,7 @@ fn an_outstanding_invite_is_described_without_authentication_and_nothing_changes
         .unwrap()
         .starts_with("application/json"));
     let body: Value = res.json().unwrap();
-    let keys: BTreeSet<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = object_keys(&body);
     assert_eq!(
         keys,
         BTreeSet::from(["issuer", "issued_at", "expires_at"]),
