@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::helpers::{
-    accept_invite, auth_check, client, login, mint_for, register_account, token_of, TestApp,
-    GOOD_PASSWORD,
+    accept_invite, assert_unknown_host_refused, auth_check, client, describe_invite, login,
+    mint_for, register_account, token_of, TestApp, GOOD_PASSWORD,
 };
 
 const ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts";
@@ -146,13 +146,7 @@ fn an_unknown_host_is_refused_with_exit_1_asking_for_a_valid_host() {
     ];
     for args in commands {
         let out = app.cli_with_stdin(&args, Some(&format!("{GOOD_PASSWORD}\n")));
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
-        assert_eq!(
-            stderr(&out),
-            "Error: please supply a valid host\n",
-            "{args:?}"
-        );
-        assert_eq!(stdout(&out), "", "{args:?}");
+        assert_unknown_host_refused(&out, &args);
     }
     assert_eq!(app.count(ACCOUNTS), 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM invites"), 0);
@@ -309,12 +303,7 @@ fn invites_create_prints_one_url_whose_page_answers_200() {
         "no inviter line"
     );
     let token = token_of(url);
-    let described: Value = client()
-        .get(format!("{}/api/invite/{token}", app.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let described = describe_invite(&app, &token);
     assert_eq!(
         described["issuer"],
         serde_json::json!({ "id": "cli", "name": null })

@@ -225,6 +225,27 @@ pub fn stderr_of(out: &Output) -> String {
     String::from_utf8(out.stderr.clone()).expect("stderr is UTF-8")
 }
 
+/// Asserts that an admin command refused an undefined host the documented way.
+pub fn assert_unknown_host_refused(out: &Output, args: &[&str]) {
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+    assert_eq!(
+        stderr_of(out),
+        "Error: please supply a valid host\n",
+        "{args:?}"
+    );
+    assert_eq!(stdout_of(out), "", "{args:?}");
+}
+
+/// `GET /api/invite/{token}` as JSON.
+pub fn describe_invite(app: &TestApp, token: &str) -> serde_json::Value {
+    client()
+        .get(format!("{}/api/invite/{token}", app.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 /// An HTTP client that does not follow redirects and keeps no cookies.
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()

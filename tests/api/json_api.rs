@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{
-    accept_invite, auth_check, auth_check_on, client, login, login_on, mint_for, raw_request,
-    register_account, set_cookie_line, set_cookie_value, token_of, TestApp, GOOD_PASSWORD,
+    accept_invite, auth_check, auth_check_on, client, describe_invite, login, login_on, mint_for,
+    raw_request, register_account, set_cookie_line, set_cookie_value, token_of, TestApp,
+    GOOD_PASSWORD,
 };
 
 const ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts";
@@ -255,12 +256,7 @@ fn minting_while_signed_in_answers_200_with_the_account_as_issuer() {
         .text()
         .unwrap();
     assert!(page.contains("<strong>alice</strong> invited you"));
-    let described: Value = client()
-        .get(url(&app, &format!("/api/invite/{id}")))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let described = describe_invite(&app, &id);
     assert_eq!(
         described["issuer"],
         json!({ "id": format!("account/{alice}"), "name": "alice" })
