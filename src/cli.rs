@@ -338,16 +338,16 @@ async fn invites(config: &Config, cmd: InvitesCommand) -> anyhow::Result<()> {
         let n = left.min(BULK_CHUNK as u64) as usize;
         let now = Utc::now();
         let mut records = Vec::with_capacity(n);
-        let mut urls = Vec::with_capacity(n);
+        let mut unsaved = Vec::with_capacity(n);
         for _ in 0..n {
-            let (minted, record) = service::new_invite(host, InviteSource::Cli, None, now)?;
-            urls.push(minted.url);
+            let (invite, record) = service::new_invite(host, InviteSource::Cli, None, now)?;
+            unsaved.push(invite);
             records.push(record);
         }
         // Print only what is committed: a URL on stdout is an invite on disk.
-        store.create_invites(records).await?;
-        for url in urls {
-            writeln!(out, "{url}")?;
+        let ids = store.create_invites(records).await?;
+        for (invite, id) in unsaved.into_iter().zip(ids) {
+            writeln!(out, "{}", invite.saved_as(id, host).url)?;
         }
         left -= n as u64;
     }

@@ -17,10 +17,37 @@ pub struct RngError(String);
 /// `n` random bytes from the OS RNG, encoded as unpadded base64url.
 pub fn random_base64url(n: usize) -> Result<String, RngError> {
     let mut buf = vec![0u8; n];
+    fill_random(&mut buf)?;
+    Ok(encode_base64url(&buf))
+}
+
+/// `N` random bytes from the OS RNG.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], RngError> {
+    let mut buf = [0u8; N];
+    fill_random(&mut buf)?;
+    Ok(buf)
+}
+
+fn fill_random(buf: &mut [u8]) -> Result<(), RngError> {
     OsRng
-        .try_fill_bytes(&mut buf)
-        .map_err(|e| RngError(e.to_string()))?;
-    Ok(URL_SAFE_NO_PAD.encode(&buf))
+        .try_fill_bytes(buf)
+        .map_err(|e| RngError(e.to_string()))
+}
+
+/// Unpadded base64url, the only encoding our secrets travel in.
+pub fn encode_base64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes unpadded base64url into exactly `N` bytes; `None` for anything else.
+pub fn decode_base64url<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    // decode_slice refuses input that would not fit; the length check refuses
+    // input that is too short.
+    match URL_SAFE_NO_PAD.decode_slice(text, &mut out) {
+        Ok(n) if n == N => Some(out),
+        _ => None,
+    }
 }
 
 /// True when every byte of `s` is in the unpadded base64url alphabet.
@@ -36,7 +63,12 @@ pub struct SecretDigest([u8; 32]);
 impl SecretDigest {
     /// Digest of the given secret text.
     pub fn of(secret: &str) -> Self {
-        Self(Sha256::digest(secret.as_bytes()).into())
+        Self::of_bytes(secret.as_bytes())
+    }
+
+    /// Digest of the given secret bytes.
+    pub fn of_bytes(secret: &[u8]) -> Self {
+        Self(Sha256::digest(secret).into())
     }
 
     /// Rebuilds a digest read back from the store; `None` when the length is wrong.

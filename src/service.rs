@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, HostConfig};
 use crate::crypto::RngError;
-use crate::domain::{AccountName, ApiKey, IdentityToken, InviteToken, Password};
+use crate::domain::{AccountName, ApiKey, IdentityToken, InviteSecret, InviteToken, Password};
 use crate::passwords::Hasher;
 use crate::store::{
     AccountRecord, InviteRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession, Store,
@@ -31,32 +31,53 @@ pub struct MintedInvite {
     pub expires_at: DateTime<Utc>,
 }
 
+/// An invite built but not yet stored: its token is finished by the id the
+/// store gives it.
+#[derive(Debug)]
+pub struct UnsavedInvite {
+    secret: InviteSecret,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl UnsavedInvite {
+    /// The invite as its requester sees it, once the store has saved it as `id`.
+    pub fn saved_as(self, id: i64, host: &HostConfig) -> MintedInvite {
+        let token = self.secret.into_token(id);
+        MintedInvite {
+            url: host.invite_url(token.expose()),
+            token,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
 /// Builds (but does not store) a new invite for `host`.
 pub fn new_invite(
     host: &HostConfig,
     source: InviteSource,
     issuer_name: Option<String>,
     now: DateTime<Utc>,
-) -> Result<(MintedInvite, NewInvite), RngError> {
-    let token = InviteToken::generate()?;
+) -> Result<(UnsavedInvite, NewInvite), RngError> {
+    let secret = InviteSecret::generate()?;
     // The configured expiry is bounded to 100 years, well inside chrono's range.
     let expires_at =
         now + chrono::Duration::from_std(host.invite_expiry).unwrap_or(chrono::Duration::days(7));
     let record = NewInvite {
-        token_digest: token.digest(),
+        token_digest: secret.digest(),
         host: host.name.clone(),
         source,
         issuer_name,
         created_at: now,
         expires_at,
     };
-    let minted = MintedInvite {
-        url: host.invite_url(token.expose()),
-        token,
+    let unsaved = UnsavedInvite {
+        secret,
         created_at: now,
         expires_at,
     };
-    Ok((minted, record))
+    Ok((unsaved, record))
 }
 
 /// Mints and stores one invite. `NotFound` when the minting key or account is
@@ -67,9 +88,9 @@ pub async fn mint_invite(
     source: InviteSource,
     issuer_name: Option<String>,
 ) -> Result<MintedInvite, StoreError> {
-    let (minted, record) = new_invite(host, source, issuer_name, Utc::now())?;
-    store.create_invite(record).await?;
-    Ok(minted)
+    let (unsaved, record) = new_invite(host, source, issuer_name, Utc::now())?;
+    let id = store.create_invite(record).await?;
+    Ok(unsaved.saved_as(id, host))
 }
 
 /// Makes and stores a new API key for `host`; the secret is returned this once.
@@ -135,7 +156,7 @@ pub async fn register(
         invited_by: String::new(),
     };
     let account = store
-        .redeem_invite(token.digest(), account, session, now)
+        .redeem_invite(token.lookup(), account, session, now)
         .await?;
     Ok((account, identity))
 }
@@ -161,7 +182,7 @@ pub async fn usable_invite<'c>(
     token_text: &str,
 ) -> Result<(InviteToken, InviteRecord, &'c HostConfig), Unusable<'c>> {
     let token = InviteToken::parse(token_text).map_err(|_| Unusable::NotFound)?;
-    let invite = match store.find_invite(token.digest()).await {
+    let invite = match store.find_invite(token.lookup()).await {
         Ok(i) => i,
         Err(StoreError::NotFound) => return Err(Unusable::NotFound),
         Err(e) => return Err(Unusable::Store(e)),

@@ -11,7 +11,7 @@ pub use account_name::AccountName;
 pub use api_key::{ApiKey, KeyId, KeySecret};
 pub use host_name::HostName;
 pub use password::Password;
-pub use token::{IdentityToken, InviteToken};
+pub use token::{IdentityToken, InviteLookup, InviteSecret, InviteToken, LEGACY_INVITE_ID_LIMIT};
 
 /// Why a value was refused; the text is meant for the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 pub use sqlite::SqliteStore;
 
 use crate::crypto::SecretDigest;
-use crate::domain::{AccountName, HostName, KeyId};
+use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
 
 /// What can go wrong in the store. `NotFound` and the conflicts are answers;
 /// `Backend` is a failure of the store itself.
@@ -73,7 +73,7 @@ pub struct KeyRecord {
 /// A new invite to store.
 #[derive(Debug, Clone)]
 pub struct NewInvite {
-    /// SHA-256 of the token.
+    /// SHA-256 of the token's secret half (see [`crate::domain::InviteSecret`]).
     pub token_digest: SecretDigest,
     /// The host it is for.
     pub host: HostName,
@@ -185,19 +185,23 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a key of a host; `NotFound` if the host has no such key.
     async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError>;
 
-    /// Stores an invite. When it is minted by a key or an account, that key or
-    /// account must still exist at commit time, or the answer is `NotFound`.
+    /// Stores an invite and returns the id the store gave it, which becomes
+    /// part of its token. Ids grow with `created_at` and carry random low
+    /// bits, so they neither count invites nor collide between processes.
+    /// When the invite is minted by a key or an account, that key or account
+    /// must still exist at commit time, or the answer is `NotFound`.
     async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError>;
-    /// Stores many invites at once (bulk filling from the command line).
-    async fn create_invites(&self, invites: Vec<NewInvite>) -> Result<(), StoreError>;
-    /// Looks an invite up by the digest of its token.
-    async fn find_invite(&self, token_digest: SecretDigest) -> Result<InviteRecord, StoreError>;
+    /// Stores many invites at once (bulk filling from the command line), all
+    /// or none; their ids in the same order.
+    async fn create_invites(&self, invites: Vec<NewInvite>) -> Result<Vec<i64>, StoreError>;
+    /// Looks up the invite a token names; `NotFound` when the secret does not match.
+    async fn find_invite(&self, lookup: InviteLookup) -> Result<InviteRecord, StoreError>;
 
     /// In one transaction: checks the invite is usable at `now`, creates the
     /// account, marks the invite used and opens a session for the account.
     async fn redeem_invite(
         &self,
-        token_digest: SecretDigest,
+        lookup: InviteLookup,
         account: NewAccount,
         session: NewSession,
         now: DateTime<Utc>,

@@ -22,7 +22,7 @@ use super::{
     SessionRecord, Store, StoreError,
 };
 use crate::crypto::SecretDigest;
-use crate::domain::{AccountName, HostName, KeyId};
+use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
 
 /// How long any connection waits for another process's write lock (the CLI and
 /// the server share the file) before giving up.
@@ -74,6 +74,29 @@ const MIGRATIONS: &[&str] = &[
         last_used_at INTEGER NOT NULL
      ) WITHOUT ROWID;
      CREATE INDEX sessions_by_account ON sessions (account_id);",
+    // 2: invites are found by id (the token carries it) and no longer by a
+    // unique index on the digest, whose random inserts made every mint dirty
+    // a random page. Schema 1 tokens keep working through a partial index that
+    // holds only their rows (ids below 2^32; see LEGACY_INVITE_ID_LIMIT).
+    "CREATE TABLE invites_v2 (
+        id INTEGER PRIMARY KEY,
+        token_digest BLOB NOT NULL,
+        host TEXT NOT NULL,
+        source TEXT NOT NULL,
+        issuer_name TEXT,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        used_by INTEGER
+     );
+     INSERT INTO invites_v2
+        (id, token_digest, host, source, issuer_name, created_at, expires_at, used_at, used_by)
+        SELECT id, token_digest, host, source, issuer_name, created_at, expires_at, used_at, used_by
+        FROM invites;
+     DROP TABLE invites;
+     ALTER TABLE invites_v2 RENAME TO invites;
+     CREATE UNIQUE INDEX invites_by_legacy_token ON invites (token_digest)
+        WHERE id < 4294967296;",
 ];
 
 /// Why the database could not be opened.
@@ -166,7 +189,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` in the writer's next batch and waits until its batch has committed.
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    async fn write<T, F>(&self, undo: Undo, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -174,6 +197,7 @@ impl SqliteStore {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Pending {
             f: Some(f),
+            undo,
             result: None,
             reply,
         });
@@ -238,8 +262,21 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
 
 // ---------------------------------------------------------------- the writer
 
+/// What undoes a failed write without touching the rest of its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undo {
+    /// The write is one data-changing statement (retries of it included).
+    /// SQLite undoes a failed statement by itself, so a savepoint would only
+    /// cost time, on the path every mint takes.
+    Statement,
+    /// The write runs several statements; a savepoint undoes them together.
+    Savepoint,
+}
+
 /// One queued write: applied inside the batch, answered after the commit.
 trait Job: Send {
+    /// How a failure of this write is undone.
+    fn undo(&self) -> Undo;
     /// Applies the write; `false` when it failed and its savepoint must be undone.
     fn apply(&mut self, conn: &Connection) -> bool;
     /// Answers the caller with the write's result, or the commit's failure.
@@ -248,6 +285,7 @@ trait Job: Send {
 
 struct Pending<T, F> {
     f: Option<F>,
+    undo: Undo,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
@@ -257,6 +295,10 @@ where
     T: Send,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
 {
+    fn undo(&self) -> Undo {
+        self.undo
+    }
+
     fn apply(&mut self, conn: &Connection) -> bool {
         let result = match self.f.take() {
             // A panic in one write must not end the writer thread, or every
@@ -312,11 +354,26 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<
     let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut st| st.execute([]));
     exec("BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
-        exec("SAVEPOINT job")?;
-        if !job.apply(conn) {
-            exec("ROLLBACK TO job")?;
+        let savepoint = job.undo() == Undo::Savepoint;
+        if savepoint {
+            exec("SAVEPOINT job")?;
         }
-        exec("RELEASE job")?;
+        let ok = job.apply(conn);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back itself (a full disk, an
+            // I/O error): nothing in this batch stands, and going on would
+            // commit the rest one statement at a time.
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT_ROLLBACK),
+                Some("the transaction was rolled back by SQLite".into()),
+            ));
+        }
+        if savepoint {
+            if !ok {
+                exec("ROLLBACK TO job")?;
+            }
+            exec("RELEASE job")?;
+        }
     }
     exec("COMMIT").map(|_| ())
 }
@@ -461,18 +518,63 @@ fn one<T>(r: rusqlite::Result<Option<T>>) -> Result<T, StoreError> {
     r.map_err(backend)?.ok_or(StoreError::NotFound)
 }
 
-fn invite_by_digest(conn: &Connection, digest: &SecretDigest) -> Result<InviteRecord, StoreError> {
-    one(conn
-        .prepare_cached(&format!(
-            "SELECT {INVITE_COLUMNS} FROM invites WHERE token_digest = ?1"
-        ))
-        .and_then(|mut st| {
-            st.query_row([digest.as_bytes().as_slice()], invite_row)
-                .optional()
-        }))
+fn find_invite(conn: &Connection, lookup: &InviteLookup) -> Result<InviteRecord, StoreError> {
+    match lookup {
+        InviteLookup::ById { id, digest } => {
+            let (invite, stored) = one(conn
+                .prepare_cached(&format!(
+                    "SELECT {INVITE_COLUMNS}, token_digest FROM invites WHERE id = ?1"
+                ))
+                .and_then(|mut st| {
+                    st.query_row([id], |row| Ok((invite_row(row)?, digest_at(row, 7)?)))
+                        .optional()
+                }))?;
+            // A right id with a wrong secret is no invite at all.
+            if stored.matches(digest) {
+                Ok(invite)
+            } else {
+                Err(StoreError::NotFound)
+            }
+        }
+        // The id bound repeats the partial index's own condition, so that
+        // SQLite uses it.
+        InviteLookup::Legacy(digest) => one(conn
+            .prepare_cached(&format!(
+                "SELECT {INVITE_COLUMNS} FROM invites
+                 WHERE token_digest = ?1 AND id < 4294967296"
+            ))
+            .and_then(|mut st| {
+                st.query_row([digest.as_bytes().as_slice()], invite_row)
+                    .optional()
+            })),
+    }
+}
+
+/// Times an insert draws a new id after landing on one already taken.
+const ID_ATTEMPTS: usize = 16;
+
+/// A new invite id: milliseconds since the epoch above 20 random bits. Ids so
+/// made grow with time, so inserts append to the table; they say when an
+/// invite was made (its page says as much) but not how many came before; and
+/// two processes minting in the same millisecond rarely pick the same one
+/// (the insert then draws again). Far above every schema 1 id; positive until
+/// the year 2248.
+fn new_invite_id(created_at: DateTime<Utc>) -> i64 {
+    let millis = created_at.timestamp_millis().clamp(0, (1 << 43) - 1);
+    (millis << 20) | i64::from(rand::random::<u32>() & 0xF_FFFF)
 }
 
 fn insert_invite(conn: &Connection, inv: &NewInvite) -> Result<i64, StoreError> {
+    let ids = std::iter::repeat_with(|| new_invite_id(inv.created_at)).take(ID_ATTEMPTS);
+    insert_invite_with_ids(conn, inv, ids)
+}
+
+/// Inserts under the first of `ids` not yet taken.
+fn insert_invite_with_ids(
+    conn: &Connection,
+    inv: &NewInvite,
+    ids: impl IntoIterator<Item = i64>,
+) -> Result<i64, StoreError> {
     use rusqlite::types::Value;
     // The guard makes the check and the insert one atomic step inside the batch:
     // once `keys delete` has committed, no later mint with that key can land.
@@ -488,27 +590,34 @@ fn insert_invite(conn: &Connection, inv: &NewInvite) -> Result<i64, StoreError> 
         InviteSource::Cli => ("WHERE ?7 IS NULL", Value::Null),
     };
     let sql = format!(
-        "INSERT INTO invites (token_digest, host, source, issuer_name, created_at, expires_at)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6 {guard}"
+        "INSERT INTO invites (id, token_digest, host, source, issuer_name, created_at, expires_at)
+         SELECT ?8, ?1, ?2, ?3, ?4, ?5, ?6 {guard}"
     );
-    let changed = conn
-        .prepare_cached(&sql)
-        .and_then(|mut st| {
-            st.execute(params![
-                inv.token_digest.as_bytes().as_slice(),
-                inv.host.as_str(),
-                inv.source.to_text(),
-                inv.issuer_name,
-                micros(inv.created_at),
-                micros(inv.expires_at),
-                minter,
-            ])
-        })
-        .map_err(backend)?;
-    if changed == 0 {
-        return Err(StoreError::NotFound);
+    let mut st = conn.prepare_cached(&sql).map_err(backend)?;
+    let source = inv.source.to_text();
+    for id in ids {
+        let inserted = st.execute(params![
+            inv.token_digest.as_bytes().as_slice(),
+            inv.host.as_str(),
+            source,
+            inv.issuer_name,
+            micros(inv.created_at),
+            micros(inv.expires_at),
+            minter,
+            id,
+        ]);
+        match inserted {
+            Ok(0) => return Err(StoreError::NotFound),
+            Ok(_) => return Ok(id),
+            // The id is the only unique column a new invite has: draw again.
+            // A failed statement undoes only itself.
+            Err(e) if is_constraint_violation(&e) => continue,
+            Err(e) => return Err(backend(e)),
+        }
     }
-    Ok(conn.last_insert_rowid())
+    Err(StoreError::Backend(
+        "no free invite id in as many draws".into(),
+    ))
 }
 
 fn insert_account(conn: &Connection, a: &NewAccount) -> Result<AccountRecord, StoreError> {
@@ -566,7 +675,7 @@ fn insert_session(conn: &Connection, account_id: i64, s: &NewSession) -> Result<
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_key(&self, key: KeyRecord) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write(Undo::Statement, move |conn| {
             conn.prepare_cached(
                 "INSERT INTO api_keys (id, host, name, created_at, secret_digest)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -627,7 +736,7 @@ impl Store for SqliteStore {
     async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError> {
         self.cached_keys().remove(id);
         let (host, id) = (host.clone(), id.clone());
-        self.write(move |conn| {
+        self.write(Undo::Statement, move |conn| {
             deleted(conn.execute(
                 "DELETE FROM api_keys WHERE id = ?1 AND host = ?2",
                 params![id.as_str(), host.as_str()],
@@ -641,7 +750,9 @@ impl Store for SqliteStore {
             InviteSource::Key(id) => Some(id.clone()),
             _ => None,
         };
-        let result = self.write(move |conn| insert_invite(conn, &invite)).await;
+        let result = self
+            .write(Undo::Statement, move |conn| insert_invite(conn, &invite))
+            .await;
         if let (Err(StoreError::NotFound), Some(id)) = (&result, minter) {
             // Deleted, perhaps by another process: forget it here too.
             self.cached_keys().remove(&id);
@@ -649,30 +760,26 @@ impl Store for SqliteStore {
         result
     }
 
-    async fn create_invites(&self, invites: Vec<NewInvite>) -> Result<(), StoreError> {
-        self.write(move |conn| {
-            for inv in &invites {
-                insert_invite(conn, inv)?;
-            }
-            Ok(())
+    async fn create_invites(&self, invites: Vec<NewInvite>) -> Result<Vec<i64>, StoreError> {
+        self.write(Undo::Savepoint, move |conn| {
+            invites.iter().map(|inv| insert_invite(conn, inv)).collect()
         })
         .await
     }
 
-    async fn find_invite(&self, token_digest: SecretDigest) -> Result<InviteRecord, StoreError> {
-        self.read(move |conn| invite_by_digest(conn, &token_digest))
-            .await
+    async fn find_invite(&self, lookup: InviteLookup) -> Result<InviteRecord, StoreError> {
+        self.read(move |conn| find_invite(conn, &lookup)).await
     }
 
     async fn redeem_invite(
         &self,
-        token_digest: SecretDigest,
+        lookup: InviteLookup,
         account: NewAccount,
         session: NewSession,
         now: DateTime<Utc>,
     ) -> Result<AccountRecord, StoreError> {
-        self.write(move |conn| {
-            let invite = invite_by_digest(conn, &token_digest)?;
+        self.write(Undo::Savepoint, move |conn| {
+            let invite = find_invite(conn, &lookup)?;
             invite.usable_at(now)?;
             if invite.host != account.host {
                 return Err(StoreError::NotFound);
@@ -700,7 +807,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_account(&self, account: NewAccount) -> Result<AccountRecord, StoreError> {
-        self.write(move |conn| insert_account(conn, &account)).await
+        self.write(Undo::Statement, move |conn| insert_account(conn, &account))
+            .await
     }
 
     async fn list_accounts(&self, host: &HostName) -> Result<Vec<AccountRecord>, StoreError> {
@@ -742,7 +850,8 @@ impl Store for SqliteStore {
 
     async fn delete_account(&self, host: &HostName, name: &AccountName) -> Result<(), StoreError> {
         let (host, name) = (host.clone(), name.clone());
-        self.write(move |conn| {
+        // One statement: the sessions go by ON DELETE CASCADE within it.
+        self.write(Undo::Statement, move |conn| {
             deleted(conn.execute(
                 "DELETE FROM accounts WHERE host = ?1 AND name = ?2",
                 params![host.as_str(), name.as_str()],
@@ -752,8 +861,10 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, account_id: i64, session: NewSession) -> Result<(), StoreError> {
-        self.write(move |conn| insert_session(conn, account_id, &session))
-            .await
+        self.write(Undo::Statement, move |conn| {
+            insert_session(conn, account_id, &session)
+        })
+        .await
     }
 
     async fn find_session(&self, token_digest: SecretDigest) -> Result<SessionRecord, StoreError> {
@@ -782,7 +893,7 @@ impl Store for SqliteStore {
         token_digest: SecretDigest,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write(Undo::Statement, move |conn| {
             conn.prepare_cached("UPDATE sessions SET last_used_at = ?1 WHERE token_digest = ?2")
                 .and_then(|mut st| {
                     st.execute(params![micros(now), token_digest.as_bytes().as_slice()])
@@ -794,7 +905,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_session(&self, token_digest: SecretDigest) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write(Undo::Statement, move |conn| {
             conn.prepare_cached("DELETE FROM sessions WHERE token_digest = ?1")
                 .and_then(|mut st| st.execute([token_digest.as_bytes().as_slice()]))
                 .map_err(backend)?;
@@ -818,34 +929,63 @@ mod tests {
         }
     }
 
-    fn job(
-        a: NewAccount,
-    ) -> (
-        Box<dyn Job>,
-        oneshot::Receiver<Result<AccountRecord, StoreError>>,
-    ) {
+    type Answer<T> = oneshot::Receiver<Result<T, StoreError>>;
+
+    fn write_job<T, F>(undo: Undo, f: F) -> (Box<dyn Job>, Answer<T>)
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        let f = move |conn: &Connection| insert_account(conn, &a);
         let job: Box<dyn Job> = Box::new(Pending {
             f: Some(f),
+            undo,
             result: None,
             reply,
         });
         (job, answer)
     }
 
-    #[test]
-    fn a_failed_write_in_a_batch_neither_fails_nor_undoes_the_others() {
+    fn job(a: NewAccount) -> (Box<dyn Job>, Answer<AccountRecord>) {
+        write_job(Undo::Statement, move |conn| insert_account(conn, &a))
+    }
+
+    /// Two accounts, the first created and the second refused: a write of
+    /// several statements whose savepoint must undo its first half.
+    fn pair_job(first: NewAccount, second: NewAccount) -> (Box<dyn Job>, Answer<()>) {
+        write_job(Undo::Savepoint, move |conn| {
+            insert_account(conn, &first)?;
+            insert_account(conn, &second)?;
+            Ok(())
+        })
+    }
+
+    fn scratch() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let mut conn = Connection::open(&path).unwrap();
         configure(&conn).unwrap();
         migrate(&mut conn, &path).unwrap();
+        (dir, conn)
+    }
 
+    fn account_names(conn: &Connection) -> Vec<String> {
+        conn.prepare("SELECT name FROM accounts ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failed_write_in_a_batch_neither_fails_nor_undoes_the_others() {
+        let (_dir, conn) = scratch();
         let (a, ra) = job(account("alice"));
         let (dup, rdup) = job(account("alice"));
         let (b, rb) = job(account("bob"));
-        let mut batch = vec![a, dup, b];
+        let (half, rhalf) = pair_job(account("erin"), account("bob"));
+        let mut batch = vec![a, dup, b, half];
         run_batch(&conn, &mut batch).unwrap();
         for j in batch {
             j.finish(Ok(()));
@@ -856,29 +996,24 @@ mod tests {
             StoreError::NameTaken
         );
         assert!(rb.blocking_recv().unwrap().is_ok());
-        let names: Vec<String> = conn
-            .prepare("SELECT name FROM accounts ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(names, ["alice", "bob"]);
+        assert_eq!(
+            rhalf.blocking_recv().unwrap().unwrap_err(),
+            StoreError::NameTaken
+        );
+        // erin was inserted by the failed pair and undone with it.
+        assert_eq!(account_names(&conn), ["alice", "bob"]);
     }
 
     #[test]
     fn a_write_that_panics_fails_alone_and_the_batch_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let mut conn = Connection::open(&path).unwrap();
-        configure(&conn).unwrap();
-        migrate(&mut conn, &path).unwrap();
-        let (reply, rpanic) = oneshot::channel::<Result<(), StoreError>>();
-        let panicking: Box<dyn Job> = Box::new(Pending {
-            f: Some(|_: &Connection| -> Result<(), StoreError> { panic!("boom") }),
-            result: None,
-            reply,
-        });
+        let (_dir, conn) = scratch();
+        let (panicking, rpanic) = write_job(
+            Undo::Savepoint,
+            |conn: &Connection| -> Result<(), StoreError> {
+                insert_account(conn, &account("mallory"))?;
+                panic!("boom")
+            },
+        );
         let (ok, rok) = job(account("dave"));
         let mut batch = vec![panicking, ok];
         run_batch(&conn, &mut batch).unwrap();
@@ -890,6 +1025,23 @@ mod tests {
             Err(StoreError::Backend(_))
         ));
         assert!(rok.blocking_recv().unwrap().is_ok());
+        assert_eq!(account_names(&conn), ["dave"]);
+    }
+
+    #[test]
+    fn a_transaction_that_sqlite_rolls_back_fails_the_whole_batch() {
+        let (_dir, conn) = scratch();
+        let (a, _ra) = job(account("alice"));
+        // Stands in for SQLite ending the transaction after a full disk.
+        let (rollback, _rr) = write_job(Undo::Statement, |conn: &Connection| {
+            conn.execute_batch("ROLLBACK").map_err(backend)
+        });
+        let (b, _rb) = job(account("bob"));
+        let mut batch = vec![a, rollback, b];
+        assert!(run_batch(&conn, &mut batch).is_err());
+        assert!(conn.is_autocommit());
+        // bob was not committed on his own after the transaction was gone.
+        assert!(account_names(&conn).is_empty());
     }
 
     #[test]
@@ -941,6 +1093,133 @@ mod tests {
         assert_eq!(
             server.find_key(&id).await.unwrap_err(),
             StoreError::NotFound
+        );
+    }
+
+    fn cli_invite(digest: SecretDigest, created_at: DateTime<Utc>) -> NewInvite {
+        NewInvite {
+            token_digest: digest,
+            host: HostName::parse("example.com").unwrap(),
+            source: InviteSource::Cli,
+            issuer_name: None,
+            created_at,
+            expires_at: created_at + chrono::Duration::days(1),
+        }
+    }
+
+    #[test]
+    fn the_sql_partial_index_bound_is_the_legacy_id_limit() {
+        assert_eq!(crate::domain::LEGACY_INVITE_ID_LIMIT, 4294967296);
+        assert!(MIGRATIONS[1].contains("id < 4294967296"));
+    }
+
+    #[test]
+    fn invite_ids_grow_with_time_and_stay_above_schema_1_ids() {
+        let now = Utc::now();
+        let earlier = now - chrono::Duration::milliseconds(1);
+        for _ in 0..1000 {
+            let (a, b) = (new_invite_id(earlier), new_invite_id(now));
+            assert!(a < b);
+            assert!(a >= crate::domain::LEGACY_INVITE_ID_LIMIT);
+        }
+        let far = DateTime::from_timestamp(8_000_000_000, 0).unwrap();
+        assert!(new_invite_id(far) > 0);
+    }
+
+    #[test]
+    fn an_invite_id_already_taken_is_drawn_again() {
+        let (_dir, conn) = scratch();
+        let now = Utc::now();
+        let taken = new_invite_id(now);
+        let inv = cli_invite(SecretDigest::of("a"), now);
+        assert_eq!(insert_invite_with_ids(&conn, &inv, [taken]), Ok(taken));
+        let again = insert_invite_with_ids(&conn, &inv, [taken, taken, taken + 1]);
+        assert_eq!(again, Ok(taken + 1));
+        assert!(insert_invite_with_ids(&conn, &inv, [taken, taken + 1]).is_err());
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM invites", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+    }
+
+    #[tokio::test]
+    async fn an_invite_is_found_by_its_id_only_with_its_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let digest = SecretDigest::of("secret");
+        let id = store
+            .create_invite(cli_invite(digest, Utc::now()))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .find_invite(InviteLookup::ById { id, digest })
+                .await
+                .unwrap()
+                .id,
+            id
+        );
+        let wrong = InviteLookup::ById {
+            id,
+            digest: SecretDigest::of("guess"),
+        };
+        assert_eq!(
+            store.find_invite(wrong).await.unwrap_err(),
+            StoreError::NotFound
+        );
+        // The digest alone finds nothing: only schema 1 rows are indexed by it.
+        assert_eq!(
+            store
+                .find_invite(InviteLookup::Legacy(digest))
+                .await
+                .unwrap_err(),
+            StoreError::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn schema_1_invites_survive_the_migration_and_are_found_by_their_old_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let old_token = "abcdefghijklmnopqrstuvwx";
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let now = micros(Utc::now());
+            conn.execute(
+                "INSERT INTO invites (token_digest, host, source, created_at, expires_at)
+                 VALUES (?1, 'example.com', 'cli', ?2, ?3)",
+                params![
+                    SecretDigest::of(old_token).as_bytes().as_slice(),
+                    now,
+                    now + 86_400_000_000
+                ],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let lookup = crate::domain::InviteToken::parse(old_token)
+            .unwrap()
+            .lookup();
+        let found = store.find_invite(lookup).await.unwrap();
+        assert_eq!((found.id, found.source.as_str()), (1, "cli"));
+        // And it can still be redeemed.
+        let session = NewSession {
+            token_digest: SecretDigest::of("session"),
+            created_at: Utc::now(),
+        };
+        store
+            .redeem_invite(lookup, account("olga"), session, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .find_invite(lookup)
+                .await
+                .unwrap()
+                .usable_at(Utc::now()),
+            Err(StoreError::InviteUsed)
         );
     }
 

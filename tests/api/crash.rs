@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use reqwest::blocking::Client;
 
-use crate::helpers::{cli_at, TestApp, DEFAULT_CONFIG};
+use crate::helpers::{cli_at, stored_form, TestApp, DEFAULT_CONFIG};
 
 /// Kill-and-restart rounds.
 const ROUNDS: usize = 30;
@@ -296,10 +296,10 @@ fn everything_a_client_saw_succeed_survives_sigkill_at_random_moments() {
         .ok()
     };
     let used_by = |token: &str| -> Option<i64> {
-        let digest = invite_server::crypto::SecretDigest::of(token);
+        let (id, digest) = stored_form(token);
         db.query_row(
-            "SELECT used_by FROM invites WHERE token_digest = ?1",
-            [digest.as_bytes().as_slice()],
+            "SELECT used_by FROM invites WHERE id = ?1 AND token_digest = ?2",
+            rusqlite::params![id, digest],
             |r| r.get(0),
         )
         .expect("a seen invite has a row")

@@ -288,6 +288,24 @@ pub fn token_of(page_url: &str) -> String {
         .unwrap_or_else(|| panic!("no token in {page_url}"))
 }
 
+/// How the database keeps an invite token (docs/storage.md): the row id its
+/// first 8 bytes carry, and SHA-256 of the 16 secret bytes after them.
+/// Decoded here from the documented format, not with the server's own code.
+pub fn stored_form(token: &str) -> (i64, Vec<u8>) {
+    use base64::Engine;
+    use sha2::Digest;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .unwrap_or_else(|e| panic!("token {token:?} is not base64url: {e}"));
+    assert_eq!(
+        bytes.len(),
+        24,
+        "token {token:?} is not 8 id bytes and 16 secret bytes"
+    );
+    let id = i64::from_be_bytes(bytes[..8].try_into().unwrap());
+    (id, sha2::Sha256::digest(&bytes[8..]).to_vec())
+}
+
 /// The whole `Set-Cookie` line a response sets for cookie `name`, if any.
 pub fn set_cookie_line(res: &reqwest::blocking::Response, name: &str) -> Option<String> {
     res.headers()

@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::Method;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{client, raw_request, TestApp};
+use crate::helpers::{client, raw_request, stored_form, TestApp};
 
 const ALLOWED: &str = "OPTIONS, GET, POST";
 const INVITES: &str = "SELECT COUNT(*) FROM invites";
@@ -43,10 +43,7 @@ fn token_of(app: &TestApp, location: &str) -> String {
     let token = location
         .strip_prefix(&prefix)
         .unwrap_or_else(|| panic!("Location {location:?} does not start with {prefix:?}"));
-    assert!(
-        token.len() >= 24,
-        "token {token:?} is shorter than 24 characters"
-    );
+    assert_eq!(token.len(), 32, "token {token:?} is not 32 characters");
     assert!(is_base64url(token), "token {token:?} is not base64url");
     token.to_owned()
 }
@@ -83,6 +80,18 @@ fn expect_refusal(app: &TestApp, req: RequestBuilder, status: u16) -> String {
     );
     body
 }
+
+/// `(id, token_digest, host, source, issuer_name, created_at, expires_at, used_at)`.
+type StoredInvite = (
+    i64,
+    Vec<u8>,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    Option<i64>,
+);
 
 fn sha256(text: &str) -> Vec<u8> {
     Sha256::digest(text.as_bytes()).to_vec()
@@ -174,18 +183,10 @@ fn a_get_with_the_key_in_the_query_mints_one_invite_and_answers_201_with_its_loc
     let token = token_of(&app, &location);
 
     assert_eq!(app.count(INVITES), 1);
-    let (digest, host, source, issuer, created, expires, used): (
-        Vec<u8>,
-        String,
-        String,
-        Option<String>,
-        i64,
-        i64,
-        Option<i64>,
-    ) = app
+    let (row_id, digest, host, source, issuer, created, expires, used): StoredInvite = app
         .db()
         .query_row(
-            "SELECT token_digest, host, source, issuer_name, created_at, expires_at, used_at FROM invites",
+            "SELECT id, token_digest, host, source, issuer_name, created_at, expires_at, used_at FROM invites",
             [],
             |r| {
                 Ok((
@@ -196,12 +197,17 @@ fn a_get_with_the_key_in_the_query_mints_one_invite_and_answers_201_with_its_loc
                     r.get(4)?,
                     r.get(5)?,
                     r.get(6)?,
+                    r.get(7)?,
                 ))
             },
         )
         .unwrap();
     assert_eq!(digest.len(), 32, "the token is stored as a 32-byte digest");
-    assert_eq!(digest, sha256(&token), "the digest is SHA-256 of the token");
+    assert_eq!(
+        (row_id, digest),
+        stored_form(&token),
+        "the token carries the row id and the digest is SHA-256 of its secret"
+    );
     assert_eq!(host, "localhost");
     assert_eq!(source, format!("api/token/{id}"));
     assert_eq!(issuer.as_deref(), Some("test key"));
@@ -239,15 +245,15 @@ fn tokens_and_key_secrets_are_kept_only_as_digests_and_never_logged() {
     ));
     assert_eq!(app.count(INVITES), 5);
 
-    let stored: Vec<Vec<u8>> = {
+    let stored: Vec<(i64, Vec<u8>)> = {
         let db = app.db();
-        let mut st = db.prepare("SELECT token_digest FROM invites").unwrap();
-        let rows = st.query_map([], |r| r.get(0)).unwrap();
+        let mut st = db.prepare("SELECT id, token_digest FROM invites").unwrap();
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         rows.map(Result::unwrap).collect()
     };
     for t in &tokens {
         assert!(
-            stored.contains(&sha256(t)),
+            stored.contains(&stored_form(t)),
             "no digest stored for a minted token"
         );
     }
@@ -349,19 +355,16 @@ fn redirect_with_an_empty_value_or_a_yes_word_answers_303_with_the_location() {
         let token = expect_mint(&app, get(&app, &format!("?key={key}&{flag}")), 303);
         n += 1;
         assert_eq!(app.count(INVITES), n, "{flag}");
-        let digest: Vec<u8> = app
+        let (id, digest) = stored_form(&token);
+        let stored: Vec<u8> = app
             .db()
             .query_row(
-                "SELECT token_digest FROM invites ORDER BY id DESC",
-                [],
+                "SELECT token_digest FROM invites WHERE id = ?1",
+                [id],
                 |r| r.get(0),
             )
-            .unwrap();
-        assert_eq!(
-            digest,
-            sha256(&token),
-            "the 303 Location names the stored invite"
-        );
+            .expect("the 303 Location names a stored invite");
+        assert_eq!(stored, digest, "the 303 Location names the stored invite");
     }
     // The flag also works with a Bearer key and before the key.
     expect_mint(

@@ -10,12 +10,11 @@ use reqwest::blocking::Response;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use reqwest::Method;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::helpers::{
     accept_invite, auth_check, auth_check_on, client, describe_invite, login, login_on, mint_for,
-    raw_request, register_account, set_cookie_line, set_cookie_value, token_of, TestApp,
-    GOOD_PASSWORD,
+    raw_request, register_account, set_cookie_line, set_cookie_value, stored_form, token_of,
+    TestApp, GOOD_PASSWORD,
 };
 
 const ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts";
@@ -116,12 +115,12 @@ fn post_raw(url: &str, content_type: Option<&str>, body: impl Into<Vec<u8>>) -> 
 type InviteRow = (Option<i64>, Option<i64>, String, Option<String>, i64, i64);
 
 fn invite_row(app: &TestApp, token: &str) -> InviteRow {
-    let digest = Sha256::digest(token.as_bytes()).to_vec();
+    let (id, digest) = stored_form(token);
     app.db()
         .query_row(
             "SELECT used_at, used_by, source, issuer_name, created_at, expires_at
-             FROM invites WHERE token_digest = ?1",
-            [digest],
+             FROM invites WHERE id = ?1 AND token_digest = ?2",
+            rusqlite::params![id, digest],
             |r| {
                 Ok((
                     r.get(0)?,

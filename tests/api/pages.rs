@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::{
     accept_invite, auth_check, auth_check_on, client, mint_for, set_cookie_line, set_cookie_value,
-    token_of, TestApp, GOOD_PASSWORD,
+    stored_form, token_of, TestApp, GOOD_PASSWORD,
 };
 
 /// A host whose invites run out one second after they are made.
@@ -91,11 +91,12 @@ fn register(url: &str, name: &str, password: &str, password2: &str) -> Response 
 type InviteRow = (Option<i64>, Option<i64>, String, Option<String>, i64);
 
 fn invite_row(app: &TestApp, page_url: &str) -> InviteRow {
-    let digest = Sha256::digest(token_of(page_url).as_bytes()).to_vec();
+    let (id, digest) = stored_form(&token_of(page_url));
     app.db()
         .query_row(
-            "SELECT used_at, used_by, source, issuer_name, expires_at FROM invites WHERE token_digest = ?1",
-            [digest],
+            "SELECT used_at, used_by, source, issuer_name, expires_at FROM invites
+             WHERE id = ?1 AND token_digest = ?2",
+            rusqlite::params![id, digest],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .expect("invite row")

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use reqwest::blocking::{Client, Response};
 
-use crate::helpers::{client, TestApp};
+use crate::helpers::{client, stored_form, TestApp};
 
 /// A password the policy accepts.
 const PASSWORD: &str = "lantern quarry tulip 92";
@@ -89,11 +89,11 @@ fn submit_form(client: &Client, app_url: &str, token: &str, csrf: &str, name: &s
 }
 
 fn used_by(app: &TestApp, token: &str) -> Option<i64> {
-    let digest = invite_server::crypto::SecretDigest::of(token);
+    let (id, digest) = stored_form(token);
     app.db()
         .query_row(
-            "SELECT used_by FROM invites WHERE token_digest = ?1",
-            [digest.as_bytes().as_slice()],
+            "SELECT used_by FROM invites WHERE id = ?1 AND token_digest = ?2",
+            rusqlite::params![id, digest],
             |r| r.get(0),
         )
         .unwrap()
