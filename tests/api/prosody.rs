@@ -30,6 +30,28 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/peer/start-prosody")
 }
 
+/// The port start-prosody's configuration listens on.
+const PEER_ADDR: &str = "127.0.0.1:15280";
+
+/// Stops the Prosody this test process started once the process is gone. A
+/// static is never dropped, so a small shell waits for our pid instead; a
+/// Prosody that was already running before the tests is left alone.
+fn stop_peer_when_tests_end(peer_dir: &std::path::Path) {
+    let spawned = Command::new("sh")
+        .arg("-c")
+        .arg(r#"tail --pid="$1" -f /dev/null; kill "$(cat "$2/prosody.pid")"; rm -rf "$2""#)
+        .arg("sh")
+        .arg(std::process::id().to_string())
+        .arg(peer_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = spawned {
+        eprintln!("cannot arrange for the Prosody peer to stop after the tests: {e}");
+    }
+}
+
 /// Takes the lock and makes sure the peer runs; returns the guard.
 fn peer() -> MutexGuard<'static, Option<Peer>> {
     let mut guard = PEER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -42,8 +64,20 @@ fn peer() -> MutexGuard<'static, Option<Peer>> {
              ../shared/peer/README.md)",
             path.display()
         );
-        let out = Command::new("sh")
-            .arg(&path)
+        let already_running = std::net::TcpStream::connect(PEER_ADDR).is_ok();
+        let peer_dir = std::env::temp_dir().join(format!(
+            "invite-server-tests-prosody-{}",
+            std::process::id()
+        ));
+        let mut command = Command::new("sh");
+        command.arg(&path);
+        if !already_running {
+            // Our own directory, so the Prosody we start is ours to stop. One
+            // already running was started with the script's default
+            // directory, where its keys are made.
+            command.env("PEER_DIR", &peer_dir);
+        }
+        let out = command
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -61,6 +95,9 @@ fn peer() -> MutexGuard<'static, Option<Peer>> {
             }
             _ => panic!("unexpected output from {}: {stdout:?}", path.display()),
         };
+        if !already_running {
+            stop_peer_when_tests_end(&peer_dir);
+        }
         *guard = Some(Peer { url, key });
     }
     guard
