@@ -361,7 +361,7 @@ def build(rows, meta):
     # however the server is built, short of answering before the data is on disk.
     floor_s = fsync["floor_p50_us"] / 1e6 if fsync and "floor_p50_us" in fsync else None
 
-    def ceiling(c):
+    def mint_ceiling(c):
         h = get_rate("health", c)
         return c / (c / h + floor_s) if h and floor_s else None
 
@@ -378,9 +378,9 @@ def build(rows, meta):
         ]
         for c in conns:
             out.append(
-                f"| {c} | {fmt_rate(get_rate('health', c))} | {fsync['floor_p50_us']} | {fmt_rate(ceiling(c))} "
-                f"| {fmt_ratio(ratio(ceiling(c), get_rate('health', c)))} | {fmt_rate(get_rate('mint-empty', c))} "
-                f"| {fmt_ratio(ratio(get_rate('mint-empty', c), ceiling(c)))} |"
+                f"| {c} | {fmt_rate(get_rate('health', c))} | {fsync['floor_p50_us']} | {fmt_rate(mint_ceiling(c))} "
+                f"| {fmt_ratio(ratio(mint_ceiling(c), get_rate('health', c)))} | {fmt_rate(get_rate('mint-empty', c))} "
+                f"| {fmt_ratio(ratio(get_rate('mint-empty', c), mint_ceiling(c)))} |"
             )
     out += ["", "Prosody's `mod_invites_api`, measured the same way right after M (a fresh Prosody for each run):", ""]
     out.append("| conn. | Prosody mint/s | p50 ms | p99 ms | errors / non-2xx | invite-server (F) ÷ Prosody | other load |")
@@ -440,12 +440,12 @@ def build(rows, meta):
     targets = []
     for c in conns:
         x = ratio(get_rate("mint-empty", c), get_rate("health", c))
-        cap = ratio(ceiling(c), get_rate("health", c))
+        cap = ratio(mint_ceiling(c), get_rate("health", c))
         targets.append((f"mint ≥ 0.5 × /health, {c} conn.", bounded(x, cap), None if x is None else x >= 0.5,
                         other(("mint-empty", c), ("health", c))))
     for c in conns:
         x = ratio(get_rate("mint-empty", c), get_rate("prosody", c))
-        cap = ratio(ceiling(c), get_rate("prosody", c))
+        cap = ratio(mint_ceiling(c), get_rate("prosody", c))
         targets.append((f"mint ≥ 100 × Prosody, {c} conn.", bounded(x, cap), None if x is None else x >= 100,
                         other(("mint-empty", c), ("prosody", c))))
     for c in conns:
