@@ -1,18 +1,20 @@
 //! Argon2id password hashing, off the async workers and bounded in memory.
 //!
-//! Each hash needs 19 MiB of working memory and tens of milliseconds of one
-//! core (OWASP's parameters). Hashes run on the blocking pool behind a
-//! semaphore sized to the cores (more at once would add memory and queueing,
-//! not throughput), and each reuses one of a fixed set of preallocated
-//! buffers: allocating 19 MiB per hash on whichever blocking thread runs it
-//! made the allocator keep a copy per thread, and the process grew to GiBs.
+//! Each hash needs 19 MiB of working memory and several milliseconds of one
+//! core (OWASP's parameters). Hashes run on a fixed pool of one thread per
+//! core (more at once would add memory and queueing, not throughput), each
+//! reusing its own 19 MiB buffer: allocating it per hash on whichever
+//! blocking thread ran it made the allocator keep a copy per thread, and the
+//! process grew to GiBs. A thread that finishes a hash takes the next one from
+//! the queue itself, so the cores never wait for an async task to be polled
+//! before the next hash starts.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{oneshot, OnceCell};
 
 use crate::domain::Password;
 
@@ -30,12 +32,15 @@ fn err(e: impl std::fmt::Display) -> HashError {
     HashError(e.to_string())
 }
 
+/// One hash to compute in a hashing thread's memory.
+type Work = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
 /// Hashes and verifies passwords with Argon2id.
 #[derive(Clone)]
 pub struct Hasher {
-    permits: Arc<Semaphore>,
-    /// Working memory, at most one buffer per permit, reused across hashes.
-    buffers: Arc<Mutex<Vec<Vec<Block>>>>,
+    /// The queue the hashing threads take work from; they stop when every
+    /// clone of the hasher is gone.
+    work: mpsc::Sender<Work>,
     dummy: Arc<OnceCell<String>>,
 }
 
@@ -53,32 +58,41 @@ impl Hasher {
     /// A hasher that runs as many hashes at once as there are cores.
     pub fn new() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (work, queue) = mpsc::channel::<Work>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..cores {
+            let queue = Arc::clone(&queue);
+            // A thread that cannot start leaves fewer hashers; with none at
+            // all the queue is closed and every hash reports an error.
+            let _ = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || hashing_thread(&queue));
+        }
         Self {
-            permits: Arc::new(Semaphore::new(cores)),
-            buffers: Arc::new(Mutex::new(Vec::new())),
+            work,
             dummy: Arc::new(OnceCell::new()),
         }
     }
 
-    /// Runs `f` on the blocking pool with a permit and a working buffer.
+    /// Runs `f` on a hashing thread, in that thread's working memory.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self.permits.acquire().await.map_err(err)?;
-        let buffers = Arc::clone(&self.buffers);
-        tokio::task::spawn_blocking(move || {
-            let pooled = buffers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let mut memory = pooled.unwrap_or_default();
-            let result = f(&mut memory);
-            buffers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(memory);
-            result
-        })
-        .await
-        .map_err(err)?
+        let stopped = || HashError("the hashing threads have stopped".into());
+        let (reply, answer) = oneshot::channel();
+        let work: Work = Box::new(move |memory| {
+            // The request went away while queued (a client that gave up):
+            // nobody is waiting for this hash.
+            if reply.is_closed() {
+                return;
+            }
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(memory)))
+                .unwrap_or_else(|_| Err(HashError("password hashing panicked".into())));
+            let _ = reply.send(result);
+        });
+        self.work.send(work).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Hashes a password that passed the policy; returns the PHC string.
@@ -143,6 +157,19 @@ impl Hasher {
     }
 }
 
+/// A hashing thread: takes work from the queue until the hasher is dropped.
+fn hashing_thread(queue: &Mutex<mpsc::Receiver<Work>>) {
+    let mut memory = Vec::new();
+    loop {
+        // One idle thread waits in recv while the others wait for the lock.
+        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        match next {
+            Ok(work) => work(&mut memory),
+            Err(mpsc::RecvError) => return,
+        }
+    }
+}
+
 /// One Argon2id computation in `memory` (grown once to the size `params` need).
 fn compute(
     params: &Params,
@@ -191,6 +218,27 @@ mod tests {
         assert!(Argon2::default()
             .verify_password(b"correct horse battery staple", &parsed)
             .is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn more_hashes_than_threads_all_answer_and_each_verifies() {
+        let h = Hasher::new();
+        let tasks: Vec<_> = (0..5)
+            .map(|i| {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let password = format!("password number {i}");
+                    let phc = h.hash_text(password.clone()).await.unwrap();
+                    (password, phc)
+                })
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for task in tasks {
+            let (password, phc) = task.await.unwrap();
+            assert!(seen.insert(phc.clone()), "two hashes came out the same");
+            assert!(h.verify(password, Some(phc)).await.unwrap());
+        }
     }
 
     #[tokio::test]
