@@ -76,8 +76,11 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX sessions_by_account ON sessions (account_id);",
     // 2: invites are found by id (the token carries it) and no longer by a
     // unique index on the digest, whose random inserts made every mint dirty
-    // a random page. Schema 1 tokens keep working through a partial index that
-    // holds only their rows (ids below 2^32; see LEGACY_INVITE_ID_LIMIT).
+    // a random page. token_format says how a row's digest was made: 1, of a
+    // whole schema 1 token, which a partial index keeps findable; 2, of the
+    // secret half of a token that carries the id. It has no default, so a
+    // schema 1 server still running on a migrated file fails to mint, loudly,
+    // instead of storing invites that no lookup would find.
     "CREATE TABLE invites_v2 (
         id INTEGER PRIMARY KEY,
         token_digest BLOB NOT NULL,
@@ -87,16 +90,19 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         expires_at INTEGER NOT NULL,
         used_at INTEGER,
-        used_by INTEGER
+        used_by INTEGER,
+        token_format INTEGER NOT NULL CHECK (token_format IN (1, 2))
      );
      INSERT INTO invites_v2
-        (id, token_digest, host, source, issuer_name, created_at, expires_at, used_at, used_by)
-        SELECT id, token_digest, host, source, issuer_name, created_at, expires_at, used_at, used_by
+        (id, token_digest, host, source, issuer_name, created_at, expires_at, used_at, used_by,
+         token_format)
+        SELECT id, token_digest, host, source, issuer_name, created_at, expires_at, used_at, used_by,
+            1
         FROM invites;
      DROP TABLE invites;
      ALTER TABLE invites_v2 RENAME TO invites;
      CREATE UNIQUE INDEX invites_by_legacy_token ON invites (token_digest)
-        WHERE id < 4294967296;",
+        WHERE token_format = 1;",
 ];
 
 /// Why the database could not be opened.
@@ -302,8 +308,8 @@ where
     fn apply(&mut self, conn: &Connection) -> bool {
         let result = match self.f.take() {
             // A panic in one write must not end the writer thread, or every
-            // later write would fail while the server looked healthy. The
-            // write's savepoint is rolled back like any other failure.
+            // later write would fail while the server looked healthy. It is
+            // undone like any other failure (run_batch).
             Some(f) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
                 .unwrap_or_else(|_| Err(StoreError::Backend("a write panicked".into()))),
             None => Err(StoreError::Backend("write applied twice".into())),
@@ -358,6 +364,7 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<
         if savepoint {
             exec("SAVEPOINT job")?;
         }
+        let changes_before = conn.total_changes();
         let ok = job.apply(conn);
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back itself (a full disk, an
@@ -373,6 +380,16 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<
                 exec("ROLLBACK TO job")?;
             }
             exec("RELEASE job")?;
+        } else if !ok && conn.total_changes() != changes_before {
+            // A write declared as one statement failed after changing rows
+            // (a bug: it should have asked for a savepoint). Its rows cannot be
+            // undone alone, and its caller is told it failed, so nothing in
+            // this batch may stand.
+            tracing::error!("a one-statement write failed after changing rows");
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some("a failed write changed rows without a savepoint".into()),
+            ));
         }
     }
     exec("COMMIT").map(|_| ())
@@ -435,6 +452,12 @@ fn backend(e: rusqlite::Error) -> StoreError {
 /// Any constraint failure: UNIQUE on names, or a foreign key to a deleted row.
 fn is_constraint_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
+}
+
+/// An insert whose rowid is taken.
+fn is_primary_key_clash(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -523,7 +546,8 @@ fn find_invite(conn: &Connection, lookup: &InviteLookup) -> Result<InviteRecord,
         InviteLookup::ById { id, digest } => {
             let (invite, stored) = one(conn
                 .prepare_cached(&format!(
-                    "SELECT {INVITE_COLUMNS}, token_digest FROM invites WHERE id = ?1"
+                    "SELECT {INVITE_COLUMNS}, token_digest FROM invites
+                     WHERE id = ?1 AND token_format = 2"
                 ))
                 .and_then(|mut st| {
                     st.query_row([id], |row| Ok((invite_row(row)?, digest_at(row, 7)?)))
@@ -536,12 +560,12 @@ fn find_invite(conn: &Connection, lookup: &InviteLookup) -> Result<InviteRecord,
                 Err(StoreError::NotFound)
             }
         }
-        // The id bound repeats the partial index's own condition, so that
+        // The format repeats the partial index's own condition, so that
         // SQLite uses it.
         InviteLookup::Legacy(digest) => one(conn
             .prepare_cached(&format!(
                 "SELECT {INVITE_COLUMNS} FROM invites
-                 WHERE token_digest = ?1 AND id < 4294967296"
+                 WHERE token_digest = ?1 AND token_format = 1"
             ))
             .and_then(|mut st| {
                 st.query_row([digest.as_bytes().as_slice()], invite_row)
@@ -554,13 +578,14 @@ fn find_invite(conn: &Connection, lookup: &InviteLookup) -> Result<InviteRecord,
 const ID_ATTEMPTS: usize = 16;
 
 /// A new invite id: milliseconds since the epoch above 20 random bits. Ids so
-/// made grow with time, so inserts append to the table; they say when an
-/// invite was made (its page says as much) but not how many came before; and
-/// two processes minting in the same millisecond rarely pick the same one
-/// (the insert then draws again). Far above every schema 1 id; positive until
-/// the year 2248.
+/// made follow time, so inserts land at the end of the table (in random
+/// order within a millisecond); they say when an invite was made (its page
+/// says as much) but not how many came before; and two processes minting in
+/// the same millisecond rarely pick the same one (the insert then draws
+/// again). Never below 2^32, where token parsing expects schema 1 ids, even
+/// for a clock set before 1970; positive until the year 2248.
 fn new_invite_id(created_at: DateTime<Utc>) -> i64 {
-    let millis = created_at.timestamp_millis().clamp(0, (1 << 43) - 1);
+    let millis = created_at.timestamp_millis().clamp(1 << 12, (1 << 43) - 1);
     (millis << 20) | i64::from(rand::random::<u32>() & 0xF_FFFF)
 }
 
@@ -590,8 +615,9 @@ fn insert_invite_with_ids(
         InviteSource::Cli => ("WHERE ?7 IS NULL", Value::Null),
     };
     let sql = format!(
-        "INSERT INTO invites (id, token_digest, host, source, issuer_name, created_at, expires_at)
-         SELECT ?8, ?1, ?2, ?3, ?4, ?5, ?6 {guard}"
+        "INSERT INTO invites
+            (id, token_digest, host, source, issuer_name, created_at, expires_at, token_format)
+         SELECT ?8, ?1, ?2, ?3, ?4, ?5, ?6, 2 {guard}"
     );
     let mut st = conn.prepare_cached(&sql).map_err(backend)?;
     let source = inv.source.to_text();
@@ -609,9 +635,9 @@ fn insert_invite_with_ids(
         match inserted {
             Ok(0) => return Err(StoreError::NotFound),
             Ok(_) => return Ok(id),
-            // The id is the only unique column a new invite has: draw again.
-            // A failed statement undoes only itself.
-            Err(e) if is_constraint_violation(&e) => continue,
+            // Another invite has this id: draw again. A failed statement
+            // undoes only itself.
+            Err(e) if is_primary_key_clash(&e) => continue,
             Err(e) => return Err(backend(e)),
         }
     }
@@ -1029,6 +1055,22 @@ mod tests {
     }
 
     #[test]
+    fn a_one_statement_write_that_fails_after_changing_rows_fails_the_whole_batch() {
+        let (_dir, conn) = scratch();
+        let (a, _ra) = job(account("alice"));
+        // Misdeclared: two statements without a savepoint, the second failing.
+        let (wrong, _rw) = write_job(Undo::Statement, |conn: &Connection| {
+            insert_account(conn, &account("bob"))?;
+            insert_account(conn, &account("alice"))?;
+            Ok(())
+        });
+        let mut batch = vec![a, wrong];
+        assert!(run_batch(&conn, &mut batch).is_err());
+        conn.execute_batch("ROLLBACK").unwrap();
+        assert!(account_names(&conn).is_empty());
+    }
+
+    #[test]
     fn a_transaction_that_sqlite_rolls_back_fails_the_whole_batch() {
         let (_dir, conn) = scratch();
         let (a, _ra) = job(account("alice"));
@@ -1108,9 +1150,41 @@ mod tests {
     }
 
     #[test]
-    fn the_sql_partial_index_bound_is_the_legacy_id_limit() {
-        assert_eq!(crate::domain::LEGACY_INVITE_ID_LIMIT, 4294967296);
-        assert!(MIGRATIONS[1].contains("id < 4294967296"));
+    fn a_schema_1_server_still_running_on_a_migrated_file_cannot_mint() {
+        let (_dir, conn) = scratch();
+        // The statement a schema 1 server runs for every mint.
+        let old = conn.execute(
+            "INSERT INTO invites (token_digest, host, source, issuer_name, created_at, expires_at)
+             SELECT ?1, 'example.com', 'cli', NULL, 1, 2 WHERE ?2 IS NULL",
+            params![
+                SecretDigest::of("t").as_bytes().as_slice(),
+                rusqlite::types::Null
+            ],
+        );
+        assert!(is_constraint_violation(&old.unwrap_err()));
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM invites", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
+
+    #[test]
+    fn lookups_use_an_index_for_both_token_formats() {
+        let (_dir, conn) = scratch();
+        let plan = |sql: &str| -> String {
+            conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap()
+                .join("; ")
+        };
+        let by_id = plan("SELECT host FROM invites WHERE id = 1 AND token_format = 2");
+        assert!(by_id.contains("INTEGER PRIMARY KEY"), "{by_id}");
+        let legacy =
+            plan("SELECT host FROM invites WHERE token_digest = x'00' AND token_format = 1");
+        assert!(legacy.contains("invites_by_legacy_token"), "{legacy}");
     }
 
     #[test]
@@ -1124,6 +1198,8 @@ mod tests {
         }
         let far = DateTime::from_timestamp(8_000_000_000, 0).unwrap();
         assert!(new_invite_id(far) > 0);
+        let before_1970 = DateTime::from_timestamp(-86_400, 0).unwrap();
+        assert!(new_invite_id(before_1970) >= crate::domain::LEGACY_INVITE_ID_LIMIT);
     }
 
     #[test]
