@@ -182,12 +182,18 @@ fn compute(
     }
     let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-    Output::init_with(len, |out| {
+    let output = Output::init_with(len, |out| {
         argon2
             .hash_password_into_with_memory(password, salt, out, &mut memory[..])
             .map_err(|_| argon2::password_hash::Error::Crypto)
     })
-    .map_err(err)
+    .map_err(err);
+    // A stored hash made elsewhere with more memory must not pin that much in
+    // this thread for good; our own size is kept for the next hash.
+    if memory.len() > M_COST_KIB as usize {
+        *memory = Vec::new();
+    }
+    output
 }
 
 #[cfg(test)]
