@@ -85,7 +85,12 @@ impl TryFrom<String> for ConfigDuration {
 /// The base URL of a host's links: absolute http(s), no query, no trailing slash.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub struct PublicUrl(String);
+pub struct PublicUrl {
+    url: String,
+    /// `host[:port]`, computed once: `/api/auth/check` compares it with the
+    /// `Host` of every request.
+    authority: String,
+}
 
 impl PublicUrl {
     /// Parses and normalises a public URL.
@@ -105,30 +110,33 @@ impl PublicUrl {
                 "invalid URL `{s}`: a public URL has no query or fragment"
             )));
         }
-        Ok(Self(url.as_str().trim_end_matches('/').to_owned()))
+        // host_str is lowercase, and the port is there only when it is not
+        // the scheme's default, as in a Host header.
+        let authority = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => String::new(),
+        };
+        Ok(Self {
+            url: url.as_str().trim_end_matches('/').to_owned(),
+            authority,
+        })
     }
 
     /// The URL text, without a trailing slash.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.url
     }
 
     /// `host[:port]` as a `Host` header names it (the port only when not the
-    /// scheme's default).
-    pub fn authority(&self) -> String {
-        match Url::parse(&self.0) {
-            Ok(u) => match (u.host_str(), u.port()) {
-                (Some(h), Some(p)) => format!("{h}:{p}"),
-                (Some(h), None) => h.to_owned(),
-                (None, _) => String::new(),
-            },
-            Err(_) => String::new(),
-        }
+    /// scheme's default), in lowercase.
+    pub fn authority(&self) -> &str {
+        &self.authority
     }
 
     /// True for https, where cookies must be marked Secure.
     pub fn is_https(&self) -> bool {
-        self.0.starts_with("https://")
+        self.url.starts_with("https://")
     }
 }
 
@@ -419,6 +427,19 @@ fn locate(text: &str, offset: usize) -> Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_public_url_names_its_authority_as_a_host_header_would() {
+        for (url, authority) in [
+            ("https://Chat.Example.org/", "chat.example.org"),
+            ("https://example.org:443", "example.org"),
+            ("http://127.0.0.1:5280/base", "127.0.0.1:5280"),
+            ("https://[::1]:8443", "[::1]:8443"),
+        ] {
+            let parsed = PublicUrl::parse(url).unwrap();
+            assert_eq!(parsed.authority(), authority, "{url}");
+        }
+    }
 
     #[test]
     fn durations_take_the_five_suffixes() {
