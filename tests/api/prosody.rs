@@ -33,16 +33,28 @@ fn script() -> PathBuf {
 /// The port start-prosody's configuration listens on.
 const PEER_ADDR: &str = "127.0.0.1:15280";
 
+/// Names the directory of the peer a test process started, so that another
+/// test process finding it running makes its keys where it reads them.
+fn marker() -> PathBuf {
+    std::env::temp_dir().join("invite-server-tests-prosody.dir")
+}
+
 /// Stops the Prosody this test process started once the process is gone. A
 /// static is never dropped, so a small shell waits for our pid instead; a
 /// Prosody that was already running before the tests is left alone.
 fn stop_peer_when_tests_end(peer_dir: &std::path::Path) {
     let spawned = Command::new("sh")
         .arg("-c")
-        .arg(r#"tail --pid="$1" -f /dev/null; kill "$(cat "$2/prosody.pid")"; rm -rf "$2""#)
+        .arg(
+            r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
+               kill "$(cat "$2/prosody.pid" 2>/dev/null)" 2>/dev/null
+               [ "$(cat "$3" 2>/dev/null)" = "$2" ] && rm -f "$3"
+               rm -rf "$2""#,
+        )
         .arg("sh")
         .arg(std::process::id().to_string())
         .arg(peer_dir)
+        .arg(marker())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -72,14 +84,24 @@ fn peer() -> MutexGuard<'static, Option<Peer>> {
         let mut command = Command::new("sh");
         command.arg(&path);
         if !already_running {
-            // Our own directory, so the Prosody we start is ours to stop. One
-            // already running was started with the script's default
-            // directory, where its keys are made.
+            // Our own directory, so the Prosody we start is ours to stop.
             command.env("PEER_DIR", &peer_dir);
+            let _ = std::fs::write(marker(), peer_dir.to_string_lossy().as_bytes());
+        } else if let Some(theirs) = std::fs::read_to_string(marker())
+            .ok()
+            .map(PathBuf::from)
+            .filter(|d| d.is_dir())
+        {
+            // Started by another test process: its keys live in its directory.
+            command.env("PEER_DIR", theirs);
         }
-        let out = command
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+        // Otherwise someone started it with the script's default directory.
+        let out = command.output();
+        if !already_running {
+            // Before anything below can panic and leave it running.
+            stop_peer_when_tests_end(&peer_dir);
+        }
+        let out = out.unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -95,9 +117,6 @@ fn peer() -> MutexGuard<'static, Option<Peer>> {
             }
             _ => panic!("unexpected output from {}: {stdout:?}", path.display()),
         };
-        if !already_running {
-            stop_peer_when_tests_end(&peer_dir);
-        }
         *guard = Some(Peer { url, key });
     }
     guard
