@@ -1128,6 +1128,10 @@ fn random_token_paths_and_queries_never_get_a_5xx() {
         "[!-~]{0,60}".prop_map(|s| (s, false)),
         // Token-shaped strings that name no invite.
         "[A-Za-z0-9_-]{16,130}".prop_map(|s| (s, true)),
+        // Exactly the two token lengths: any id (negative, schema 1 range,
+        // huge) with any secret, and any 24-character schema 1 token.
+        "[A-Za-z0-9_-]{32}".prop_map(|s| (s, true)),
+        "[A-Za-z0-9_-]{24}".prop_map(|s| (s, true)),
     ];
     check(128, (token, 0..4u8), |((t, encoded), surface)| {
         let req = match surface {

@@ -337,6 +337,30 @@ fn minting_with_a_body_that_is_not_a_json_object_answers_400() {
 // -------------------------------------------------- GET /api/invite/{id}
 
 #[test]
+fn a_real_invite_id_with_a_wrong_secret_is_not_found_and_the_invite_stays_usable() {
+    use base64::Engine;
+    let app = TestApp::spawn();
+    let token = token_of(&app.mint());
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut bytes = b64.decode(&token).unwrap();
+    // Keep the 8 id bytes, change one secret byte.
+    bytes[23] ^= 1;
+    let forged = b64.encode(&bytes);
+    assert_eq!(stored_form(&forged).0, stored_form(&token).0, "same id");
+    let res = client()
+        .get(url(&app, &format!("/api/invite/{forged}")))
+        .send()
+        .unwrap();
+    assert_api_error(res, 404, "not_found");
+    let res = accept_invite(&app, &forged, "mallory", GOOD_PASSWORD);
+    assert_api_error(res, 404, "not_found");
+    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_unused(&app, &token);
+    let res = accept_invite(&app, &token, "alice", GOOD_PASSWORD);
+    assert_eq!(res.status(), 204);
+}
+
+#[test]
 fn an_outstanding_invite_is_described_without_authentication_and_nothing_changes() {
     let app = TestApp::spawn();
     let (key, page) = mint_for(&app, "localhost");

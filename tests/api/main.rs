@@ -14,3 +14,4 @@ mod pages;
 mod prosody;
 mod races;
 mod smoke;
+mod upgrade;
