@@ -283,9 +283,42 @@ def verdict(ok):
     return "n/a" if ok is None else ("PASS" if ok else "**MISS**")
 
 
+SUMMED = (
+    "requests", "duration_us", "err_connect", "err_read", "err_write", "err_timeout", "non_2xx_3xx",
+    "status_204", "status_other", "server_cpu_s", "client_cpu_s", "other_cpu_s", "machine_cpu_s",
+    "server_write_bytes", "server_write_calls",
+)
+
+
+def merge(runs):
+    """One record from several wrk runs of the same phase and connection count:
+    counts, times and CPU summed, the median and mean latency weighted by
+    requests (an approximation), the p99 and max the worst of the runs."""
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[0])
+    for k in SUMMED:
+        if all(k in r for r in runs):
+            out[k] = sum(r[k] for r in runs)
+    n = out["requests"] or 1
+    for k in ("p50_us", "p90_us", "mean_us"):
+        if all(k in r for r in runs):
+            out[k] = sum(r[k] * r["requests"] for r in runs) / n
+    for k in ("p99_us", "max_us"):
+        if all(k in r for r in runs):
+            out[k] = max(r[k] for r in runs)
+    out["other_pct"] = round(100 * out["other_cpu_s"] / (out["machine_cpu_s"] or 1e-9), 1)
+    out["slices"] = len(runs)
+    return out
+
+
 def build(rows, meta):
     """The report as Markdown lines, and whether any target was missed."""
-    wrk = {(r["phase"], r["connections"]): r for r in rows if "requests" in r}
+    grouped = {}
+    for r in rows:
+        if "requests" in r:
+            grouped.setdefault((r["phase"], r["connections"]), []).append(r)
+    wrk = {k: merge(v) for k, v in grouped.items()}
     rss = [r for r in rows if r.get("kind") == "rss"]
     argon = [r for r in rows if r.get("kind") == "argon2"]
     fill = next((r for r in rows if r.get("kind") == "fill"), None)
