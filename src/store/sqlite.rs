@@ -565,6 +565,21 @@ fn deleted(r: rusqlite::Result<usize>) -> Result<(), StoreError> {
     }
 }
 
+/// Every row `sql` (with the host as `?1`) selects, mapped by `row`.
+fn all_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    host: &HostName,
+    row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut st| {
+            st.query_map([host.as_str()], row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(backend)
+}
+
 /// Maps "no row" to `NotFound` and everything else to `Backend`.
 fn one<T>(r: rusqlite::Result<Option<T>>) -> Result<T, StoreError> {
     r.map_err(backend)?.ok_or(StoreError::NotFound)
@@ -753,17 +768,14 @@ impl Store for SqliteStore {
     async fn list_keys(&self, host: &HostName) -> Result<Vec<KeyRecord>, StoreError> {
         let host = host.clone();
         self.read(move |conn| {
-            let mut st = conn
-                .prepare_cached(&format!(
+            all_rows(
+                conn,
+                &format!(
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE host = ?1 ORDER BY created_at, id"
-                ))
-                .map_err(backend)?;
-            let rows = st
-                .query_map([host.as_str()], key_row)
-                .map_err(backend)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(backend)?;
-            Ok(rows)
+                ),
+                &host,
+                key_row,
+            )
         })
         .await
     }
@@ -869,17 +881,14 @@ impl Store for SqliteStore {
     async fn list_accounts(&self, host: &HostName) -> Result<Vec<AccountRecord>, StoreError> {
         let host = host.clone();
         self.read(move |conn| {
-            let mut st = conn
-                .prepare_cached(&format!(
+            all_rows(
+                conn,
+                &format!(
                     "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.host = ?1 ORDER BY a.name"
-                ))
-                .map_err(backend)?;
-            let rows = st
-                .query_map([host.as_str()], account_row)
-                .map_err(backend)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(backend)?;
-            Ok(rows)
+                ),
+                &host,
+                account_row,
+            )
         })
         .await
     }
