@@ -1,20 +1,20 @@
 //! Compatibility with the real thing: the same client requests against Prosody's
-//! mod_invites_api (the reference peer, `../shared/peer/start-prosody`) and
+//! mod_invites_api (the reference peer, `tests/peer/start-prosody`) and
 //! against invite-server, compared status by status.
 //!
-//! The peer listens on a fixed port, so these tests take one lock for their
-//! whole run. The peer is started (and Prosody installed) when missing; CI
-//! always has the script, so its absence is a failure, not a skip.
+//! This test process starts its own peer once, on free loopback ports with a
+//! throwaway directory, and stops it when the process ends. Prosody is
+//! installed by `tests/run`; its absence is a failure, not a skip.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::OnceLock;
 
 use reqwest::blocking::{RequestBuilder, Response};
 use reqwest::header::AUTHORIZATION;
 use reqwest::Method;
 
-use crate::helpers::{client, TestApp};
+use crate::helpers::{client, free_port, TestApp};
 
 /// A running peer: its base URL and an API key made for these tests.
 struct Peer {
@@ -22,39 +22,26 @@ struct Peer {
     key: String,
 }
 
-/// Serialises every test in this file (they share the peer's port) and holds
-/// the peer once it is started.
-static PEER: Mutex<Option<Peer>> = Mutex::new(None);
+/// The peer of this test process, started by the first test that needs it.
+static PEER: OnceLock<Peer> = OnceLock::new();
 
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/peer/start-prosody")
-}
-
-/// The port start-prosody's configuration listens on.
-const PEER_ADDR: &str = "127.0.0.1:15280";
-
-/// Names the directory of the peer a test process started, so that another
-/// test process finding it running makes its keys where it reads them.
-fn marker() -> PathBuf {
-    std::env::temp_dir().join("invite-server-tests-prosody.dir")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peer/start-prosody")
 }
 
 /// Stops the Prosody this test process started once the process is gone. A
-/// static is never dropped, so a small shell waits for our pid instead; a
-/// Prosody that was already running before the tests is left alone.
-fn stop_peer_when_tests_end(peer_dir: &std::path::Path) {
+/// static is never dropped, so a small shell waits for our pid instead.
+fn stop_peer_when_tests_end(peer_dir: &Path) {
     let spawned = Command::new("sh")
         .arg("-c")
         .arg(
             r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
                kill "$(cat "$2/prosody.pid" 2>/dev/null)" 2>/dev/null
-               [ "$(cat "$3" 2>/dev/null)" = "$2" ] && rm -f "$3"
-               rm -rf "$2""#,
+               sleep 1; rm -rf "$2""#,
         )
         .arg("sh")
         .arg(std::process::id().to_string())
         .arg(peer_dir)
-        .arg(marker())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -64,62 +51,44 @@ fn stop_peer_when_tests_end(peer_dir: &std::path::Path) {
     }
 }
 
-/// Takes the lock and makes sure the peer runs; returns the guard.
-fn peer() -> MutexGuard<'static, Option<Peer>> {
-    let mut guard = PEER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if guard.is_none() {
-        let path = script();
-        assert!(
-            path.is_file(),
-            "the reference peer script {} is missing: the Prosody compatibility tests \
-             need ../shared/peer/start-prosody next to this repository (see \
-             ../shared/peer/README.md)",
-            path.display()
-        );
-        let already_running = std::net::TcpStream::connect(PEER_ADDR).is_ok();
-        let peer_dir = std::env::temp_dir().join(format!(
-            "invite-server-tests-prosody-{}",
-            std::process::id()
-        ));
-        let mut command = Command::new("sh");
-        command.arg(&path);
-        if !already_running {
-            // Our own directory, so the Prosody we start is ours to stop.
-            command.env("PEER_DIR", &peer_dir);
-            let _ = std::fs::write(marker(), peer_dir.to_string_lossy().as_bytes());
-        } else if let Some(theirs) = std::fs::read_to_string(marker())
-            .ok()
-            .map(PathBuf::from)
-            .filter(|d| d.is_dir())
-        {
-            // Started by another test process: its keys live in its directory.
-            command.env("PEER_DIR", theirs);
-        }
-        // Otherwise someone started it with the script's default directory.
-        let out = command.output();
-        if !already_running {
-            // Before anything below can panic and leave it running.
-            stop_peer_when_tests_end(&peer_dir);
-        }
-        let out = out.unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{} failed ({}): {stdout}{}",
-            path.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut lines = stdout.lines().map(str::trim).filter(|l| !l.is_empty());
-        let (url, key) = match (lines.next(), lines.next()) {
-            (Some(url), Some(key)) if url.starts_with("http://127.0.0.1:") && key.contains('/') => {
-                (url.to_owned(), key.to_owned())
+fn start_peer() -> Peer {
+    let path = script();
+    let peer_dir = tempfile::Builder::new()
+        .prefix("invite-server-tests-prosody.")
+        .tempdir()
+        .expect("a directory for the Prosody peer")
+        .keep();
+    let out = Command::new(&path)
+        .env("PEER_DIR", &peer_dir)
+        .env("PEER_HTTP_PORT", free_port().to_string())
+        .env("PEER_C2S_PORT", free_port().to_string())
+        .output();
+    // Before anything below can panic and leave it running.
+    stop_peer_when_tests_end(&peer_dir);
+    let out = out.unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{} failed ({}): {stdout}{}",
+        path.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout.lines().map(str::trim).filter(|l| !l.is_empty());
+    match (lines.next(), lines.next()) {
+        (Some(url), Some(key)) if url.starts_with("http://127.0.0.1:") && key.contains('/') => {
+            Peer {
+                url: url.to_owned(),
+                key: key.to_owned(),
             }
-            _ => panic!("unexpected output from {}: {stdout:?}", path.display()),
-        };
-        *guard = Some(Peer { url, key });
+        }
+        _ => panic!("unexpected output from {}: {stdout:?}", path.display()),
     }
-    guard
+}
+
+/// The running peer, started on first use.
+fn peer() -> &'static Peer {
+    PEER.get_or_init(start_peer)
 }
 
 /// Builds one request for a base URL and a key.
@@ -174,11 +143,10 @@ fn assert_both_mint(what: &str, pair: &Pair, prosody: &Response, ours: &Response
 }
 
 fn with_both<T>(test: impl FnOnce(&Pair) -> T) -> T {
-    let guard = peer();
     let app = TestApp::spawn();
     let key = app.create_key("localhost");
     let pair = Pair {
-        peer: guard.as_ref().unwrap(),
+        peer: peer(),
         app: &app,
         key: &key,
     };
