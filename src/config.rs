@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -112,15 +112,30 @@ impl PublicUrl {
         }
         // host_str is lowercase, and the port is there only when it is not
         // the scheme's default, as in a Host header.
-        let authority = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_owned(),
-            (None, _) => String::new(),
+        let host = url.host_str().unwrap_or_default();
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
         };
         Ok(Self {
             url: url.as_str().trim_end_matches('/').to_owned(),
             authority,
         })
+    }
+
+    /// The URL of a server listening on `addr`: `http://localhost:PORT` for an
+    /// unspecified address (0.0.0.0 or ::), which names no one interface,
+    /// otherwise the IP itself (IPv6 in brackets).
+    pub fn for_listen(addr: SocketAddr) -> Self {
+        let ip = addr.ip().to_canonical();
+        let host = match ip {
+            _ if ip.is_unspecified() => "localhost".to_owned(),
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        Self::parse(&format!("http://{host}:{}", addr.port()))
+            // An IP literal or `localhost` and a port always make a valid http URL.
+            .expect("a listen address makes a valid URL")
     }
 
     /// The URL text, without a trailing slash.
@@ -300,6 +315,9 @@ pub struct Config {
     pub login_attempts_per_minute: u32,
     /// The virtual hosts, by name.
     pub hosts: BTreeMap<HostName, HostConfig>,
+    /// No `[hosts]` was configured: the one host is the built-in `localhost`,
+    /// whose links follow the listen address.
+    builtin_host: bool,
 }
 
 impl Config {
@@ -332,9 +350,13 @@ impl Config {
         let default_expiry = raw
             .invite_expiry
             .map_or(Duration::from_secs(7 * 86_400), |d| d.0);
+        let listen = raw
+            .listen
+            .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5280)), |l| l.0);
+        let builtin_host = raw.hosts.is_none();
         let hosts = raw
             .hosts
-            .unwrap_or_default()
+            .unwrap_or_else(|| builtin_hosts(listen))
             .into_iter()
             .map(|(name, h)| {
                 let host = HostConfig {
@@ -355,9 +377,7 @@ impl Config {
             })
             .collect();
         Self {
-            listen: raw
-                .listen
-                .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5280)), |l| l.0),
+            listen,
             database: raw
                 .database
                 .unwrap_or_else(|| PathBuf::from("invite-server.db")),
@@ -366,6 +386,18 @@ impl Config {
                 .map_or(Duration::from_secs(30 * 86_400), |d| d.0),
             login_attempts_per_minute: raw.login_attempts_per_minute.unwrap_or(20),
             hosts,
+            builtin_host,
+        }
+    }
+
+    /// With no `[hosts]` configured, points the built-in host's links at
+    /// `addr`, the address the server actually bound (the real port when 0
+    /// was asked for). Configured hosts keep their `public_url`.
+    pub fn follow_listen_address(&mut self, addr: SocketAddr) {
+        if self.builtin_host {
+            for host in self.hosts.values_mut() {
+                host.public_url = PublicUrl::for_listen(addr);
+            }
         }
     }
 
@@ -374,6 +406,23 @@ impl Config {
         let name = HostName::parse(name).ok()?;
         self.hosts.get(&name)
     }
+}
+
+/// The one host served when no `[hosts]` is configured: `localhost`, its
+/// links on the configured listen address (what the admin commands print);
+/// `serve` then points them at the address it bound.
+fn builtin_hosts(listen: SocketAddr) -> BTreeMap<HostName, RawHost> {
+    // A fixed, valid host name: letters only.
+    let name = HostName::parse("localhost").expect("`localhost` is a valid host name");
+    let host = RawHost {
+        public_url: PublicUrl::for_listen(listen),
+        invite_page: None,
+        invite_expiry: None,
+        site_name: None,
+        after_registration_url: None,
+        after_registration_text: None,
+    };
+    BTreeMap::from([(name, host)])
 }
 
 fn parse_raw(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
@@ -461,8 +510,59 @@ mod tests {
         let c = Config::load(None).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:5280");
         let h = c.host("localhost").unwrap();
-        assert_eq!(h.invite_url("T"), "http://localhost:5280/invite?T");
+        assert_eq!(h.invite_url("T"), "http://127.0.0.1:5280/invite?T");
         assert_eq!(h.invite_expiry, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
+    fn the_example_file_is_a_valid_configuration() {
+        let c = from_text(include_str!("../config/example.toml")).unwrap();
+        assert!(c.host("example.com").is_some());
+    }
+
+    /// A configuration from `text` alone (no built-in defaults under it).
+    fn from_text(text: &str) -> Result<Config, String> {
+        parse_raw(text, "f.toml")
+            .map(Config::from_raw)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_built_in_host_links_to_the_listen_address() {
+        for (listen, url) in [
+            ("127.0.0.1:18914", "http://127.0.0.1:18914"),
+            ("0.0.0.0:18914", "http://localhost:18914"),
+            ("[::]:18914", "http://localhost:18914"),
+            ("[::1]:18914", "http://[::1]:18914"),
+            ("[::ffff:127.0.0.2]:18914", "http://127.0.0.2:18914"),
+            ("10.1.2.3:80", "http://10.1.2.3"),
+        ] {
+            let c = from_text(&format!("listen = \"{listen}\"\n")).unwrap();
+            let h = c.host("localhost").unwrap();
+            assert_eq!(h.public_url.as_str(), url, "{listen}");
+        }
+    }
+
+    #[test]
+    fn only_the_built_in_host_follows_the_bound_address() {
+        let bound: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        let mut c = from_text("listen = \"127.0.0.1:0\"\n").unwrap();
+        assert_eq!(
+            c.host("localhost").unwrap().invite_url("T"),
+            "http://127.0.0.1:0/invite?T"
+        );
+        c.follow_listen_address(bound);
+        assert_eq!(
+            c.host("localhost").unwrap().invite_url("T"),
+            "http://127.0.0.1:40001/invite?T"
+        );
+        let mut c =
+            from_text("[hosts.\"localhost\"]\npublic_url = \"https://chat.example\"\n").unwrap();
+        c.follow_listen_address(bound);
+        assert_eq!(
+            c.host("localhost").unwrap().public_url.as_str(),
+            "https://chat.example"
+        );
     }
 
     #[test]

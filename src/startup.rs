@@ -23,7 +23,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `listen` and prepares the server over `store`.
+    /// Binds `listen` and prepares the server over `store`. Without
+    /// configured hosts, the built-in host's links name the bound address.
     pub fn build(
         config: Arc<Config>,
         store: Arc<dyn Store>,
@@ -31,6 +32,9 @@ impl Application {
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
+        let mut config = Arc::unwrap_or_clone(config);
+        config.follow_listen_address(addr);
+        let config = Arc::new(config);
         let state = web::Data::new(AppState {
             login_limiter: LoginLimiter::new(config.login_attempts_per_minute),
             config,

@@ -555,3 +555,83 @@ invite_expiry = "2w"
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM invites"), 5);
 }
+
+// ---------------------------------------------------------------- the built-in host
+
+/// `keys create localhost` against `db`, with no configuration file.
+fn key_without_config(db: &Path) -> String {
+    let mut cmd = bin();
+    cmd.arg("--db")
+        .arg(db)
+        .args(["keys", "create", "localhost"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn without_configured_hosts_links_name_the_address_serve_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let key = key_without_config(&db);
+    let port = free_port();
+    for listen in [format!("127.0.0.1:{port}"), "127.0.0.1:0".to_owned()] {
+        let mut cmd = bin();
+        cmd.current_dir(dir.path())
+            .arg("--db")
+            .arg(&db)
+            .args(["serve", "--listen", &listen]);
+        let server = serve(cmd);
+        if listen.ends_with(":0") {
+            assert_ne!(server.addr.port(), 0, "{listen}");
+        } else {
+            assert_eq!(server.addr.port(), port, "{listen}");
+        }
+        let res = client()
+            .get(format!("http://{}/invites_api?key={key}", server.addr))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 201, "{listen}");
+        let location = res.headers()["location"].to_str().unwrap().to_owned();
+        let want = format!("http://{}/invite?", server.addr);
+        assert!(
+            location.starts_with(&want),
+            "{listen}: {location} is not on {want}"
+        );
+        // The link leads to this server's page.
+        let page = client().get(&location).send().unwrap();
+        assert_eq!(page.status(), 200, "{listen}: {location}");
+    }
+}
+
+#[test]
+fn without_configured_hosts_invites_create_prints_links_on_the_configured_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let cases = [
+        (None, "http://127.0.0.1:5280/invite?"),
+        (Some("127.0.0.1:18914"), "http://127.0.0.1:18914/invite?"),
+        (Some("0.0.0.0:18914"), "http://localhost:18914/invite?"),
+        (Some("[::]:18914"), "http://localhost:18914/invite?"),
+        (Some("[::1]:18914"), "http://[::1]:18914/invite?"),
+    ];
+    for (listen, want) in cases {
+        let mut cmd = bin();
+        if let Some(listen) = listen {
+            let config = write(&dir, "c.toml", &format!("listen = \"{listen}\"\n"));
+            cmd.arg("--config").arg(config);
+        }
+        // `--listen` and INVITE_SERVER_LISTEN belong to `serve` alone.
+        cmd.env("INVITE_SERVER_LISTEN", "127.0.0.1:1")
+            .arg("--db")
+            .arg(&db)
+            .args(["invites", "create", "localhost"]);
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(0), "{listen:?}: {out:?}");
+        let link = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            link.starts_with(want),
+            "{listen:?}: {link} is not on {want}"
+        );
+    }
+}
