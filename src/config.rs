@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use toml::Spanned;
 use url::Url;
 
 use crate::domain::{HostName, Invalid};
@@ -90,16 +91,33 @@ pub struct PublicUrl {
     /// `host[:port]`, computed once: `/api/auth/check` compares it with the
     /// `Host` of every request.
     authority: String,
+    /// The host alone, without a trailing dot: what two hosts must not share.
+    host: String,
+    /// The port when it is not the scheme's default.
+    port: Option<u16>,
 }
 
 impl PublicUrl {
     /// Parses and normalises a public URL.
     pub fn parse(s: &str) -> Result<Self, Invalid> {
+        // A URL with user info may carry a password: error messages name it
+        // only when it cannot.
+        let shown = if s.contains('@') {
+            "(not repeated here: it contains `@`)"
+        } else {
+            s
+        };
         let url = Url::parse(s).map_err(|e| {
             Invalid::new(format!(
-                "invalid URL `{s}`: {e} (write it in full, e.g. \"https://example.com\")"
+                "invalid URL `{shown}`: {e} (write it in full, e.g. \"https://example.com\")"
             ))
         })?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(Invalid::new(
+                "invalid public URL: it must not contain a user name or password \
+                 (they would be copied into every link handed out)",
+            ));
+        }
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(Invalid::new(format!(
                 "invalid URL `{s}`: it must start with http:// or https:// and name a host"
@@ -120,6 +138,8 @@ impl PublicUrl {
         Ok(Self {
             url: url.as_str().trim_end_matches('/').to_owned(),
             authority,
+            host: host.trim_end_matches('.').to_owned(),
+            port: url.port(),
         })
     }
 
@@ -136,6 +156,12 @@ impl PublicUrl {
         Self::parse(&format!("http://{host}:{}", addr.port()))
             // An IP literal or `localhost` and a port always make a valid http URL.
             .expect("a listen address makes a valid URL")
+    }
+
+    /// True when a request to one could not tell which of the two it is
+    /// for: the same host and port, whatever the scheme and path.
+    fn shares_address_with(&self, other: &Self) -> bool {
+        self.host == other.host && self.port == other.port
     }
 
     /// The URL text, without a trailing slash.
@@ -244,13 +270,15 @@ struct RawConfig {
     invite_expiry: Option<ConfigDuration>,
     session_idle_expiry: Option<ConfigDuration>,
     login_attempts_per_minute: Option<u32>,
-    hosts: Option<BTreeMap<HostName, RawHost>>,
+    /// Spanned, so that errors found after parsing (no host, ambiguous hosts)
+    /// can name their line too.
+    hosts: Option<Spanned<BTreeMap<HostName, RawHost>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHost {
-    public_url: PublicUrl,
+    public_url: Spanned<PublicUrl>,
     invite_page: Option<InvitePageTemplate>,
     invite_expiry: Option<ConfigDuration>,
     site_name: Option<String>,
@@ -356,7 +384,7 @@ impl Config {
         let builtin_host = raw.hosts.is_none();
         let hosts = raw
             .hosts
-            .unwrap_or_else(|| builtin_hosts(listen))
+            .map_or_else(|| builtin_hosts(listen), Spanned::into_inner)
             .into_iter()
             .map(|(name, h)| {
                 let host = HostConfig {
@@ -365,7 +393,7 @@ impl Config {
                         .filter(|s| !s.trim().is_empty())
                         .unwrap_or_else(|| name.to_string()),
                     name: name.clone(),
-                    public_url: h.public_url,
+                    public_url: h.public_url.into_inner(),
                     invite_page: h.invite_page.unwrap_or_else(|| {
                         InvitePageTemplate(InvitePageTemplate::DEFAULT.to_owned())
                     }),
@@ -415,7 +443,7 @@ fn builtin_hosts(listen: SocketAddr) -> BTreeMap<HostName, RawHost> {
     // A fixed, valid host name: letters only.
     let name = HostName::parse("localhost").expect("`localhost` is a valid host name");
     let host = RawHost {
-        public_url: PublicUrl::for_listen(listen),
+        public_url: Spanned::new(0..0, PublicUrl::for_listen(listen)),
         invite_page: None,
         invite_expiry: None,
         site_name: None,
@@ -426,18 +454,71 @@ fn builtin_hosts(listen: SocketAddr) -> BTreeMap<HostName, RawHost> {
 }
 
 fn parse_raw(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|span| locate(text, span.start))
-            .map(|loc| loc.to_string())
-            .unwrap_or_default();
-        ConfigError::Invalid {
-            origin: origin.to_owned(),
-            line,
-            message: e.message().trim().to_owned(),
+    let invalid = |offset: Option<usize>, message: String| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        line: offset
+            .map(|o| locate(text, o).to_string())
+            .unwrap_or_default(),
+        message,
+    };
+    let raw: RawConfig = toml::from_str(text)
+        .map_err(|e| invalid(e.span().map(|s| s.start), e.message().trim().to_owned()))?;
+    if let Some(hosts) = &raw.hosts {
+        check_hosts(hosts).map_err(|(offset, message)| invalid(Some(offset), message))?;
+    }
+    Ok(raw)
+}
+
+/// Refuses host tables a request could not be matched against without
+/// guessing: none at all, two hosts on one address, or a host whose links
+/// point at another host's name. The error carries the offending offset.
+fn check_hosts(hosts: &Spanned<BTreeMap<HostName, RawHost>>) -> Result<(), (usize, String)> {
+    if hosts.get_ref().is_empty() {
+        return Err((
+            hosts.span().start,
+            "[hosts] names no host: add a [hosts.\"NAME\"] table with a public_url, \
+             or leave [hosts] out to serve the built-in `localhost`"
+                .to_owned(),
+        ));
+    }
+    let list: Vec<_> = hosts.get_ref().iter().collect();
+    for (i, &(name, host)) in list.iter().enumerate() {
+        let url = host.public_url.get_ref();
+        if let Some(&(other, _)) = list
+            .iter()
+            .find(|(o, _)| *o != name && o.as_str() == url.host)
+        {
+            return Err((
+                host.public_url.span().start,
+                format!(
+                    "the public_url of host `{name}` is on `{other}`, the name of another \
+                     configured host: a request to `{other}` could not tell which host it is for"
+                ),
+            ));
         }
-    })
+        for &(other, other_host) in &list[i + 1..] {
+            if url.shares_address_with(other_host.public_url.get_ref()) {
+                // Point at whichever of the two comes later in the file.
+                let at = host
+                    .public_url
+                    .span()
+                    .start
+                    .max(other_host.public_url.span().start);
+                return Err((
+                    at,
+                    format!(
+                        "hosts `{name}` and `{other}` have public URLs on the same address \
+                         `{}`: a request to it could not tell which host it is for",
+                        match url.port {
+                            Some(p) => format!("{}:{p}", url.host),
+                            None => url.host.clone(),
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where in a TOML text an error is: its line, and the key written on that line.
@@ -563,6 +644,73 @@ mod tests {
             c.host("localhost").unwrap().public_url.as_str(),
             "https://chat.example"
         );
+    }
+
+    #[test]
+    fn an_empty_hosts_table_is_an_error_naming_its_line() {
+        for text in [
+            "listen = \"127.0.0.1:1\"\n[hosts]\n",
+            "listen = \"127.0.0.1:1\"\nhosts = {}\n",
+        ] {
+            let e = from_text(text).unwrap_err();
+            assert!(e.contains("f.toml, line 2, key `hosts`"), "{text:?}: {e}");
+            assert!(e.contains("names no host"), "{e}");
+        }
+    }
+
+    #[test]
+    fn hosts_that_a_request_could_not_tell_apart_are_errors() {
+        for (text, line, says) in [
+            // Same host and port, whatever scheme and path.
+            (
+                "[hosts.\"a.test\"]\npublic_url = \"https://a.test/x\"\n[hosts.\"b.test\"]\npublic_url = \"http://A.test/y\"\n",
+                4,
+                "same address `a.test`",
+            ),
+            (
+                "[hosts.\"b.test\"]\npublic_url = \"https://a.test:8443\"\n[hosts.\"a.test\"]\npublic_url = \"https://a.test.:8443/\"\n",
+                4,
+                "same address `a.test:8443`",
+            ),
+            (
+                "[hosts.\"a.test\"]\npublic_url = \"https://a.test:443\"\n\n[hosts.\"b.test\"]\npublic_url = \"https://a.test\"\n",
+                5,
+                "same address `a.test`",
+            ),
+            // A link onto another configured host's name.
+            (
+                "[hosts.\"a.test\"]\npublic_url = \"https://a.test\"\n[hosts.\"x.test\"]\npublic_url = \"https://a.test:8443\"\n",
+                4,
+                "is on `a.test`, the name of another",
+            ),
+        ] {
+            let e = from_text(text).unwrap_err();
+            let want = format!("line {line}, key `public_url`");
+            assert!(e.contains(&want), "{text:?}: {e} lacks {want}");
+            assert!(e.contains(says), "{text:?}: {e} lacks {says}");
+        }
+        // A host's own name, or one address on different ports: fine.
+        from_text(
+            "[hosts.\"a.test\"]\npublic_url = \"https://a.test\"\n[hosts.\"b.test\"]\npublic_url = \"https://b.test:8443\"\n[hosts.\"c.test\"]\npublic_url = \"http://c.test:8443/c\"\n[hosts.\"d.test\"]\npublic_url = \"https://shared.test:8443\"\n[hosts.\"e.test\"]\npublic_url = \"https://shared.test:9443\"\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_public_url_with_user_info_is_refused_without_repeating_it() {
+        for url in [
+            "https://user:s3cret@a.test",
+            "https://user@a.test",
+            "https://:s3cret@a.test",
+        ] {
+            let e = PublicUrl::parse(url).unwrap_err().0;
+            assert!(e.contains("user name or password"), "{url}: {e}");
+            assert!(!e.contains("s3cret") && !e.contains("user@"), "{url}: {e}");
+        }
+        let e = PublicUrl::parse("https://user:s3cret@a.test:99999")
+            .unwrap_err()
+            .0;
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]

@@ -635,3 +635,81 @@ fn without_configured_hosts_invites_create_prints_links_on_the_configured_listen
         );
     }
 }
+
+// ---------------------------------------------------------------- host tables
+
+#[test]
+fn an_empty_hosts_table_stops_startup_naming_file_line_and_key() {
+    assert_rejected(
+        "invite_expiry = \"7d\"\n[hosts]\n",
+        2,
+        "hosts",
+        "names no host",
+    );
+    assert_rejected(
+        "invite_expiry = \"7d\"\nhosts = {}\n",
+        2,
+        "hosts",
+        "names no host",
+    );
+}
+
+#[test]
+fn hosts_sharing_an_address_stop_startup_naming_file_line_and_key() {
+    // Same host and port, whatever the scheme, path, case or trailing dot.
+    for (first, second) in [
+        ("https://chat.test", "https://chat.test"),
+        ("https://chat.test/a", "https://chat.test/b"),
+        ("http://chat.test", "https://Chat.Test:443/"),
+        ("https://chat.test:8443", "https://chat.test.:8443/x"),
+        ("http://127.0.0.1:5280", "http://127.0.0.1:5280/other"),
+    ] {
+        assert_rejected(
+            &format!(
+                "[hosts.\"localhost\"]\npublic_url = \"{first}\"\n\n[hosts.\"other.test\"]\npublic_url = \"{second}\"\n"
+            ),
+            5,
+            "public_url",
+            "same address",
+        );
+    }
+}
+
+#[test]
+fn a_public_url_on_another_hosts_name_stops_startup_naming_file_line_and_key() {
+    for url in [
+        "https://other.test",
+        "https://other.test:8443",
+        "http://OTHER.test./x",
+    ] {
+        assert_rejected(
+            &format!(
+                "[hosts.\"other.test\"]\npublic_url = \"https://other.test\"\n[hosts.\"localhost\"]\npublic_url = \"{url}\"\n"
+            ),
+            4,
+            "public_url",
+            "the name of another configured host",
+        );
+    }
+}
+
+#[test]
+fn a_public_url_with_user_info_stops_startup_without_repeating_it() {
+    for url in [
+        "https://user:s3cret@chat.test",
+        "https://user@chat.test",
+        "http://:s3cret@127.0.0.1:5280",
+    ] {
+        let text = format!("[hosts.\"localhost\"]\npublic_url = \"{url}\"\n");
+        assert_rejected(&text, 2, "public_url", "user name or password");
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = bin();
+        cmd.arg("--config")
+            .arg(write(&dir, "c.toml", &text))
+            .arg("--db")
+            .arg(dir.path().join("t.db"))
+            .args(["keys", "list", "localhost"]);
+        let err = stderr(&run(cmd));
+        assert!(!err.contains("s3cret") && !err.contains("user@"), "{err}");
+    }
+}
