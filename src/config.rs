@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
@@ -261,6 +262,68 @@ impl TryFrom<String> for ListenAddr {
     }
 }
 
+/// One `trusted_proxies` entry: an IP address or a network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+struct ProxyNet(IpNet);
+
+impl ProxyNet {
+    fn parse(s: &str) -> Result<Self, Invalid> {
+        let bad = |why: &str| Invalid::new(format!("invalid trusted proxy `{s}`: {why}"));
+        let unreadable =
+            || bad("write an IP address or a network, e.g. \"10.0.0.1\" or \"10.0.0.0/8\"");
+        if s.contains('/') {
+            let net: IpNet = s.parse().map_err(|_| unreadable())?;
+            // `10.0.0.1/8` could mean the host or the network: say which.
+            if net.trunc() != net {
+                return Err(bad(&format!(
+                    "bits are set past the prefix length: write \"{}\" for the network",
+                    net.trunc()
+                )));
+            }
+            Ok(Self(net))
+        } else {
+            let ip: IpAddr = s.parse().map_err(|_| unreadable())?;
+            Ok(Self(IpNet::from(ip.to_canonical())))
+        }
+    }
+}
+
+impl TryFrom<String> for ProxyNet {
+    type Error = Invalid;
+    fn try_from(s: String) -> Result<Self, Invalid> {
+        Self::parse(&s)
+    }
+}
+
+/// The peers whose `X-Forwarded-For` and `Forwarded` headers are believed
+/// when finding a client's address (see `http::client_ip`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Parses IP addresses and CIDR networks, e.g. `["10.0.0.0/8", "::1"]`.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, Invalid> {
+        entries
+            .iter()
+            .map(|e| ProxyNet::parse(e.as_ref()).map(|p| p.0))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// True when `ip` is a trusted proxy. An IPv4-mapped IPv6 address (how a
+    /// dual-stack socket shows an IPv4 peer) counts as the IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// True when no peer is trusted: every client is its TCP peer.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// What a configuration file may say. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,6 +333,7 @@ struct RawConfig {
     invite_expiry: Option<ConfigDuration>,
     session_idle_expiry: Option<ConfigDuration>,
     login_attempts_per_minute: Option<u32>,
+    trusted_proxies: Option<Vec<ProxyNet>>,
     /// Spanned, so that errors found after parsing (no host, ambiguous hosts)
     /// can name their line too.
     hosts: Option<Spanned<BTreeMap<HostName, RawHost>>>,
@@ -341,6 +405,8 @@ pub struct Config {
     pub session_idle_expiry: Duration,
     /// Sign-in attempts allowed per client address per minute; 0 for no limit.
     pub login_attempts_per_minute: u32,
+    /// The peers whose forwarding headers name the client.
+    pub trusted_proxies: TrustedProxies,
     /// The virtual hosts, by name.
     pub hosts: BTreeMap<HostName, HostConfig>,
     /// No `[hosts]` was configured: the one host is the built-in `localhost`,
@@ -365,6 +431,7 @@ impl Config {
             raw.login_attempts_per_minute = user
                 .login_attempts_per_minute
                 .or(raw.login_attempts_per_minute);
+            raw.trusted_proxies = user.trusted_proxies.or(raw.trusted_proxies);
             if user.hosts.is_some() {
                 raw.hosts = user.hosts;
             }
@@ -413,6 +480,13 @@ impl Config {
                 .session_idle_expiry
                 .map_or(Duration::from_secs(30 * 86_400), |d| d.0),
             login_attempts_per_minute: raw.login_attempts_per_minute.unwrap_or(20),
+            trusted_proxies: TrustedProxies(
+                raw.trusted_proxies
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| p.0)
+                    .collect(),
+            ),
             hosts,
             builtin_host,
         }
@@ -593,6 +667,7 @@ mod tests {
         let h = c.host("localhost").unwrap();
         assert_eq!(h.invite_url("T"), "http://127.0.0.1:5280/invite?T");
         assert_eq!(h.invite_expiry, Duration::from_secs(7 * 86_400));
+        assert!(c.trusted_proxies.is_empty());
     }
 
     #[test]
@@ -711,6 +786,41 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_networks() {
+        let t =
+            TrustedProxies::parse(&["10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::1"]).unwrap();
+        for ip in [
+            "10.1.2.3",
+            "192.0.2.7",
+            "2001:db8::5",
+            "::1",
+            "::ffff:10.9.9.9",
+        ] {
+            assert!(t.contains(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["11.0.0.1", "192.0.2.8", "2001:db9::1", "::2"] {
+            assert!(!t.contains(ip.parse().unwrap()), "{ip}");
+        }
+        // A mapped address in the list counts as the IPv4 one.
+        let t = TrustedProxies::parse(&["::ffff:192.0.2.1"]).unwrap();
+        assert!(t.contains("192.0.2.1".parse().unwrap()));
+        for bad in [
+            "",
+            "10.0.0.300",
+            "10.0.0.0/33",
+            "example.com",
+            "[::1]",
+            " 10.0.0.1",
+            "10.0.0.1/8",
+        ] {
+            assert!(TrustedProxies::parse(&[bad]).is_err(), "{bad:?}");
+        }
+        let e = from_text("trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.1/8\"]\n").unwrap_err();
+        assert!(e.contains("line 1, key `trusted_proxies`"), "{e}");
+        assert!(e.contains("write \"10.0.0.0/8\""), "{e}");
     }
 
     #[test]

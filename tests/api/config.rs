@@ -713,3 +713,27 @@ fn a_public_url_with_user_info_stops_startup_without_repeating_it() {
         assert!(!err.contains("s3cret") && !err.contains("user@"), "{err}");
     }
 }
+
+// ---------------------------------------------------------------- trusted_proxies
+
+#[test]
+fn trusted_proxies_are_accepted_and_a_bad_entry_stops_startup_naming_file_line_and_key() {
+    let app = TestApp::spawn_with(
+        "trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"::1\", \"2001:db8::/32\"]\n[hosts.\"localhost\"]\npublic_url = \"http://127.0.0.1:{port}\"\n",
+    );
+    assert_eq!(health_at(app.port), 200);
+    for (entry, says) in [
+        ("10.0.0.300", "write an IP address or a network"),
+        ("10.0.0.0/33", "write an IP address or a network"),
+        ("proxy.example", "write an IP address or a network"),
+        ("10.0.0.1/8", "write \"10.0.0.0/8\""),
+    ] {
+        assert_rejected(
+            &format!("invite_expiry = \"7d\"\ntrusted_proxies = [\"::1\", \"{entry}\"]\n"),
+            2,
+            "trusted_proxies",
+            says,
+        );
+    }
+    assert_rejected("trusted_proxies = \"10.0.0.1\"\n", 1, "trusted_proxies", "");
+}
