@@ -324,6 +324,26 @@ impl TrustedProxies {
     }
 }
 
+/// `max_connections`: at least one, and past a million surely a typo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+struct MaxConnections(usize);
+
+impl TryFrom<i64> for MaxConnections {
+    type Error = Invalid;
+    fn try_from(n: i64) -> Result<Self, Invalid> {
+        usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .map(Self)
+            .ok_or_else(|| {
+                Invalid::new(format!(
+                    "invalid max_connections `{n}`: must be from 1 to 1000000"
+                ))
+            })
+    }
+}
+
 /// What a configuration file may say. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -334,6 +354,7 @@ struct RawConfig {
     session_idle_expiry: Option<ConfigDuration>,
     login_attempts_per_minute: Option<u32>,
     trusted_proxies: Option<Vec<ProxyNet>>,
+    max_connections: Option<MaxConnections>,
     /// Spanned, so that errors found after parsing (no host, ambiguous hosts)
     /// can name their line too.
     hosts: Option<Spanned<BTreeMap<HostName, RawHost>>>,
@@ -407,6 +428,8 @@ pub struct Config {
     pub login_attempts_per_minute: u32,
     /// The peers whose forwarding headers name the client.
     pub trusted_proxies: TrustedProxies,
+    /// Open connections the server holds at most, over all its workers.
+    pub max_connections: usize,
     /// The virtual hosts, by name.
     pub hosts: BTreeMap<HostName, HostConfig>,
     /// No `[hosts]` was configured: the one host is the built-in `localhost`,
@@ -432,6 +455,7 @@ impl Config {
                 .login_attempts_per_minute
                 .or(raw.login_attempts_per_minute);
             raw.trusted_proxies = user.trusted_proxies.or(raw.trusted_proxies);
+            raw.max_connections = user.max_connections.or(raw.max_connections);
             if user.hosts.is_some() {
                 raw.hosts = user.hosts;
             }
@@ -487,6 +511,7 @@ impl Config {
                     .map(|p| p.0)
                     .collect(),
             ),
+            max_connections: raw.max_connections.map_or(1024, |m| m.0),
             hosts,
             builtin_host,
         }
@@ -668,6 +693,7 @@ mod tests {
         assert_eq!(h.invite_url("T"), "http://127.0.0.1:5280/invite?T");
         assert_eq!(h.invite_expiry, Duration::from_secs(7 * 86_400));
         assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.max_connections, 1024);
     }
 
     #[test]
@@ -821,6 +847,18 @@ mod tests {
         let e = from_text("trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.1/8\"]\n").unwrap_err();
         assert!(e.contains("line 1, key `trusted_proxies`"), "{e}");
         assert!(e.contains("write \"10.0.0.0/8\""), "{e}");
+    }
+
+    #[test]
+    fn max_connections_is_from_one_to_a_million() {
+        assert_eq!(
+            from_text("max_connections = 1\n").unwrap().max_connections,
+            1
+        );
+        for bad in ["0", "-5", "1000001", "\"32\""] {
+            let e = from_text(&format!("max_connections = {bad}\n")).unwrap_err();
+            assert!(e.contains("line 1, key `max_connections`"), "{bad}: {e}");
+        }
     }
 
     #[test]

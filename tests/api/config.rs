@@ -737,3 +737,75 @@ fn trusted_proxies_are_accepted_and_a_bad_entry_stops_startup_naming_file_line_a
     }
     assert_rejected("trusted_proxies = \"10.0.0.1\"\n", 1, "trusted_proxies", "");
 }
+
+// ---------------------------------------------------------------- max_connections
+
+#[test]
+fn a_bad_max_connections_stops_startup_naming_file_line_and_key() {
+    for bad in ["0", "-1", "1000001", "\"64\""] {
+        assert_rejected(
+            &format!("invite_expiry = \"7d\"\nmax_connections = {bad}\n"),
+            2,
+            "max_connections",
+            "",
+        );
+    }
+}
+
+/// The server's open file descriptors.
+fn open_fds(app: &TestApp) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", app.pid()))
+        .expect("/proc/PID/fd of the server")
+        .count()
+}
+
+#[test]
+fn idle_connections_past_max_connections_wait_without_holding_descriptors() {
+    const LIMIT: usize = 32;
+    // Fewer than the listen queue holds (128), so every connect completes at
+    // once; far more than LIMIT.
+    const IDLE: usize = 120;
+    // Descriptors the server may open besides connections meanwhile.
+    const SLACK: usize = 16;
+    let app = TestApp::spawn_with(&format!(
+        "max_connections = {LIMIT}\n[hosts.\"localhost\"]\npublic_url = \"http://127.0.0.1:{{port}}\"\n"
+    ));
+    let before = open_fds(&app);
+    let addr = SocketAddr::from(([127, 0, 0, 1], app.port));
+    let idle: Vec<TcpStream> = (0..IDLE)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok())
+        .collect();
+    assert!(idle.len() > LIMIT + SLACK, "only {} connected", idle.len());
+
+    // Wait (bounded) until the server holds as many as it may, then watch a
+    // while longer that it takes no more.
+    let mut most = before;
+    for _ in 0..200 {
+        most = most.max(open_fds(&app));
+        if most >= before + LIMIT {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        most >= before + LIMIT / 2,
+        "the server took hardly any connection: {before} -> {most} descriptors"
+    );
+    for _ in 0..20 {
+        most = most.max(open_fds(&app));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        most <= before + LIMIT + SLACK,
+        "{} idle connections took the server from {before} to {most} descriptors",
+        idle.len()
+    );
+
+    // Once they are gone, the server answers again.
+    drop(idle);
+    assert_eq!(health_at(app.port), 200);
+    assert!(
+        open_fds(&app) <= before + SLACK,
+        "descriptors were not given back"
+    );
+}
