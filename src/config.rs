@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
+use toml::Spanned;
 use url::Url;
 
 use crate::domain::{HostName, Invalid};
@@ -90,16 +92,33 @@ pub struct PublicUrl {
     /// `host[:port]`, computed once: `/api/auth/check` compares it with the
     /// `Host` of every request.
     authority: String,
+    /// The host alone, without a trailing dot: what two hosts must not share.
+    host: String,
+    /// The port when it is not the scheme's default.
+    port: Option<u16>,
 }
 
 impl PublicUrl {
     /// Parses and normalises a public URL.
     pub fn parse(s: &str) -> Result<Self, Invalid> {
+        // A URL with user info may carry a password: error messages name it
+        // only when it cannot.
+        let shown = if s.contains('@') {
+            "(not repeated here: it contains `@`)"
+        } else {
+            s
+        };
         let url = Url::parse(s).map_err(|e| {
             Invalid::new(format!(
-                "invalid URL `{s}`: {e} (write it in full, e.g. \"https://example.com\")"
+                "invalid URL `{shown}`: {e} (write it in full, e.g. \"https://example.com\")"
             ))
         })?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(Invalid::new(
+                "invalid public URL: it must not contain a user name or password \
+                 (they would be copied into every link handed out)",
+            ));
+        }
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(Invalid::new(format!(
                 "invalid URL `{s}`: it must start with http:// or https:// and name a host"
@@ -112,15 +131,38 @@ impl PublicUrl {
         }
         // host_str is lowercase, and the port is there only when it is not
         // the scheme's default, as in a Host header.
-        let authority = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_owned(),
-            (None, _) => String::new(),
+        let host = url.host_str().unwrap_or_default();
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
         };
         Ok(Self {
             url: url.as_str().trim_end_matches('/').to_owned(),
             authority,
+            host: host.trim_end_matches('.').to_owned(),
+            port: url.port(),
         })
+    }
+
+    /// The URL of a server listening on `addr`: `http://localhost:PORT` for an
+    /// unspecified address (0.0.0.0 or ::), which names no one interface,
+    /// otherwise the IP itself (IPv6 in brackets).
+    pub fn for_listen(addr: SocketAddr) -> Self {
+        let ip = addr.ip().to_canonical();
+        let host = match ip {
+            _ if ip.is_unspecified() => "localhost".to_owned(),
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        Self::parse(&format!("http://{host}:{}", addr.port()))
+            // An IP literal or `localhost` and a port always make a valid http URL.
+            .expect("a listen address makes a valid URL")
+    }
+
+    /// True when a request to one could not tell which of the two it is
+    /// for: the same host and port, whatever the scheme and path.
+    fn shares_address_with(&self, other: &Self) -> bool {
+        self.host == other.host && self.port == other.port
     }
 
     /// The URL text, without a trailing slash.
@@ -220,6 +262,88 @@ impl TryFrom<String> for ListenAddr {
     }
 }
 
+/// One `trusted_proxies` entry: an IP address or a network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+struct ProxyNet(IpNet);
+
+impl ProxyNet {
+    fn parse(s: &str) -> Result<Self, Invalid> {
+        let bad = |why: &str| Invalid::new(format!("invalid trusted proxy `{s}`: {why}"));
+        let unreadable =
+            || bad("write an IP address or a network, e.g. \"10.0.0.1\" or \"10.0.0.0/8\"");
+        if s.contains('/') {
+            let net: IpNet = s.parse().map_err(|_| unreadable())?;
+            // `10.0.0.1/8` could mean the host or the network: say which.
+            if net.trunc() != net {
+                return Err(bad(&format!(
+                    "bits are set past the prefix length: write \"{}\" for the network",
+                    net.trunc()
+                )));
+            }
+            Ok(Self(net))
+        } else {
+            let ip: IpAddr = s.parse().map_err(|_| unreadable())?;
+            Ok(Self(IpNet::from(ip.to_canonical())))
+        }
+    }
+}
+
+impl TryFrom<String> for ProxyNet {
+    type Error = Invalid;
+    fn try_from(s: String) -> Result<Self, Invalid> {
+        Self::parse(&s)
+    }
+}
+
+/// The peers whose `X-Forwarded-For` and `Forwarded` headers are believed
+/// when finding a client's address (see `http::client_ip`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Parses IP addresses and CIDR networks, e.g. `["10.0.0.0/8", "::1"]`.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, Invalid> {
+        entries
+            .iter()
+            .map(|e| ProxyNet::parse(e.as_ref()).map(|p| p.0))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// True when `ip` is a trusted proxy. An IPv4-mapped IPv6 address (how a
+    /// dual-stack socket shows an IPv4 peer) counts as the IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// True when no peer is trusted: every client is its TCP peer.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// `max_connections`: at least one, and past a million surely a typo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+struct MaxConnections(usize);
+
+impl TryFrom<i64> for MaxConnections {
+    type Error = Invalid;
+    fn try_from(n: i64) -> Result<Self, Invalid> {
+        usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .map(Self)
+            .ok_or_else(|| {
+                Invalid::new(format!(
+                    "invalid max_connections `{n}`: must be from 1 to 1000000"
+                ))
+            })
+    }
+}
+
 /// What a configuration file may say. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,13 +353,17 @@ struct RawConfig {
     invite_expiry: Option<ConfigDuration>,
     session_idle_expiry: Option<ConfigDuration>,
     login_attempts_per_minute: Option<u32>,
-    hosts: Option<BTreeMap<HostName, RawHost>>,
+    trusted_proxies: Option<Vec<ProxyNet>>,
+    max_connections: Option<MaxConnections>,
+    /// Spanned, so that errors found after parsing (no host, ambiguous hosts)
+    /// can name their line too.
+    hosts: Option<Spanned<BTreeMap<HostName, RawHost>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHost {
-    public_url: PublicUrl,
+    public_url: Spanned<PublicUrl>,
     invite_page: Option<InvitePageTemplate>,
     invite_expiry: Option<ConfigDuration>,
     site_name: Option<String>,
@@ -298,8 +426,15 @@ pub struct Config {
     pub session_idle_expiry: Duration,
     /// Sign-in attempts allowed per client address per minute; 0 for no limit.
     pub login_attempts_per_minute: u32,
+    /// The peers whose forwarding headers name the client.
+    pub trusted_proxies: TrustedProxies,
+    /// Open connections the server holds at most, over all its workers.
+    pub max_connections: usize,
     /// The virtual hosts, by name.
     pub hosts: BTreeMap<HostName, HostConfig>,
+    /// No `[hosts]` was configured: the one host is the built-in `localhost`,
+    /// whose links follow the listen address.
+    builtin_host: bool,
 }
 
 impl Config {
@@ -319,6 +454,8 @@ impl Config {
             raw.login_attempts_per_minute = user
                 .login_attempts_per_minute
                 .or(raw.login_attempts_per_minute);
+            raw.trusted_proxies = user.trusted_proxies.or(raw.trusted_proxies);
+            raw.max_connections = user.max_connections.or(raw.max_connections);
             if user.hosts.is_some() {
                 raw.hosts = user.hosts;
             }
@@ -332,9 +469,13 @@ impl Config {
         let default_expiry = raw
             .invite_expiry
             .map_or(Duration::from_secs(7 * 86_400), |d| d.0);
+        let listen = raw
+            .listen
+            .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5280)), |l| l.0);
+        let builtin_host = raw.hosts.is_none();
         let hosts = raw
             .hosts
-            .unwrap_or_default()
+            .map_or_else(|| builtin_hosts(listen), Spanned::into_inner)
             .into_iter()
             .map(|(name, h)| {
                 let host = HostConfig {
@@ -343,7 +484,7 @@ impl Config {
                         .filter(|s| !s.trim().is_empty())
                         .unwrap_or_else(|| name.to_string()),
                     name: name.clone(),
-                    public_url: h.public_url,
+                    public_url: h.public_url.into_inner(),
                     invite_page: h.invite_page.unwrap_or_else(|| {
                         InvitePageTemplate(InvitePageTemplate::DEFAULT.to_owned())
                     }),
@@ -355,9 +496,7 @@ impl Config {
             })
             .collect();
         Self {
-            listen: raw
-                .listen
-                .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5280)), |l| l.0),
+            listen,
             database: raw
                 .database
                 .unwrap_or_else(|| PathBuf::from("invite-server.db")),
@@ -365,7 +504,27 @@ impl Config {
                 .session_idle_expiry
                 .map_or(Duration::from_secs(30 * 86_400), |d| d.0),
             login_attempts_per_minute: raw.login_attempts_per_minute.unwrap_or(20),
+            trusted_proxies: TrustedProxies(
+                raw.trusted_proxies
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| p.0)
+                    .collect(),
+            ),
+            max_connections: raw.max_connections.map_or(1024, |m| m.0),
             hosts,
+            builtin_host,
+        }
+    }
+
+    /// With no `[hosts]` configured, points the built-in host's links at
+    /// `addr`, the address the server actually bound (the real port when 0
+    /// was asked for). Configured hosts keep their `public_url`.
+    pub fn follow_listen_address(&mut self, addr: SocketAddr) {
+        if self.builtin_host {
+            for host in self.hosts.values_mut() {
+                host.public_url = PublicUrl::for_listen(addr);
+            }
         }
     }
 
@@ -376,19 +535,89 @@ impl Config {
     }
 }
 
+/// The one host served when no `[hosts]` is configured: `localhost`, its
+/// links on the configured listen address (what the admin commands print);
+/// `serve` then points them at the address it bound.
+fn builtin_hosts(listen: SocketAddr) -> BTreeMap<HostName, RawHost> {
+    // A fixed, valid host name: letters only.
+    let name = HostName::parse("localhost").expect("`localhost` is a valid host name");
+    let host = RawHost {
+        public_url: Spanned::new(0..0, PublicUrl::for_listen(listen)),
+        invite_page: None,
+        invite_expiry: None,
+        site_name: None,
+        after_registration_url: None,
+        after_registration_text: None,
+    };
+    BTreeMap::from([(name, host)])
+}
+
 fn parse_raw(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|span| locate(text, span.start))
-            .map(|loc| loc.to_string())
-            .unwrap_or_default();
-        ConfigError::Invalid {
-            origin: origin.to_owned(),
-            line,
-            message: e.message().trim().to_owned(),
+    let invalid = |offset: Option<usize>, message: String| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        line: offset
+            .map(|o| locate(text, o).to_string())
+            .unwrap_or_default(),
+        message,
+    };
+    let raw: RawConfig = toml::from_str(text)
+        .map_err(|e| invalid(e.span().map(|s| s.start), e.message().trim().to_owned()))?;
+    if let Some(hosts) = &raw.hosts {
+        check_hosts(hosts).map_err(|(offset, message)| invalid(Some(offset), message))?;
+    }
+    Ok(raw)
+}
+
+/// Refuses host tables a request could not be matched against without
+/// guessing: none at all, two hosts on one address, or a host whose links
+/// point at another host's name. The error carries the offending offset.
+fn check_hosts(hosts: &Spanned<BTreeMap<HostName, RawHost>>) -> Result<(), (usize, String)> {
+    if hosts.get_ref().is_empty() {
+        return Err((
+            hosts.span().start,
+            "[hosts] names no host: add a [hosts.\"NAME\"] table with a public_url, \
+             or leave [hosts] out to serve the built-in `localhost`"
+                .to_owned(),
+        ));
+    }
+    let list: Vec<_> = hosts.get_ref().iter().collect();
+    for (i, &(name, host)) in list.iter().enumerate() {
+        let url = host.public_url.get_ref();
+        if let Some(&(other, _)) = list
+            .iter()
+            .find(|(o, _)| *o != name && o.as_str() == url.host)
+        {
+            return Err((
+                host.public_url.span().start,
+                format!(
+                    "the public_url of host `{name}` is on `{other}`, the name of another \
+                     configured host: a request to `{other}` could not tell which host it is for"
+                ),
+            ));
         }
-    })
+        for &(other, other_host) in &list[i + 1..] {
+            if url.shares_address_with(other_host.public_url.get_ref()) {
+                // Point at whichever of the two comes later in the file.
+                let at = host
+                    .public_url
+                    .span()
+                    .start
+                    .max(other_host.public_url.span().start);
+                return Err((
+                    at,
+                    format!(
+                        "hosts `{name}` and `{other}` have public URLs on the same address \
+                         `{}`: a request to it could not tell which host it is for",
+                        match url.port {
+                            Some(p) => format!("{}:{p}", url.host),
+                            None => url.host.clone(),
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where in a TOML text an error is: its line, and the key written on that line.
@@ -461,8 +690,175 @@ mod tests {
         let c = Config::load(None).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:5280");
         let h = c.host("localhost").unwrap();
-        assert_eq!(h.invite_url("T"), "http://localhost:5280/invite?T");
+        assert_eq!(h.invite_url("T"), "http://127.0.0.1:5280/invite?T");
         assert_eq!(h.invite_expiry, Duration::from_secs(7 * 86_400));
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.max_connections, 1024);
+    }
+
+    #[test]
+    fn the_example_file_is_a_valid_configuration() {
+        let c = from_text(include_str!("../config/example.toml")).unwrap();
+        assert!(c.host("example.com").is_some());
+    }
+
+    /// A configuration from `text` alone (no built-in defaults under it).
+    fn from_text(text: &str) -> Result<Config, String> {
+        parse_raw(text, "f.toml")
+            .map(Config::from_raw)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_built_in_host_links_to_the_listen_address() {
+        for (listen, url) in [
+            ("127.0.0.1:18914", "http://127.0.0.1:18914"),
+            ("0.0.0.0:18914", "http://localhost:18914"),
+            ("[::]:18914", "http://localhost:18914"),
+            ("[::1]:18914", "http://[::1]:18914"),
+            ("[::ffff:127.0.0.2]:18914", "http://127.0.0.2:18914"),
+            ("10.1.2.3:80", "http://10.1.2.3"),
+        ] {
+            let c = from_text(&format!("listen = \"{listen}\"\n")).unwrap();
+            let h = c.host("localhost").unwrap();
+            assert_eq!(h.public_url.as_str(), url, "{listen}");
+        }
+    }
+
+    #[test]
+    fn only_the_built_in_host_follows_the_bound_address() {
+        let bound: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        let mut c = from_text("listen = \"127.0.0.1:0\"\n").unwrap();
+        assert_eq!(
+            c.host("localhost").unwrap().invite_url("T"),
+            "http://127.0.0.1:0/invite?T"
+        );
+        c.follow_listen_address(bound);
+        assert_eq!(
+            c.host("localhost").unwrap().invite_url("T"),
+            "http://127.0.0.1:40001/invite?T"
+        );
+        let mut c =
+            from_text("[hosts.\"localhost\"]\npublic_url = \"https://chat.example\"\n").unwrap();
+        c.follow_listen_address(bound);
+        assert_eq!(
+            c.host("localhost").unwrap().public_url.as_str(),
+            "https://chat.example"
+        );
+    }
+
+    #[test]
+    fn an_empty_hosts_table_is_an_error_naming_its_line() {
+        for text in [
+            "listen = \"127.0.0.1:1\"\n[hosts]\n",
+            "listen = \"127.0.0.1:1\"\nhosts = {}\n",
+        ] {
+            let e = from_text(text).unwrap_err();
+            assert!(e.contains("f.toml, line 2, key `hosts`"), "{text:?}: {e}");
+            assert!(e.contains("names no host"), "{e}");
+        }
+    }
+
+    #[test]
+    fn hosts_that_a_request_could_not_tell_apart_are_errors() {
+        for (text, line, says) in [
+            // Same host and port, whatever scheme and path.
+            (
+                "[hosts.\"a.test\"]\npublic_url = \"https://a.test/x\"\n[hosts.\"b.test\"]\npublic_url = \"http://A.test/y\"\n",
+                4,
+                "same address `a.test`",
+            ),
+            (
+                "[hosts.\"b.test\"]\npublic_url = \"https://a.test:8443\"\n[hosts.\"a.test\"]\npublic_url = \"https://a.test.:8443/\"\n",
+                4,
+                "same address `a.test:8443`",
+            ),
+            (
+                "[hosts.\"a.test\"]\npublic_url = \"https://a.test:443\"\n\n[hosts.\"b.test\"]\npublic_url = \"https://a.test\"\n",
+                5,
+                "same address `a.test`",
+            ),
+            // A link onto another configured host's name.
+            (
+                "[hosts.\"a.test\"]\npublic_url = \"https://a.test\"\n[hosts.\"x.test\"]\npublic_url = \"https://a.test:8443\"\n",
+                4,
+                "is on `a.test`, the name of another",
+            ),
+        ] {
+            let e = from_text(text).unwrap_err();
+            let want = format!("line {line}, key `public_url`");
+            assert!(e.contains(&want), "{text:?}: {e} lacks {want}");
+            assert!(e.contains(says), "{text:?}: {e} lacks {says}");
+        }
+        // A host's own name, or one address on different ports: fine.
+        from_text(
+            "[hosts.\"a.test\"]\npublic_url = \"https://a.test\"\n[hosts.\"b.test\"]\npublic_url = \"https://b.test:8443\"\n[hosts.\"c.test\"]\npublic_url = \"http://c.test:8443/c\"\n[hosts.\"d.test\"]\npublic_url = \"https://shared.test:8443\"\n[hosts.\"e.test\"]\npublic_url = \"https://shared.test:9443\"\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_public_url_with_user_info_is_refused_without_repeating_it() {
+        for url in [
+            "https://user:s3cret@a.test",
+            "https://user@a.test",
+            "https://:s3cret@a.test",
+        ] {
+            let e = PublicUrl::parse(url).unwrap_err().0;
+            assert!(e.contains("user name or password"), "{url}: {e}");
+            assert!(!e.contains("s3cret") && !e.contains("user@"), "{url}: {e}");
+        }
+        let e = PublicUrl::parse("https://user:s3cret@a.test:99999")
+            .unwrap_err()
+            .0;
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_networks() {
+        let t =
+            TrustedProxies::parse(&["10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::1"]).unwrap();
+        for ip in [
+            "10.1.2.3",
+            "192.0.2.7",
+            "2001:db8::5",
+            "::1",
+            "::ffff:10.9.9.9",
+        ] {
+            assert!(t.contains(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["11.0.0.1", "192.0.2.8", "2001:db9::1", "::2"] {
+            assert!(!t.contains(ip.parse().unwrap()), "{ip}");
+        }
+        // A mapped address in the list counts as the IPv4 one.
+        let t = TrustedProxies::parse(&["::ffff:192.0.2.1"]).unwrap();
+        assert!(t.contains("192.0.2.1".parse().unwrap()));
+        for bad in [
+            "",
+            "10.0.0.300",
+            "10.0.0.0/33",
+            "example.com",
+            "[::1]",
+            " 10.0.0.1",
+            "10.0.0.1/8",
+        ] {
+            assert!(TrustedProxies::parse(&[bad]).is_err(), "{bad:?}");
+        }
+        let e = from_text("trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.1/8\"]\n").unwrap_err();
+        assert!(e.contains("line 1, key `trusted_proxies`"), "{e}");
+        assert!(e.contains("write \"10.0.0.0/8\""), "{e}");
+    }
+
+    #[test]
+    fn max_connections_is_from_one_to_a_million() {
+        assert_eq!(
+            from_text("max_connections = 1\n").unwrap().max_connections,
+            1
+        );
+        for bad in ["0", "-5", "1000001", "\"32\""] {
+            let e = from_text(&format!("max_connections = {bad}\n")).unwrap_err();
+            assert!(e.contains("line 1, key `max_connections`"), "{bad}: {e}");
+        }
     }
 
     #[test]

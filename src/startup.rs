@@ -16,6 +16,10 @@ use crate::store::Store;
 /// Threads in each worker's blocking pool (SQLite reads, password hashing).
 const BLOCKING_THREADS_PER_WORKER: usize = 4;
 
+/// File descriptors the server needs besides its connections: the listener,
+/// each worker's event loop, the database and its journal files, the logs.
+const FDS_BESIDES_CONNECTIONS: u64 = 64;
+
 /// A bound, not yet running server.
 pub struct Application {
     server: Server,
@@ -23,7 +27,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `listen` and prepares the server over `store`.
+    /// Binds `listen` and prepares the server over `store`. Without
+    /// configured hosts, the built-in host's links name the bound address.
     pub fn build(
         config: Arc<Config>,
         store: Arc<dyn Store>,
@@ -31,6 +36,11 @@ impl Application {
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
+        let mut config = Arc::unwrap_or_clone(config);
+        config.follow_listen_address(addr);
+        let config = Arc::new(config);
+        raise_open_file_limit(config.max_connections);
+        let (workers, per_worker) = split_connections(config.max_connections);
         let state = web::Data::new(AppState {
             login_limiter: LoginLimiter::new(config.login_attempts_per_minute),
             config,
@@ -49,6 +59,11 @@ impl Application {
         // cores by the hasher); a few threads each suffice, and every extra
         // thread costs its own allocator arena.
         .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
+        // actix counts connections per worker; past the limit a worker stops
+        // accepting and further clients wait in the kernel's listen queue,
+        // instead of every idle socket costing a descriptor and memory.
+        .workers(workers)
+        .max_connections(per_worker)
         .listen(listener)?
         .run();
         Ok(Self { server, addr })
@@ -65,6 +80,34 @@ impl Application {
     }
 }
 
+/// Workers (one per core, but never more than connections allowed) and the
+/// connections each may hold, so that together they hold at most `total`.
+fn split_connections(total: usize) -> (usize, usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = cores.min(total).max(1);
+    (workers, (total / workers).max(1))
+}
+
+/// Raises the soft limit on open files to the hard limit (the soft one is
+/// often 1024): `max_connections` is the intended bound, not the OS default.
+/// Warns when even the hard limit leaves too little room.
+fn raise_open_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let needed = (max_connections as u64).saturating_add(FDS_BESIDES_CONNECTIONS);
+            if limit < needed {
+                tracing::warn!(
+                    open_file_limit = limit,
+                    max_connections,
+                    "the open-file limit is below max_connections plus {FDS_BESIDES_CONNECTIONS}: \
+                     lower max_connections or raise the limit (ulimit -n, LimitNOFILE=)"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
+}
+
 /// Headers every answer carries: pages load nothing from elsewhere, run no
 /// script, cannot be framed, and leak no token through Referer.
 fn security_headers() -> DefaultHeaders {
@@ -77,4 +120,23 @@ fn security_headers() -> DefaultHeaders {
         ))
         .add(("Referrer-Policy", "no-referrer"))
         .add(("X-Frame-Options", "DENY"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_together_hold_at_most_max_connections() {
+        for total in [1, 2, 3, 7, 32, 1024, 1_000_000] {
+            let (workers, each) = split_connections(total);
+            assert!(workers >= 1 && each >= 1, "{total}");
+            assert!(workers * each <= total, "{total}: {workers} x {each}");
+            // Rounding down loses less than one connection per worker.
+            assert!(
+                total - workers * each < workers,
+                "{total}: {workers} x {each}"
+            );
+        }
+    }
 }

@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 mod body;
+mod client_addr;
 mod health;
 mod invites_api;
 mod logging;
@@ -20,6 +21,7 @@ use crate::store::Store;
 pub use ratelimit::LoginLimiter;
 
 pub use api::USER_HEADER;
+pub use client_addr::client_ip;
 pub use logging::redact_query;
 
 /// What every handler can reach.

@@ -555,3 +555,257 @@ invite_expiry = "2w"
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM invites"), 5);
 }
+
+// ---------------------------------------------------------------- the built-in host
+
+/// `keys create localhost` against `db`, with no configuration file.
+fn key_without_config(db: &Path) -> String {
+    let mut cmd = bin();
+    cmd.arg("--db")
+        .arg(db)
+        .args(["keys", "create", "localhost"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn without_configured_hosts_links_name_the_address_serve_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let key = key_without_config(&db);
+    let port = free_port();
+    for listen in [format!("127.0.0.1:{port}"), "127.0.0.1:0".to_owned()] {
+        let mut cmd = bin();
+        cmd.current_dir(dir.path())
+            .arg("--db")
+            .arg(&db)
+            .args(["serve", "--listen", &listen]);
+        let server = serve(cmd);
+        if listen.ends_with(":0") {
+            assert_ne!(server.addr.port(), 0, "{listen}");
+        } else {
+            assert_eq!(server.addr.port(), port, "{listen}");
+        }
+        let res = client()
+            .get(format!("http://{}/invites_api?key={key}", server.addr))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 201, "{listen}");
+        let location = res.headers()["location"].to_str().unwrap().to_owned();
+        let want = format!("http://{}/invite?", server.addr);
+        assert!(
+            location.starts_with(&want),
+            "{listen}: {location} is not on {want}"
+        );
+        // The link leads to this server's page.
+        let page = client().get(&location).send().unwrap();
+        assert_eq!(page.status(), 200, "{listen}: {location}");
+    }
+}
+
+#[test]
+fn without_configured_hosts_invites_create_prints_links_on_the_configured_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let cases = [
+        (None, "http://127.0.0.1:5280/invite?"),
+        (Some("127.0.0.1:18914"), "http://127.0.0.1:18914/invite?"),
+        (Some("0.0.0.0:18914"), "http://localhost:18914/invite?"),
+        (Some("[::]:18914"), "http://localhost:18914/invite?"),
+        (Some("[::1]:18914"), "http://[::1]:18914/invite?"),
+    ];
+    for (listen, want) in cases {
+        let mut cmd = bin();
+        if let Some(listen) = listen {
+            let config = write(&dir, "c.toml", &format!("listen = \"{listen}\"\n"));
+            cmd.arg("--config").arg(config);
+        }
+        // `--listen` and INVITE_SERVER_LISTEN belong to `serve` alone.
+        cmd.env("INVITE_SERVER_LISTEN", "127.0.0.1:1")
+            .arg("--db")
+            .arg(&db)
+            .args(["invites", "create", "localhost"]);
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(0), "{listen:?}: {out:?}");
+        let link = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            link.starts_with(want),
+            "{listen:?}: {link} is not on {want}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- host tables
+
+#[test]
+fn an_empty_hosts_table_stops_startup_naming_file_line_and_key() {
+    assert_rejected(
+        "invite_expiry = \"7d\"\n[hosts]\n",
+        2,
+        "hosts",
+        "names no host",
+    );
+    assert_rejected(
+        "invite_expiry = \"7d\"\nhosts = {}\n",
+        2,
+        "hosts",
+        "names no host",
+    );
+}
+
+#[test]
+fn hosts_sharing_an_address_stop_startup_naming_file_line_and_key() {
+    // Same host and port, whatever the scheme, path, case or trailing dot.
+    for (first, second) in [
+        ("https://chat.test", "https://chat.test"),
+        ("https://chat.test/a", "https://chat.test/b"),
+        ("http://chat.test", "https://Chat.Test:443/"),
+        ("https://chat.test:8443", "https://chat.test.:8443/x"),
+        ("http://127.0.0.1:5280", "http://127.0.0.1:5280/other"),
+    ] {
+        assert_rejected(
+            &format!(
+                "[hosts.\"localhost\"]\npublic_url = \"{first}\"\n\n[hosts.\"other.test\"]\npublic_url = \"{second}\"\n"
+            ),
+            5,
+            "public_url",
+            "same address",
+        );
+    }
+}
+
+#[test]
+fn a_public_url_on_another_hosts_name_stops_startup_naming_file_line_and_key() {
+    for url in [
+        "https://other.test",
+        "https://other.test:8443",
+        "http://OTHER.test./x",
+    ] {
+        assert_rejected(
+            &format!(
+                "[hosts.\"other.test\"]\npublic_url = \"https://other.test\"\n[hosts.\"localhost\"]\npublic_url = \"{url}\"\n"
+            ),
+            4,
+            "public_url",
+            "the name of another configured host",
+        );
+    }
+}
+
+#[test]
+fn a_public_url_with_user_info_stops_startup_without_repeating_it() {
+    for url in [
+        "https://user:s3cret@chat.test",
+        "https://user@chat.test",
+        "http://:s3cret@127.0.0.1:5280",
+    ] {
+        let text = format!("[hosts.\"localhost\"]\npublic_url = \"{url}\"\n");
+        assert_rejected(&text, 2, "public_url", "user name or password");
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = bin();
+        cmd.arg("--config")
+            .arg(write(&dir, "c.toml", &text))
+            .arg("--db")
+            .arg(dir.path().join("t.db"))
+            .args(["keys", "list", "localhost"]);
+        let err = stderr(&run(cmd));
+        assert!(!err.contains("s3cret") && !err.contains("user@"), "{err}");
+    }
+}
+
+// ---------------------------------------------------------------- trusted_proxies
+
+#[test]
+fn trusted_proxies_are_accepted_and_a_bad_entry_stops_startup_naming_file_line_and_key() {
+    let app = TestApp::spawn_with(
+        "trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"::1\", \"2001:db8::/32\"]\n[hosts.\"localhost\"]\npublic_url = \"http://127.0.0.1:{port}\"\n",
+    );
+    assert_eq!(health_at(app.port), 200);
+    for (entry, says) in [
+        ("10.0.0.300", "write an IP address or a network"),
+        ("10.0.0.0/33", "write an IP address or a network"),
+        ("proxy.example", "write an IP address or a network"),
+        ("10.0.0.1/8", "write \"10.0.0.0/8\""),
+    ] {
+        assert_rejected(
+            &format!("invite_expiry = \"7d\"\ntrusted_proxies = [\"::1\", \"{entry}\"]\n"),
+            2,
+            "trusted_proxies",
+            says,
+        );
+    }
+    assert_rejected("trusted_proxies = \"10.0.0.1\"\n", 1, "trusted_proxies", "");
+}
+
+// ---------------------------------------------------------------- max_connections
+
+#[test]
+fn a_bad_max_connections_stops_startup_naming_file_line_and_key() {
+    for bad in ["0", "-1", "1000001", "\"64\""] {
+        assert_rejected(
+            &format!("invite_expiry = \"7d\"\nmax_connections = {bad}\n"),
+            2,
+            "max_connections",
+            "",
+        );
+    }
+}
+
+/// The server's open file descriptors.
+fn open_fds(app: &TestApp) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", app.pid()))
+        .expect("/proc/PID/fd of the server")
+        .count()
+}
+
+#[test]
+fn idle_connections_past_max_connections_wait_without_holding_descriptors() {
+    const LIMIT: usize = 32;
+    // Fewer than the listen queue holds (128), so every connect completes at
+    // once; far more than LIMIT.
+    const IDLE: usize = 120;
+    // Descriptors the server may open besides connections meanwhile.
+    const SLACK: usize = 16;
+    let app = TestApp::spawn_with(&format!(
+        "max_connections = {LIMIT}\n[hosts.\"localhost\"]\npublic_url = \"http://127.0.0.1:{{port}}\"\n"
+    ));
+    let before = open_fds(&app);
+    let addr = SocketAddr::from(([127, 0, 0, 1], app.port));
+    let idle: Vec<TcpStream> = (0..IDLE)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok())
+        .collect();
+    assert!(idle.len() > LIMIT + SLACK, "only {} connected", idle.len());
+
+    // Wait (bounded) until the server holds as many as it may, then watch a
+    // while longer that it takes no more.
+    let mut most = before;
+    for _ in 0..200 {
+        most = most.max(open_fds(&app));
+        if most >= before + LIMIT {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        most >= before + LIMIT / 2,
+        "the server took hardly any connection: {before} -> {most} descriptors"
+    );
+    for _ in 0..20 {
+        most = most.max(open_fds(&app));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        most <= before + LIMIT + SLACK,
+        "{} idle connections took the server from {before} to {most} descriptors",
+        idle.len()
+    );
+
+    // Once they are gone, the server answers again.
+    drop(idle);
+    assert_eq!(health_at(app.port), 200);
+    assert!(
+        open_fds(&app) <= before + SLACK,
+        "descriptors were not given back"
+    );
+}

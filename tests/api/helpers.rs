@@ -142,6 +142,11 @@ impl TestApp {
         res.headers()["location"].to_str().unwrap().to_owned()
     }
 
+    /// The server's process id (to look at it in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server was killed").id()
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
