@@ -9,9 +9,10 @@ mod logging;
 mod pages;
 mod ratelimit;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::config::Config;
 use crate::passwords::Hasher;
@@ -51,6 +52,12 @@ pub async fn not_found() -> HttpResponse {
     HttpResponse::NotFound()
         .content_type("text/plain; charset=utf-8")
         .body("Not found.\n")
+}
+
+/// The address of the client a request comes from, for logs: the peer of
+/// the connection (a proxy's address when behind one).
+pub(crate) fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+    req.peer_addr().map(|a| a.ip())
 }
 
 pub use logging::log_requests;
