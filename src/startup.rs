@@ -7,10 +7,12 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
+use anyhow::Context;
 
 use crate::config::Config;
 use crate::http::{self, AppState, LoginLimiter};
 use crate::passwords::Hasher;
+use crate::service;
 use crate::store::Store;
 
 /// Threads in each worker's blocking pool (SQLite reads, password hashing).
@@ -23,19 +25,25 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `listen` and prepares the server over `store`.
-    pub fn build(
+    /// Reads (or, on a new database, makes) the form key from `store`, binds
+    /// `listen` and prepares the server over `store`.
+    pub async fn build(
         config: Arc<Config>,
         store: Arc<dyn Store>,
         listen: SocketAddr,
-    ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(listen)?;
+    ) -> anyhow::Result<Self> {
+        let form_key = service::form_key(&*store)
+            .await
+            .context("cannot read the server's form key from the database")?;
+        let listener =
+            TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         let state = web::Data::new(AppState {
             login_limiter: LoginLimiter::new(config.login_attempts_per_minute),
             config,
             store,
             hasher: Hasher::new(),
+            form_key,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -43,6 +51,8 @@ impl Application {
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
                 .wrap(security_headers())
+                // Inside the logger, so a request whose body breaks is logged.
+                .wrap(from_fn(http::read_bodies))
                 .wrap(from_fn(http::log_requests))
         })
         // Blocking work is short SQLite reads and Argon2 hashes (bounded to the

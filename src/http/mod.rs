@@ -15,6 +15,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::config::Config;
+use crate::crypto::FormKey;
 use crate::passwords::Hasher;
 
 use crate::store::Store;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub hasher: Hasher,
     /// Limits sign-in attempts per client address.
     pub login_limiter: LoginLimiter,
+    /// Signs registration forms; read from the database once at startup.
+    pub form_key: FormKey,
 }
 
 /// The largest request body any endpoint reads; larger ones get 413.
@@ -60,4 +63,5 @@ pub(crate) fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     req.peer_addr().map(|a| a.ip())
 }
 
+pub use body::read_bodies;
 pub use logging::log_requests;
