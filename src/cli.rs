@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use chrono::{SecondsFormat, Utc};
 use clap::{Parser, Subcommand};
 
@@ -193,8 +193,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init();
     let store = open_store(&config)?;
     let listen = config.listen;
-    let app = Application::build(Arc::new(config), store, listen)
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let app = Application::build(Arc::new(config), store, listen).await?;
     let addr = app.addr();
     tracing::info!(%addr, "invite-server listening");
     // One machine-readable line on stdout, for scripts and tests started on port 0.

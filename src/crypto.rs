@@ -1,9 +1,10 @@
-//! Randomness and digests. Every secret this server hands out (API key secrets,
-//! invite tokens, identity tokens) comes from here, and is stored only as the
-//! SHA-256 digest computed here.
+//! Randomness, digests and the form key. Every secret this server hands out
+//! (API key secrets, invite tokens, identity tokens) comes from here, and is
+//! stored only as the SHA-256 digest computed here.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
 use rand::TryRngCore;
 use sha2::{Digest as _, Sha256};
@@ -94,9 +95,76 @@ impl std::fmt::Debug for SecretDigest {
     }
 }
 
+/// The server's key for registration-form tokens: a form's hidden field is
+/// HMAC-SHA256 under this key of the invite's id and the browser's cookie
+/// nonce, so only a pair the server issued, for that very invite, passes.
+/// One key per database, so every node serving it accepts every node's forms.
+#[derive(Clone)]
+pub struct FormKey([u8; FormKey::LEN]);
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Names what the MAC is for, so this key's tags can mean nothing else.
+const FORM_TAG_CONTEXT: &[u8] = b"invite-server registration form v1\0";
+
+impl FormKey {
+    /// The key's length in bytes.
+    pub const LEN: usize = 32;
+
+    /// The key from its stored bytes.
+    pub fn from_bytes(bytes: [u8; Self::LEN]) -> Self {
+        Self(bytes)
+    }
+
+    fn mac(&self, invite_id: i64, nonce: &str) -> HmacSha256 {
+        // Cannot fail: HMAC takes a key of any length (new_from_slice errs
+        // only for MACs with a fixed key size).
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        mac.update(FORM_TAG_CONTEXT);
+        // The id has a fixed width, so (id, nonce) pairs cannot run together.
+        mac.update(&invite_id.to_be_bytes());
+        mac.update(nonce.as_bytes());
+        mac
+    }
+
+    /// The form field for `invite_id` in a browser whose cookie holds `nonce`.
+    pub fn sign(&self, invite_id: i64, nonce: &str) -> String {
+        encode_base64url(&self.mac(invite_id, nonce).finalize().into_bytes())
+    }
+
+    /// Whether `field` is the one [`FormKey::sign`] gives for this invite and
+    /// nonce; compared in constant time.
+    pub fn verify(&self, invite_id: i64, nonce: &str, field: &str) -> bool {
+        match decode_base64url::<32>(field) {
+            Some(tag) => self.mac(invite_id, nonce).verify_slice(&tag).is_ok(),
+            None => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for FormKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FormKey(..)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_form_tag_verifies_only_for_its_key_invite_and_nonce() {
+        let key = FormKey::from_bytes([7; 32]);
+        let tag = key.sign(42, "nonce");
+        assert!(key.verify(42, "nonce", &tag));
+        assert!(!key.verify(43, "nonce", &tag));
+        assert!(!key.verify(42, "other", &tag));
+        assert!(!FormKey::from_bytes([8; 32]).verify(42, "nonce", &tag));
+        assert!(!key.verify(42, "nonce", "nonce"));
+        assert!(!key.verify(42, "nonce", ""));
+        assert!(!key.verify(42, "nonce", &tag[1..]));
+    }
 
     #[test]
     fn random_values_are_base64url_of_the_requested_size() {

@@ -4,8 +4,10 @@
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, HostConfig};
-use crate::crypto::RngError;
-use crate::domain::{AccountName, ApiKey, IdentityToken, InviteSecret, InviteToken, Password};
+use crate::crypto::{self, FormKey, RngError};
+use crate::domain::{
+    AccountName, ApiKey, HostName, IdentityToken, InviteSecret, InviteToken, Password,
+};
 use crate::passwords::Hasher;
 use crate::store::{
     AccountRecord, InviteRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession, Store,
@@ -80,15 +82,39 @@ pub fn new_invite(
     Ok((unsaved, record))
 }
 
+/// Who mints an invite over HTTP.
+#[derive(Debug, Clone, Copy)]
+pub enum Minter<'a> {
+    /// An API key, by its record.
+    Key(&'a KeyRecord),
+    /// A signed-in account.
+    Account(&'a AccountRecord),
+}
+
+impl Minter<'_> {
+    /// The source its invites are recorded with.
+    pub fn source(&self) -> InviteSource {
+        match self {
+            Self::Key(key) => InviteSource::Key(key.id.clone()),
+            Self::Account(account) => InviteSource::Account(account.id),
+        }
+    }
+}
+
 /// Mints and stores one invite. `NotFound` when the minting key or account is
-/// gone by the time the write commits.
+/// gone by the time the write commits. Only an account's name is recorded as
+/// the inviter: a key's name is the operator's private label, and invitees of
+/// a key are shown the site's name instead.
 pub async fn mint_invite(
     store: &dyn Store,
     host: &HostConfig,
-    source: InviteSource,
-    issuer_name: Option<String>,
+    minter: Minter<'_>,
 ) -> Result<MintedInvite, StoreError> {
-    let (unsaved, record) = new_invite(host, source, issuer_name, Utc::now())?;
+    let issuer_name = match minter {
+        Minter::Key(_) => None,
+        Minter::Account(account) => Some(account.name.to_string()),
+    };
+    let (unsaved, record) = new_invite(host, minter.source(), issuer_name, Utc::now())?;
     let id = store.create_invite(record).await?;
     Ok(unsaved.saved_as(id, host))
 }
@@ -110,6 +136,24 @@ pub async fn create_key(
         })
         .await?;
     Ok(key)
+}
+
+/// The name invitees are shown as their inviter: the inviting account's, and
+/// no other. Invites minted with a key before this rule recorded the key's
+/// name, an operator's private label; it stays in the row but is never shown.
+pub fn public_inviter(invite: &InviteRecord) -> Option<&str> {
+    if invite.source.starts_with("account/") {
+        invite.issuer_name.as_deref()
+    } else {
+        None
+    }
+}
+
+/// The key that signs registration forms, made on the first start over a
+/// database and read back on every later one.
+pub async fn form_key(store: &dyn Store) -> Result<FormKey, StoreError> {
+    let candidate = crypto::random_bytes::<{ FormKey::LEN }>()?;
+    store.form_key(candidate).await
 }
 
 /// A new identity token and the session record to store for it.
@@ -164,7 +208,8 @@ pub async fn register(
 /// Why an invite named by a client cannot be used; each surface words it.
 #[derive(Debug)]
 pub enum Unusable<'c> {
-    /// Not a token, unknown, or for a host no longer served.
+    /// Not a token, unknown, for a host no longer served, or for another host
+    /// than the one the request is addressed to.
     NotFound,
     /// Used already (the host, for the page that says so).
     Used(&'c HostConfig),
@@ -175,10 +220,13 @@ pub enum Unusable<'c> {
 }
 
 /// The invite a client named by its token text, with its host, if it can be
-/// used now.
+/// used now. `addressed` is the configured host the request is addressed to,
+/// if any: another host's invite is not found there, so one site's pages and
+/// API never serve, describe or redeem another site's invites.
 pub async fn usable_invite<'c>(
     store: &dyn Store,
     config: &'c Config,
+    addressed: Option<&HostName>,
     token_text: &str,
 ) -> Result<(InviteToken, InviteRecord, &'c HostConfig), Unusable<'c>> {
     let token = InviteToken::parse(token_text).map_err(|_| Unusable::NotFound)?;
@@ -187,6 +235,9 @@ pub async fn usable_invite<'c>(
         Err(StoreError::NotFound) => return Err(Unusable::NotFound),
         Err(e) => return Err(Unusable::Store(e)),
     };
+    if addressed.is_some_and(|h| *h != invite.host) {
+        return Err(Unusable::NotFound);
+    }
     let host = config.hosts.get(&invite.host).ok_or(Unusable::NotFound)?;
     match invite.usable_at(Utc::now()) {
         Ok(()) => Ok((token, invite, host)),

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
+use anyhow::Context;
 
 use crate::config::Config;
 use crate::http::{self, AppState, LoginLimiter};
 use crate::passwords::Hasher;
+use crate::service;
 use crate::store::Store;
 
 /// Threads in each worker's blocking pool (SQLite reads, password hashing).
@@ -27,14 +29,19 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `listen` and prepares the server over `store`. Without
-    /// configured hosts, the built-in host's links name the bound address.
-    pub fn build(
+    /// Reads (or, on a new database, makes) the form key from `store`, binds
+    /// `listen` and prepares the server over `store`. Without configured
+    /// hosts, the built-in host's links name the bound address.
+    pub async fn build(
         config: Arc<Config>,
         store: Arc<dyn Store>,
         listen: SocketAddr,
-    ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(listen)?;
+    ) -> anyhow::Result<Self> {
+        let form_key = service::form_key(&*store)
+            .await
+            .context("cannot read the server's form key from the database")?;
+        let listener =
+            TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         let mut config = Arc::unwrap_or_clone(config);
         config.follow_listen_address(addr);
@@ -46,6 +53,7 @@ impl Application {
             config,
             store,
             hasher: Hasher::new(),
+            form_key,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -53,6 +61,8 @@ impl Application {
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
                 .wrap(security_headers())
+                // Inside the logger, so a request whose body breaks is logged.
+                .wrap(from_fn(http::read_bodies))
                 .wrap(from_fn(http::log_requests))
         })
         // Blocking work is short SQLite reads and Argon2 hashes (bounded to the

@@ -8,12 +8,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{self, KeyError};
-use super::body::{self, BodyError};
+use super::body::{self, Body, BodyError};
 use super::{AppState, MAX_BODY};
 use crate::config::HostConfig;
 use crate::domain::{AccountName, InviteToken, Password};
-use crate::service::{self, Unusable};
-use crate::store::{AccountRecord, InviteSource, StoreError};
+use crate::service::{self, Minter, Unusable};
+use crate::store::{AccountRecord, StoreError};
 
 /// The header `/api/auth/check` names the signed-in account in.
 pub const USER_HEADER: &str = "X-Invite-Server-User";
@@ -156,14 +156,13 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Reads a JSON object body into `T`, with the error codes the API documents.
-async fn json_body<T: for<'de> Deserialize<'de>>(
+/// Parses a JSON object body into `T`, with the error codes the API documents.
+fn json_body<T: for<'de> Deserialize<'de>>(
     req: &HttpRequest,
-    payload: web::Payload,
+    body: Body,
     allow_empty: bool,
 ) -> Result<Option<T>, ApiError> {
-    let raw = body::read_limited(req, payload, MAX_BODY).await?;
-    parse_json(req, &raw, allow_empty)
+    parse_json(req, &body.bytes()?, allow_empty)
 }
 
 /// Parses a body already read; `None` for an empty one when that is allowed.
@@ -203,13 +202,13 @@ fn parse_json<T: for<'de> Deserialize<'de>>(
 /// `POST /api/invite`: mints an invite for the signed-in account or the key.
 async fn create_invite(
     req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let _: Option<serde_json::Map<String, serde_json::Value>> =
-        json_body(&req, payload, true).await?;
-    let (source, issuer_name, host) =
-        if let Some(account) = auth::signed_in(&state, &req).await.map_err(store_failed)? {
+    let _: Option<serde_json::Map<String, serde_json::Value>> = json_body(&req, body, true)?;
+    let (account, key_record);
+    let (minter, host) =
+        if let Some(signed_in) = auth::signed_in(&state, &req).await.map_err(store_failed)? {
             // With a cookie, the request must say it is JSON: an HTML form
             // cannot, so a page on a sibling site cannot mint in its name.
             if body::content_type(&req).as_deref() != Some("application/json") {
@@ -218,12 +217,9 @@ async fn create_invite(
                     "send the body as application/json",
                 ));
             }
-            let host = served_host(&state, &account)?;
-            (
-                InviteSource::Account(account.id),
-                Some(account.name.to_string()),
-                host,
-            )
+            let host = served_host(&state, &signed_in)?;
+            account = signed_in;
+            (Minter::Account(&account), host)
         } else {
             let key = auth::api_key(&req, None).map_err(|e| match e {
                 KeyError::Missing(_) => {
@@ -242,10 +238,11 @@ async fn create_invite(
             let host = state.config.hosts.get(&record.host).ok_or_else(|| {
                 ApiError::Forbidden(format!("host {} is no longer served here", record.host))
             })?;
-            (InviteSource::Key(record.id), record.name, host)
+            key_record = record;
+            (Minter::Key(&key_record), host)
         };
-    let issuer = source.to_text();
-    let minted = service::mint_invite(&*state.store, host, source, issuer_name)
+    let issuer = minter.source().to_text();
+    let minted = service::mint_invite(&*state.store, host, minter)
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::Unauthorized("the account or key no longer exists"),
@@ -273,13 +270,15 @@ fn served_host<'s>(
 
 const INVITE_NOT_FOUND: &str = "no such invite, or it was used or has expired";
 
-/// The invite a path names, if it can be used now, with its host.
+/// The invite a path names, if it can be used now, with its host; another
+/// host's invite is not found on a host's address.
 async fn usable_invite<'s>(
     state: &'s AppState,
     req: &HttpRequest,
 ) -> Result<(InviteToken, crate::store::InviteRecord, &'s HostConfig), ApiError> {
     let id = req.match_info().get("id").unwrap_or("");
-    service::usable_invite(&*state.store, &state.config, id)
+    let addressed = auth::addressed_host(state, req).map(|h| &h.name);
+    service::usable_invite(&*state.store, &state.config, addressed, id)
         .await
         .map_err(|e| match e {
             Unusable::Store(e) => store_failed(e),
@@ -289,7 +288,9 @@ async fn usable_invite<'s>(
         })
 }
 
-/// `GET /api/invite/{id}`: who issued an outstanding invite, and when.
+/// `GET /api/invite/{id}`: who issued an outstanding invite, and when. The
+/// name is the inviting account's, or `null` (a key's name is the
+/// operator's label, never shown to invitees).
 async fn show_invite(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -298,7 +299,7 @@ async fn show_invite(
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(json!({
-            "issuer": { "id": invite.source, "name": invite.issuer_name },
+            "issuer": { "id": invite.source, "name": service::public_inviter(&invite) },
             "issued_at": rfc3339(invite.created_at),
             "expires_at": rfc3339(invite.expires_at),
         })))
@@ -314,12 +315,12 @@ struct Credentials {
 /// `POST /api/invite/{id}`: accepts an invite, creating and signing in an account.
 async fn accept_invite(
     req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    // The body is read before anything else is awaited: actix drops a
-    // connection whose body framing breaks while a handler waits elsewhere.
-    let raw = body::read_limited(&req, payload, MAX_BODY).await?;
+    // A broken body is answered before the invite is looked up; the lookup
+    // answers before the fields are judged, so an unknown invite is a 404.
+    let raw = body.bytes()?;
     let (token, _, host) = usable_invite(&state, &req).await?;
     let creds: Credentials = parse_json(&req, &raw, false)?
         .ok_or_else(|| ApiError::bad("bad_json", "the body must be a JSON object"))?;
@@ -366,7 +367,7 @@ fn login_host<'s>(
 /// `POST /api/auth/login`: signs in with name and password.
 async fn login(
     req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
@@ -375,8 +376,7 @@ async fn login(
             .check(ip)
             .map_err(|wait| ApiError::TooManyRequests(wait.as_secs().max(1)))?;
     }
-    let creds: Credentials = json_body(&req, payload, false)
-        .await?
+    let creds: Credentials = json_body(&req, body, false)?
         .ok_or_else(|| ApiError::bad("bad_json", "the body must be a JSON object"))?;
     let (name_part, host_part) = match creds.name.rsplit_once('@') {
         Some((n, h)) => (n, Some(h)),
@@ -418,17 +418,26 @@ async fn login(
 }
 
 /// `POST /api/auth/logout`: ends the session; the old cookie stops working.
-async fn logout(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if let Some(token) = auth::identity_token(&req) {
+async fn logout(
+    req: HttpRequest,
+    body: Body,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    // Nothing is sent, but a body that breaks is still a bad request.
+    body.bytes()?;
+    if let Some(token) = auth::identity_token(&state, &req) {
         state
             .store
             .delete_session(token.digest())
             .await
             .map_err(store_failed)?;
     }
-    Ok(HttpResponse::NoContent()
-        .cookie(auth::clear_identity_cookie())
-        .finish())
+    let mut res = HttpResponse::NoContent();
+    // Addressed to no host, no cookie was read, and none is cleared.
+    if let Some(host) = auth::addressed_host(&state, &req) {
+        res.cookie(auth::clear_identity_cookie(host));
+    }
+    Ok(res.finish())
 }
 
 /// `GET /api/auth/check`: 200 with the account in a header for a valid

@@ -3,6 +3,7 @@
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::Uri;
 use actix_web::HttpRequest;
 use chrono::Utc;
 
@@ -12,8 +13,21 @@ use crate::domain::{ApiKey, IdentityToken};
 use crate::query::{QueryError, QueryParams};
 use crate::store::{AccountRecord, KeyRecord, StoreError};
 
-/// The name of the sign-in cookie.
+/// The name of the sign-in cookie on http hosts.
 pub const IDENTITY_COOKIE: &str = "identity";
+/// The name of the sign-in cookie on https hosts. Browsers accept a
+/// `__Host-` cookie only if it is Secure, host-only and on `/`, so no sibling
+/// subdomain (and no plain-http page) can plant or overwrite it.
+pub const SECURE_IDENTITY_COOKIE: &str = "__Host-identity";
+
+/// The sign-in cookie's name on `host`; the other name is never read there.
+pub fn identity_cookie_name(host: &HostConfig) -> &'static str {
+    if host.public_url.is_https() {
+        SECURE_IDENTITY_COOKIE
+    } else {
+        IDENTITY_COOKIE
+    }
+}
 
 /// A session is written back as used at most this often, so checks stay reads;
 /// more often when the idle expiry is short (see [`signed_in`]).
@@ -119,8 +133,10 @@ pub async fn verify_key(state: &AppState, key: &ApiKey) -> Result<KeyRecord, Key
 }
 
 /// The configured host a request is addressed to: the one whose public URL's
-/// authority (or whose name) is the request's `Host` header; on a server with
-/// a single host, that host. Only the `Host` header counts, never
+/// authority (or whose name) is the request's authority; on a server with a
+/// single host, that host. The authority is the request target's when it is
+/// in absolute form (`GET http://b.test/ HTTP/1.1`), which RFC 9112 (3.2.2)
+/// says overrides `Host`, and the `Host` header otherwise. Never
 /// `X-Forwarded-Host` or `Forwarded`: a client can add those to a request that
 /// a proxy passes on, and pick another host's accounts with them.
 pub fn addressed_host<'s>(state: &'s AppState, req: &HttpRequest) -> Option<&'s HostConfig> {
@@ -128,13 +144,14 @@ pub fn addressed_host<'s>(state: &'s AppState, req: &HttpRequest) -> Option<&'s 
     if let (Some(only), None) = (all.next(), all.next()) {
         return Some(only);
     }
-    let raw = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))?
-        .to_ascii_lowercase();
+    let raw = match target_authority(req.uri()) {
+        Some(authority) => authority,
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())?
+            .to_ascii_lowercase(),
+    };
     state
         .config
         .hosts
@@ -142,9 +159,27 @@ pub fn addressed_host<'s>(state: &'s AppState, req: &HttpRequest) -> Option<&'s 
         .find(|h| h.public_url.authority() == raw || h.name.as_str() == raw)
 }
 
-/// The identity token in the request's cookie, if it has a well-formed one.
-pub fn identity_token(req: &HttpRequest) -> Option<IdentityToken> {
-    req.cookie(IDENTITY_COOKIE)
+/// The authority of an absolute-form request target, as a `Host` header would
+/// name it: lower case, with the port only when it is not the scheme's default.
+fn target_authority(uri: &Uri) -> Option<String> {
+    let host = uri.host()?.to_ascii_lowercase();
+    let default_port = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
+        Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
+        _ => None,
+    };
+    Some(match uri.port_u16() {
+        Some(p) if Some(p) != default_port => format!("{host}:{p}"),
+        _ => host,
+    })
+}
+
+/// The identity token in the request's cookie, if it has a well-formed one:
+/// the cookie of the host the request is addressed to (`__Host-identity` on
+/// https, `identity` on http), and none when it is addressed to no host.
+pub fn identity_token(state: &AppState, req: &HttpRequest) -> Option<IdentityToken> {
+    let host = addressed_host(state, req)?;
+    req.cookie(identity_cookie_name(host))
         .and_then(|c| IdentityToken::parse(c.value()).ok())
 }
 
@@ -154,7 +189,7 @@ pub async fn signed_in(
     state: &AppState,
     req: &HttpRequest,
 ) -> Result<Option<AccountRecord>, StoreError> {
-    let Some(token) = identity_token(req) else {
+    let Some(token) = identity_token(state, req) else {
         return Ok(None);
     };
     let digest = token.digest();
@@ -180,28 +215,32 @@ pub async fn signed_in(
     Ok(Some(session.account))
 }
 
-/// The `identity` cookie for a new session on `host`.
+/// The sign-in cookie for a new session on `host`.
 pub fn identity_cookie<'a>(token: &IdentityToken, host: &HostConfig) -> Cookie<'a> {
     // The server ends idle sessions itself; the browser keeps the cookie for
     // as long as browsers allow (400 days), so a session in steady use is not
     // cut off at a Max-Age counted from sign-in.
     let max_age = actix_web::cookie::time::Duration::days(400);
-    Cookie::build(IDENTITY_COOKIE, token.expose().to_owned())
+    let mut cookie = session_cookie(identity_cookie_name(host), token.expose().to_owned(), host);
+    cookie.set_max_age(max_age);
+    cookie
+}
+
+/// A cookie that removes the sign-in cookie of `host` from the browser.
+pub fn clear_identity_cookie<'a>(host: &HostConfig) -> Cookie<'a> {
+    let mut c = session_cookie(identity_cookie_name(host), String::new(), host);
+    c.make_removal();
+    c
+}
+
+/// The attributes every sign-in cookie has: script cannot read it, no other
+/// site's request carries it, the whole host sees it, and on https it is
+/// Secure (without a Domain, which `__Host-` requires).
+fn session_cookie<'a>(name: &'static str, value: String, host: &HostConfig) -> Cookie<'a> {
+    Cookie::build(name, value)
         .http_only(true)
         .same_site(SameSite::Strict)
         .path("/")
         .secure(host.public_url.is_https())
-        .max_age(max_age)
         .finish()
-}
-
-/// A cookie that removes the `identity` cookie from the browser.
-pub fn clear_identity_cookie<'a>() -> Cookie<'a> {
-    let mut c = Cookie::build(IDENTITY_COOKIE, "")
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .path("/")
-        .finish();
-    c.make_removal();
-    c
 }

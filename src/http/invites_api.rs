@@ -10,10 +10,11 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::auth::{self, KeyError};
-use super::AppState;
+use super::body::{Body, BodyError};
+use super::{AppState, MAX_BODY};
 use crate::query::{self, QueryParams};
-use crate::service;
-use crate::store::{InviteSource, StoreError};
+use crate::service::{self, Minter};
+use crate::store::StoreError;
 
 /// The methods this endpoint allows, as sent in `Allow` and CORS headers.
 const ALLOWED_METHODS: &str = "OPTIONS, GET, POST";
@@ -43,6 +44,9 @@ pub enum MintError {
     /// The method is not one this endpoint serves.
     #[error("Method not allowed: use GET or POST")]
     MethodNotAllowed,
+    /// The body is over the limit (the endpoint reads none, but bounds it).
+    #[error("Payload too large: send at most {MAX_BODY} bytes")]
+    TooLarge,
     /// The store failed; nothing was minted.
     #[error("Service unavailable: the invite could not be stored, try again")]
     Unavailable,
@@ -55,6 +59,7 @@ impl ResponseError for MintError {
             Self::NoCredentials(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -72,9 +77,18 @@ impl ResponseError for MintError {
             Self::Unavailable => {
                 res.insert_header((header::RETRY_AFTER, "1"));
             }
-            Self::BadRequest(_) | Self::Forbidden(_) => {}
+            Self::BadRequest(_) | Self::Forbidden(_) | Self::TooLarge => {}
         }
         res.body(format!("{self}\n"))
+    }
+}
+
+impl From<BodyError> for MintError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge => Self::TooLarge,
+            BodyError::Broken(why) => Self::BadRequest(format!("unreadable body: {why}")),
+        }
     }
 }
 
@@ -85,7 +99,14 @@ impl From<query::QueryError> for MintError {
 }
 
 /// `GET`/`POST /invites_api`: mints one invite for the key's host.
-async fn mint(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, MintError> {
+async fn mint(
+    req: HttpRequest,
+    body: Body,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, MintError> {
+    // Everything is in the query or the headers; a body is ignored, but one
+    // that breaks makes the request a bad one.
+    body.bytes()?;
     let query = QueryParams::parse(req.query_string())?;
     let redirect = query::flag(query.get("redirect")?, "redirect")?;
     let key = auth::api_key(&req, Some(&query))?;
@@ -96,7 +117,7 @@ async fn mint(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespon
             record.host
         ))
     })?;
-    let minted = service::mint_invite(&*state.store, host, InviteSource::Key(key.id), record.name)
+    let minted = service::mint_invite(&*state.store, host, Minter::Key(&record))
         .await
         // NotFound: the key was deleted between the lookup and the commit.
         .map_err(|e| match e {

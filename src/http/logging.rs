@@ -1,17 +1,42 @@
-//! One log line per request, with every secret left out: query values other than
-//! known-harmless ones are redacted, paths that carry tokens are logged by their
-//! route pattern, and no header is logged at all.
+//! One log line per request, with every secret left out: path segments and
+//! query values other than known-harmless ones are redacted, and no header is
+//! logged. Each request gets an id, logged and sent back as `X-Request-Id`, so
+//! a client's report can be matched to its line.
 
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use tracing::Instrument;
+
+/// The response header that carries the request's id.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Query parameters whose values are never secret and help when reading logs.
 const HARMLESS: &[&str] = &["redirect"];
 /// Query parameters whose name (not value) may be logged.
 const KNOWN: &[&str] = &["key", "redirect"];
+
+/// Path segments that may be logged: the literal segments of the route table
+/// (see `http::routes`) and the files browsers ask for by themselves. Any
+/// other segment might be a token (`/api/invite/{id}`, or a token pasted into
+/// a mistyped path), so it becomes `[redacted]`.
+const KNOWN_SEGMENTS: &[&str] = &[
+    "api",
+    "auth",
+    "check",
+    "favicon.ico",
+    "health",
+    "invite",
+    "invites_api",
+    "login",
+    "logout",
+    "robots.txt",
+    "static",
+    "style.css",
+];
 
 /// The query string as it may be logged: known parameters by name, with the
 /// value only for harmless ones; anything else (an unknown name might itself
@@ -34,15 +59,44 @@ pub fn redact_query(raw: &str) -> String {
         .join("&")
 }
 
-/// Middleware: logs method, route, redacted query, status and latency. The
-/// line is built only when it will be written, so a quiet server (`warn`)
-/// pays nothing per request but the clock.
+/// The path as it may be logged: segments of the route table as they are,
+/// any other segment `[redacted]`, so a 404 shows its shape but no token.
+pub fn redact_path(raw: &str) -> String {
+    raw.split('/')
+        .map(|segment| {
+            if segment.is_empty() || KNOWN_SEGMENTS.contains(&segment) {
+                segment
+            } else {
+                "[redacted]"
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A new request id: 64 random bits in hex. Not a secret, so the fast
+/// thread-local generator serves, not the OS RNG.
+fn new_request_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Middleware: gives the request an id (returned as `X-Request-Id`, and on
+/// every line logged while it runs), then logs id, client address, method,
+/// redacted path and query, status and latency. The line is built only when
+/// it will be written, so a quiet server (`warn`) pays nothing per request
+/// but the clock and the id.
 pub async fn log_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
-    let res = next.call(req).await?;
+    let id = new_request_id();
+    let span = tracing::info_span!("request", id = %id);
+    let mut res = next.call(req).instrument(span).await?;
+    // The id is hex, always a valid header value.
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
     let failed = res.status().is_server_error();
     let wanted = if failed {
         tracing::enabled!(tracing::Level::WARN)
@@ -52,17 +106,20 @@ pub async fn log_requests(
     if wanted {
         let req = res.request();
         let method = req.method();
-        // The pattern (`/api/invite/{id}`) rather than the path keeps tokens out.
-        let route = req
-            .match_pattern()
-            .unwrap_or_else(|| "<no route>".to_owned());
+        let trusted = req
+            .app_data::<actix_web::web::Data<super::AppState>>()
+            .map(|state| &state.config.trusted_proxies);
+        let client = trusted
+            .and_then(|t| super::client_ip(req, t))
+            .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+        let path = redact_path(req.path());
         let query = redact_query(req.query_string());
         let status = res.status().as_u16();
         let micros = start.elapsed().as_micros() as u64;
         if failed {
-            tracing::warn!(%method, %route, %query, status, micros, "request");
+            tracing::warn!(%id, %client, %method, %path, %query, status, micros, "request");
         } else {
-            tracing::info!(%method, %route, %query, status, micros, "request");
+            tracing::info!(%id, %client, %method, %path, %query, status, micros, "request");
         }
     }
     Ok(res)
@@ -82,5 +139,22 @@ mod tests {
         assert_eq!(redact_query("redirect"), "redirect");
         assert!(!redact_query("k%65y=secret").contains("secret"));
         assert_eq!(redact_query("AbCdEfGhIjKlMnOpQrStUvWx="), "[redacted]");
+    }
+
+    #[test]
+    fn path_segments_outside_the_route_table_are_redacted() {
+        assert_eq!(
+            redact_path("/api/invite/AbCdEfGhIjKlMnOpQrStUvWx"),
+            "/api/invite/[redacted]"
+        );
+        assert_eq!(redact_path("/invites_api"), "/invites_api");
+        assert_eq!(redact_path("/"), "/");
+        assert_eq!(redact_path("/api/"), "/api/");
+        assert_eq!(
+            redact_path("/invite/AbCdEfGh/secret.php"),
+            "/invite/[redacted]/[redacted]"
+        );
+        // Percent-encoded or otherwise disguised words are not trusted.
+        assert_eq!(redact_path("/%61pi/invite"), "/[redacted]/invite");
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpResponse};
 
 use crate::config::Config;
+use crate::crypto::FormKey;
 use crate::passwords::Hasher;
 
 use crate::store::Store;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub hasher: Hasher,
     /// Limits sign-in attempts per client address.
     pub login_limiter: LoginLimiter,
+    /// Signs registration forms; read from the database once at startup.
+    pub form_key: FormKey,
 }
 
 /// The largest request body any endpoint reads; larger ones get 413.
@@ -55,4 +58,5 @@ pub async fn not_found() -> HttpResponse {
         .body("Not found.\n")
 }
 
+pub use body::read_bodies;
 pub use logging::log_requests;

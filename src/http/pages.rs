@@ -9,21 +9,21 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use qrcode::render::svg;
 use qrcode::QrCode;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use super::auth;
-use super::body::{self, BodyError};
-use super::{AppState, MAX_BODY};
+use super::body::{self, Body, BodyError};
+use super::AppState;
 use crate::config::HostConfig;
-use crate::crypto;
+use crate::crypto::{self, FormKey};
 use crate::domain::{AccountName, InviteToken, Password};
 use crate::service::{self, Unusable};
 use crate::store::{InviteRecord, StoreError};
 
-/// The cookie that pairs a registration form with the browser that loaded it.
-/// On https it carries the `__Host-` prefix, so no sibling subdomain can plant
-/// a value of its own (browsers refuse such a cookie unless it is Secure,
-/// host-only and on `/`).
+/// The cookie that pairs a registration form with the browser that loaded it:
+/// a random nonce, whose HMAC with the invite's id under the server's form
+/// key is the form's hidden field (see [`FormKey`]). On https it carries the
+/// `__Host-` prefix, so no sibling subdomain can plant a value of its own
+/// (browsers refuse such a cookie unless it is Secure, host-only and on `/`).
 fn csrf_cookie(host: &HostConfig) -> &'static str {
     if host.public_url.is_https() {
         "__Host-invite_csrf"
@@ -205,18 +205,41 @@ fn base_path(host: &HostConfig) -> String {
         .unwrap_or_default()
 }
 
+impl From<BodyError> for PageError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge => Self::TooLarge,
+            BodyError::Broken(why) => Self::BadRequest(why),
+        }
+    }
+}
+
 fn store_failed(e: StoreError) -> PageError {
     tracing::error!(error = %e, "store failure on an invite page");
     PageError::Unavailable
 }
 
-/// The invite named by the query string, with its host, if it can be used now.
+/// An invite that can be used now, with its token and host.
+struct Usable<'s> {
+    token: InviteToken,
+    invite: InviteRecord,
+    host: &'s HostConfig,
+}
+
+/// The invite named by the query string, with its host, if it can be used
+/// now; another host's invite is not found on a host's address.
 async fn usable_invite<'s>(
     state: &'s AppState,
     req: &HttpRequest,
-) -> Result<(InviteToken, InviteRecord, &'s HostConfig), PageError> {
-    service::usable_invite(&*state.store, &state.config, req.query_string())
+) -> Result<Usable<'s>, PageError> {
+    let addressed = auth::addressed_host(state, req).map(|h| &h.name);
+    service::usable_invite(&*state.store, &state.config, addressed, req.query_string())
         .await
+        .map(|(token, invite, host)| Usable {
+            token,
+            invite,
+            host,
+        })
         .map_err(|e| match e {
             Unusable::NotFound => PageError::NotFound,
             Unusable::Used(host) => PageError::Used {
@@ -254,27 +277,39 @@ fn qr_svg(url: &str) -> String {
     }
 }
 
+/// The CSRF nonce in the request's cookie for `host`, if it is well formed.
+fn csrf_nonce(req: &HttpRequest, host: &HostConfig) -> Option<String> {
+    req.cookie(csrf_cookie(host))
+        .map(|c| c.value().to_owned())
+        .filter(|v| v.len() == 43 && crypto::is_base64url(v))
+}
+
 /// Renders the form for an invite, with its CSRF cookie. The browser's
-/// existing value is kept, so a second tab or the back button still works.
+/// existing nonce is kept, so a second tab or the back button still works.
 fn form_page(
     req: &HttpRequest,
+    key: &FormKey,
     status: StatusCode,
-    token: &InviteToken,
-    invite: &InviteRecord,
-    host: &HostConfig,
+    usable: &Usable<'_>,
     name: &str,
     error: Option<String>,
 ) -> Result<HttpResponse, PageError> {
-    let csrf = match req.cookie(csrf_cookie(host)) {
-        Some(c) if c.value().len() == 43 && crypto::is_base64url(c.value()) => c.value().to_owned(),
-        _ => crypto::random_base64url(32).map_err(|_| PageError::Unavailable)?,
+    let Usable {
+        token,
+        invite,
+        host,
+    } = usable;
+    let nonce = match csrf_nonce(req, host) {
+        Some(n) => n,
+        None => crypto::random_base64url(32).map_err(|_| PageError::Unavailable)?,
     };
+    let csrf = key.sign(invite.id, &nonce);
     let base = base_path(host);
     let page = InvitePage {
         base: &base,
         site_name: &host.site_name,
         host: host.name.as_str(),
-        inviter: invite.issuer_name.as_deref(),
+        inviter: service::public_inviter(invite),
         expires_iso: invite.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         expires_human: human_time(invite.expires_at),
         error,
@@ -284,7 +319,7 @@ fn form_page(
     };
     let mut res = render(status, &page);
     no_store(&mut res);
-    let cookie = Cookie::build(csrf_cookie(host), csrf)
+    let cookie = Cookie::build(csrf_cookie(host), nonce)
         .http_only(true)
         .same_site(SameSite::Strict)
         .path("/")
@@ -297,8 +332,8 @@ fn form_page(
 
 /// `GET /invite?TOKEN`: the landing page. Changes nothing on the server.
 async fn show(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, PageError> {
-    let (token, invite, host) = usable_invite(&state, &req).await?;
-    form_page(&req, StatusCode::OK, &token, &invite, host, "", None)
+    let usable = usable_invite(&state, &req).await?;
+    form_page(&req, &state.form_key, StatusCode::OK, &usable, "", None)
 }
 
 /// The registration form's fields; all optional so a missing one is reported
@@ -318,16 +353,12 @@ struct RegisterForm {
 /// `POST /invite?TOKEN`: creates the account, consumes the invite and signs in.
 async fn register(
     req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let raw = body::read_limited(&req, payload, MAX_BODY)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge => PageError::TooLarge,
-            BodyError::Broken(why) => PageError::BadRequest(why),
-        })?;
-    let (token, invite, host) = usable_invite(&state, &req).await?;
+    let raw = body.bytes()?;
+    let usable = usable_invite(&state, &req).await?;
+    let host = usable.host;
     if body::content_type(&req).as_deref() != Some("application/x-www-form-urlencoded") {
         return Err(PageError::BadRequest(
             "The form must be sent as application/x-www-form-urlencoded.".into(),
@@ -336,13 +367,20 @@ async fn register(
     let form: RegisterForm = serde_urlencoded::from_bytes(&raw)
         .map_err(|_| PageError::BadRequest("The form data could not be read.".into()))?;
     let retry = |status: StatusCode, why: String| {
-        form_page(&req, status, &token, &invite, host, &form.name, Some(why))
+        form_page(
+            &req,
+            &state.form_key,
+            status,
+            &usable,
+            &form.name,
+            Some(why),
+        )
     };
 
-    let cookie_csrf = req.cookie(csrf_cookie(host));
-    let csrf_ok = cookie_csrf.as_ref().is_some_and(|c| {
-        !form.csrf.is_empty() && bool::from(c.value().as_bytes().ct_eq(form.csrf.as_bytes()))
-    });
+    // Only a field the server signed, for this invite and this browser's
+    // nonce, passes; an equal cookie and field of the sender's making do not.
+    let csrf_ok = csrf_nonce(&req, host)
+        .is_some_and(|nonce| state.form_key.verify(usable.invite.id, &nonce, &form.csrf));
     if !csrf_ok {
         return retry(
             StatusCode::FORBIDDEN,
@@ -372,7 +410,16 @@ async fn register(
         "The name {name} is taken on {}; please choose another.",
         host.name
     );
-    match service::register(&*state.store, &state.hasher, host, &token, name, password).await {
+    match service::register(
+        &*state.store,
+        &state.hasher,
+        host,
+        &usable.token,
+        name,
+        password,
+    )
+    .await
+    {
         Ok((account, identity)) => {
             let base = base_path(host);
             let page = RegisteredPage {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 pub use sqlite::SqliteStore;
 
-use crate::crypto::SecretDigest;
+use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
 
 /// What can go wrong in the store. `NotFound` and the conflicts are answers;
@@ -232,4 +232,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Ends a session.
     async fn delete_session(&self, token_digest: SecretDigest) -> Result<(), StoreError>;
+
+    /// The key that signs registration forms, one per database so that every
+    /// server on it accepts the others' forms: `candidate` (fresh from the OS
+    /// RNG) is stored if no key is yet, and the stored key is returned.
+    async fn form_key(&self, candidate: [u8; FormKey::LEN]) -> Result<FormKey, StoreError>;
 }

@@ -21,7 +21,7 @@ use super::{
     AccountRecord, InviteRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession,
     SessionRecord, Store, StoreError,
 };
-use crate::crypto::SecretDigest;
+use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
 
 /// How long any connection waits for another process's write lock (the CLI and
@@ -103,6 +103,14 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE invites_v2 RENAME TO invites;
      CREATE UNIQUE INDEX invites_by_legacy_token ON invites (token_digest)
         WHERE token_format = 1;",
+    // 3: the server's own secrets, one row, shared by every process that
+    // serves this database (so a form one node signed passes on another).
+    // The key is made by the first server that opens the file, in Rust from
+    // the OS RNG, not here: a migration has no good source of randomness.
+    "CREATE TABLE server_secrets (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        form_key BLOB NOT NULL CHECK (length(form_key) = 32)
+     );",
 ];
 
 /// Why the database could not be opened.
@@ -974,6 +982,29 @@ impl Store for SqliteStore {
                 .and_then(|mut st| st.execute([token_digest.as_bytes().as_slice()]))
                 .map_err(backend)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn form_key(&self, candidate: [u8; FormKey::LEN]) -> Result<FormKey, StoreError> {
+        // In the writer's transaction, so two servers starting on one new
+        // file agree: the first insert wins and both read it back.
+        self.write(Undo::Savepoint, move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO server_secrets (id, form_key) VALUES (1, ?1)",
+                [candidate.as_slice()],
+            )
+            .map_err(backend)?;
+            let stored: Vec<u8> = conn
+                .query_row(
+                    "SELECT form_key FROM server_secrets WHERE id = 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            <[u8; FormKey::LEN]>::try_from(stored.as_slice())
+                .map(FormKey::from_bytes)
+                .map_err(|_| StoreError::Backend("the stored form key has the wrong length".into()))
         })
         .await
     }

@@ -192,7 +192,11 @@ fn a_newcomer_registers_in_headless_chromium_and_the_browser_is_signed_in() {
             .text()
             .await
             .unwrap();
-        assert!(lead.contains("test key invited you"), "{lead}");
+        // A key's name is the operator's label: its invitees see the site.
+        assert!(
+            lead.contains("The administrators of Test Site invited you."),
+            "{lead}"
+        );
         let qr = c
             .find(Locator::Css("section.qr svg"))
             .await

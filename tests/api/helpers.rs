@@ -312,6 +312,15 @@ pub fn stored_form(token: &str) -> (i64, Vec<u8>) {
     (id, sha2::Sha256::digest(&bytes[8..]).to_vec())
 }
 
+/// The value of a landing page's hidden `csrf` field (what the server signed
+/// for this invite and the browser's CSRF cookie).
+pub fn csrf_field(html: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let at = html.find(marker).expect("no csrf field") + marker.len();
+    let len = html[at..].find('"').expect("an unterminated csrf field");
+    html[at..at + len].to_owned()
+}
+
 /// The whole `Set-Cookie` line a response sets for cookie `name`, if any.
 pub fn set_cookie_line(res: &reqwest::blocking::Response, name: &str) -> Option<String> {
     res.headers()
@@ -330,6 +339,24 @@ pub fn set_cookie_value(res: &reqwest::blocking::Response, name: &str) -> Option
     })
 }
 
+/// `POST path` with a JSON name and password, addressed (by its `Host`
+/// header) to `host` when one is given.
+fn post_credentials(
+    app: &TestApp,
+    host: Option<&str>,
+    path: &str,
+    name: &str,
+    password: &str,
+) -> reqwest::blocking::Response {
+    let mut req = client()
+        .post(format!("{}{path}", app.url))
+        .json(&serde_json::json!({ "name": name, "password": password }));
+    if let Some(h) = host {
+        req = req.header(reqwest::header::HOST, h);
+    }
+    req.send().unwrap()
+}
+
 /// `POST /api/invite/{token}` with a JSON name and password.
 pub fn accept_invite(
     app: &TestApp,
@@ -337,11 +364,19 @@ pub fn accept_invite(
     name: &str,
     password: &str,
 ) -> reqwest::blocking::Response {
-    client()
-        .post(format!("{}/api/invite/{token}", app.url))
-        .json(&serde_json::json!({ "name": name, "password": password }))
-        .send()
-        .unwrap()
+    post_credentials(app, None, &format!("/api/invite/{token}"), name, password)
+}
+
+/// `POST /api/invite/{token}` addressed (by its `Host` header) to `host`.
+pub fn accept_invite_on(
+    app: &TestApp,
+    host: &str,
+    token: &str,
+    name: &str,
+    password: &str,
+) -> reqwest::blocking::Response {
+    let path = format!("/api/invite/{token}");
+    post_credentials(app, Some(host), &path, name, password)
 }
 
 /// Mints an invite and accepts it as `name`; returns the identity cookie value.
@@ -353,11 +388,7 @@ pub fn register_account(app: &TestApp, name: &str) -> String {
 
 /// `POST /api/auth/login` with a JSON name and password.
 pub fn login(app: &TestApp, name: &str, password: &str) -> reqwest::blocking::Response {
-    client()
-        .post(format!("{}/api/auth/login", app.url))
-        .json(&serde_json::json!({ "name": name, "password": password }))
-        .send()
-        .unwrap()
+    post_credentials(app, None, "/api/auth/login", name, password)
 }
 
 /// `GET /api/auth/check`, with the identity cookie when one is given.
@@ -369,12 +400,17 @@ pub fn auth_check(app: &TestApp, identity: Option<&str>) -> reqwest::blocking::R
     req.send().unwrap()
 }
 
-/// `GET /api/auth/check` addressed (by its `Host` header) to `host`.
+/// `GET /api/auth/check` addressed (by its `Host` header) to `host`. The
+/// cookie goes under both names: the server reads the one its host uses
+/// (`__Host-identity` on https hosts, `identity` on http ones).
 pub fn auth_check_on(app: &TestApp, host: &str, identity: &str) -> reqwest::blocking::Response {
     client()
         .get(format!("{}/api/auth/check", app.url))
         .header(reqwest::header::HOST, host)
-        .header(reqwest::header::COOKIE, format!("identity={identity}"))
+        .header(
+            reqwest::header::COOKIE,
+            format!("identity={identity}; __Host-identity={identity}"),
+        )
         .send()
         .unwrap()
 }
@@ -386,12 +422,7 @@ pub fn login_on(
     name: &str,
     password: &str,
 ) -> reqwest::blocking::Response {
-    client()
-        .post(format!("{}/api/auth/login", app.url))
-        .header(reqwest::header::HOST, host)
-        .json(&serde_json::json!({ "name": name, "password": password }))
-        .send()
-        .unwrap()
+    post_credentials(app, Some(host), "/api/auth/login", name, password)
 }
 
 /// Creates a key for `host` and mints one invite with it through

@@ -222,7 +222,21 @@ fn lines(v: &[String]) -> Vec<&[u8]> {
     v.iter().map(|s| s.as_bytes()).collect()
 }
 
-fn hostile_table(key: &str, tokens: &mut Vec<String>) -> Vec<Case> {
+/// Opens the landing page of `token` and returns what its form carries: the
+/// `Cookie:` header line with the CSRF nonce, and the signed field.
+fn signed_form(app: &TestApp, token: &str) -> (String, String) {
+    let res = client()
+        .get(format!("{}/invite?{token}", app.url))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200, "the invite page did not open");
+    let nonce = crate::helpers::set_cookie_value(&res, "invite_csrf").expect("no CSRF cookie");
+    let html = res.text().unwrap();
+    let field = crate::helpers::csrf_field(&html);
+    (format!("Cookie: invite_csrf={nonce}"), field)
+}
+
+fn hostile_table(app: &TestApp, key: &str, tokens: &mut Vec<String>) -> Vec<Case> {
     let mut tok = || tokens.pop().expect("enough fresh tokens");
     let accept = |t: String| format!("/api/invite/{t}").into_bytes();
     let page = |t: String| format!("/invite?{t}").into_bytes();
@@ -235,18 +249,24 @@ fn hostile_table(key: &str, tokens: &mut Vec<String>) -> Vec<Case> {
         "n".repeat(10_000)
     );
     let big_json = format!(r#"{{"name":"bob","password":"{}"}}"#, "p".repeat(20_000));
-    let fake_csrf = "A".repeat(43);
-    let csrf_cookie = format!("Cookie: invite_csrf={fake_csrf}");
-    let form_with_csrf = |fields: &[u8]| {
-        let mut body = format!("csrf={fake_csrf}&").into_bytes();
+    // Forms the server signed, so these cases reach the checks past CSRF.
+    let form_with_csrf = |token: &str, fields: &[u8]| {
+        let (cookie, field) = signed_form(app, token);
+        let mut body = format!("csrf={field}&").into_bytes();
         body.extend_from_slice(fields);
         let length = format!("Content-Length: {}", body.len());
-        (body, length)
+        (body, length, cookie)
     };
-    let (long_name_form, long_name_form_len) =
-        form_with_csrf(format!("name={}&password=x&password2=x", "n".repeat(10_000)).as_bytes());
-    let (garbage_form, garbage_form_len) =
-        form_with_csrf(b"name=%ff%fe\xff&password=\xff\x00&password2=%zz&&=&%");
+    let long_name_token = tok();
+    let (long_name_form, long_name_form_len, long_name_cookie) = form_with_csrf(
+        &long_name_token,
+        format!("name={}&password=x&password2=x", "n".repeat(10_000)).as_bytes(),
+    );
+    let garbage_token = tok();
+    let (garbage_form, garbage_form_len, garbage_cookie) = form_with_csrf(
+        &garbage_token,
+        b"name=%ff%fe\xff&password=\xff\x00&password2=%zz&&=&%",
+    );
     let many_x: Vec<String> = (0..300).map(|i| format!("X-Repeat-{i}: v")).collect();
     let many_auth = vec![format!("Authorization: Bearer {key}"); 300];
     let bearer = format!("Authorization: Bearer {key}");
@@ -658,9 +678,9 @@ fn hostile_table(key: &str, tokens: &mut Vec<String>) -> Vec<Case> {
             "a 10,000-character name in the registration form",
             request(
                 "POST",
-                &page(tok()),
+                &page(long_name_token),
                 &[
-                    csrf_cookie.as_bytes(),
+                    long_name_cookie.as_bytes(),
                     b"Content-Type: application/x-www-form-urlencoded",
                     long_name_form_len.as_bytes(),
                 ],
@@ -751,12 +771,12 @@ fn hostile_table(key: &str, tokens: &mut Vec<String>) -> Vec<Case> {
             &[403],
         ),
         case(
-            "a garbage form with a matching CSRF pair",
+            "a garbage form with a signed CSRF pair",
             request(
                 "POST",
-                &page(tok()),
+                &page(garbage_token),
                 &[
-                    csrf_cookie.as_bytes(),
+                    garbage_cookie.as_bytes(),
                     b"Content-Type: application/x-www-form-urlencoded",
                     garbage_form_len.as_bytes(),
                 ],
@@ -815,7 +835,7 @@ fn a_table_of_malformed_requests_gets_clear_4xx_answers_and_the_server_stays_up(
     let key = app.create_key("localhost");
     let mut tokens = fresh_tokens(&app, 40);
     let invites_before = app.count("SELECT count(*) FROM invites");
-    let table = hostile_table(&key, &mut tokens);
+    let table = hostile_table(&app, &key, &mut tokens);
     assert!(table.len() >= 60);
 
     // All at once: a few cases wait on the server's timeouts (5 s, 10 s).

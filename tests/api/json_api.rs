@@ -12,9 +12,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    accept_invite, auth_check, auth_check_on, client, describe_invite, login, login_on, mint_for,
-    raw_request, register_account, set_cookie_line, set_cookie_value, stored_form, token_of,
-    TestApp, GOOD_PASSWORD,
+    accept_invite, accept_invite_on, auth_check, auth_check_on, client, describe_invite, login,
+    login_on, mint_for, raw_request, register_account, set_cookie_line, set_cookie_value,
+    stored_form, token_of, TestApp, GOOD_PASSWORD,
 };
 
 const ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts";
@@ -148,14 +148,22 @@ fn account_id(app: &TestApp, name: &str) -> i64 {
         .unwrap_or_else(|_| panic!("no account {name}"))
 }
 
+/// Checks the sign-in cookie a response sets: `__Host-identity` and Secure on
+/// an https host, `identity` on an http one; returns its value.
 fn assert_identity_cookie(res: &Response, secure: bool) -> String {
-    let line = set_cookie_line(res, "identity").expect("no identity cookie");
+    let (name, other) = if secure {
+        ("__Host-identity", "identity")
+    } else {
+        ("identity", "__Host-identity")
+    };
+    assert!(set_cookie_line(res, other).is_none(), "{other} was set");
+    let line = set_cookie_line(res, name).expect("no identity cookie");
     let attrs: Vec<&str> = line.split(';').map(str::trim).collect();
     for want in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(attrs.contains(&want), "{want} missing: {line}");
     }
     assert_eq!(attrs.contains(&"Secure"), secure, "{line}");
-    let value = set_cookie_value(res, "identity").unwrap();
+    let value = set_cookie_value(res, name).unwrap();
     assert!(value.len() >= 43, "short identity token {value}");
     value
 }
@@ -196,13 +204,16 @@ fn minting_with_a_bearer_key_answers_200_with_id_issuer_times_and_url() {
     let (used_at, _, source, issuer_name, created_at, expires_at) = invite_row(&app, id);
     assert_eq!(used_at, None);
     assert_eq!(source, format!("api/token/{key_id}"));
-    assert_eq!(issuer_name.as_deref(), Some("test key"));
+    // The key's name is the operator's label: not recorded for invitees.
+    assert_eq!(issuer_name, None);
     assert_eq!(created_at, issued.timestamp_micros());
     assert_eq!(expires_at, expires.timestamp_micros());
 
     let page = client().get(body["url"].as_str().unwrap()).send().unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().unwrap().contains("test key"));
+    let page = page.text().unwrap();
+    assert!(!page.contains("test key"), "the key's name is shown");
+    assert!(page.contains("The administrators of"), "no inviter line");
 
     // `{}` is optional: an empty body mints too, and each mint is new.
     let bare = client()
@@ -382,9 +393,10 @@ fn an_outstanding_invite_is_described_without_authentication_and_nothing_changes
         BTreeSet::from(["issuer", "issued_at", "expires_at"]),
         "{body}"
     );
+    // The key's name ("test key") is the operator's label, never shown.
     assert_eq!(
         body["issuer"],
-        json!({ "id": format!("api/token/{key_id}"), "name": "test key" })
+        json!({ "id": format!("api/token/{key_id}"), "name": null })
     );
     let issued = assert_micros_utc(body["issued_at"].as_str().unwrap());
     let expires = assert_micros_utc(body["expires_at"].as_str().unwrap());
@@ -517,7 +529,13 @@ fn a_name_on_another_host_is_not_taken() {
     let app = TestApp::spawn();
     register_account(&app, "alice");
     let (_, page) = mint_for(&app, "example.com");
-    let res = accept_invite(&app, &token_of(&page), "alice", GOOD_PASSWORD);
+    let res = accept_invite_on(
+        &app,
+        "example.com",
+        &token_of(&page),
+        "alice",
+        GOOD_PASSWORD,
+    );
     assert_eq!(res.status(), 204);
     assert_identity_cookie(&res, true);
     assert_eq!(
@@ -864,7 +882,14 @@ fn an_account_signs_in_only_through_the_host_it_belongs_to() {
     let app = TestApp::spawn();
     let (_, page) = mint_for(&app, "example.com");
     assert_eq!(
-        accept_invite(&app, &token_of(&page), "frank", GOOD_PASSWORD).status(),
+        accept_invite_on(
+            &app,
+            "example.com",
+            &token_of(&page),
+            "frank",
+            GOOD_PASSWORD
+        )
+        .status(),
         204
     );
     // This request's Host is the localhost host's: neither a bare name nor
@@ -900,7 +925,10 @@ fn an_account_signs_in_only_through_the_host_it_belongs_to() {
         .get(format!("{}/api/auth/check", app.url))
         .header("X-Forwarded-Host", "example.com")
         .header("Forwarded", "host=example.com")
-        .header(reqwest::header::COOKIE, format!("identity={identity}"))
+        .header(
+            reqwest::header::COOKIE,
+            format!("identity={identity}; __Host-identity={identity}"),
+        )
         .send()
         .unwrap();
     assert_eq!(spoofed.status(), 401);

@@ -15,3 +15,4 @@ mod prosody;
 mod races;
 mod smoke;
 mod upgrade;
+mod web;

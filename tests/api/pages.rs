@@ -5,12 +5,12 @@ use std::sync::{Arc, Barrier};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::blocking::Response;
-use reqwest::header::{CONTENT_TYPE, COOKIE};
+use reqwest::header::{CONTENT_TYPE, COOKIE, HOST};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{
-    accept_invite, auth_check, auth_check_on, client, mint_for, set_cookie_line, set_cookie_value,
-    stored_form, token_of, TestApp, GOOD_PASSWORD,
+    accept_invite, accept_invite_on, auth_check, auth_check_on, client, mint_for, set_cookie_line,
+    set_cookie_value, stored_form, token_of, TestApp, GOOD_PASSWORD,
 };
 
 /// A host whose invites run out one second after they are made.
@@ -51,7 +51,16 @@ fn input_value(html: &str, name: &str) -> Option<String> {
 
 /// Loads the page at `url` like a browser would.
 fn open_form(url: &str) -> Form {
-    let res = client().get(url).send().unwrap();
+    open_form_on(url, None)
+}
+
+/// Loads the page at `url`, addressed (by its `Host` header) to `host` if given.
+fn open_form_on(url: &str, host: Option<&str>) -> Form {
+    let mut req = client().get(url);
+    if let Some(h) = host {
+        req = req.header(HOST, h);
+    }
+    let res = req.send().unwrap();
     assert_eq!(res.status(), 200, "the invite page did not open");
     // `__Host-invite_csrf` on https hosts, `invite_csrf` on http ones.
     let cookie = set_cookie_value(&res, "invite_csrf")
@@ -64,7 +73,20 @@ fn open_form(url: &str) -> Form {
 
 /// Posts the registration form with an optional CSRF cookie.
 fn post_form(url: &str, cookie: Option<&str>, fields: &[(&str, &str)]) -> Response {
+    post_form_on(url, None, cookie, fields)
+}
+
+/// Posts the registration form, addressed to `host` if given.
+fn post_form_on(
+    url: &str,
+    host: Option<&str>,
+    cookie: Option<&str>,
+    fields: &[(&str, &str)],
+) -> Response {
     let mut req = client().post(url).form(fields);
+    if let Some(h) = host {
+        req = req.header(HOST, h);
+    }
     if let Some(c) = cookie {
         // Under both names: the server reads the one its host uses.
         req = req.header(COOKIE, format!("invite_csrf={c}; __Host-invite_csrf={c}"));
@@ -74,9 +96,21 @@ fn post_form(url: &str, cookie: Option<&str>, fields: &[(&str, &str)]) -> Respon
 
 /// Opens the page and submits the form as a browser would.
 fn register(url: &str, name: &str, password: &str, password2: &str) -> Response {
-    let form = open_form(url);
-    post_form(
+    register_on(url, None, name, password, password2)
+}
+
+/// [`register`], addressed to `host` if given.
+fn register_on(
+    url: &str,
+    host: Option<&str>,
+    name: &str,
+    password: &str,
+    password2: &str,
+) -> Response {
+    let form = open_form_on(url, host);
+    post_form_on(
         url,
+        host,
         Some(&form.cookie),
         &[
             ("csrf", &form.field),
@@ -179,10 +213,13 @@ fn the_landing_page_shows_the_site_the_inviter_the_expiry_the_form_and_a_qr_code
     let html = res.text().unwrap();
 
     assert!(html.contains("Test Site"), "no site name");
+    // The key's name ("test key") is the operator's label: invitees of a key
+    // see the site.
     assert!(
-        html.contains("<strong>test key</strong> invited you"),
+        html.contains("The administrators of Test Site invited you."),
         "no inviter"
     );
+    assert!(!html.contains("test key"), "the key's name is shown");
     assert!(html.contains("@localhost"), "no address host");
     let (.., expires_at) = invite_row(&app, &url);
     let expires = DateTime::<Utc>::from_timestamp_micros(expires_at).unwrap();
@@ -235,15 +272,21 @@ fn two_browsers_get_different_csrf_tokens_and_a_returning_one_keeps_its_own() {
     let url = app.mint();
     let (a, b) = (open_form(&url), open_form(&url));
     assert_ne!(a.cookie, b.cookie);
-    assert_eq!(a.cookie, a.field, "cookie and field differ");
+    assert_ne!(a.field, b.field);
+    // The field is signed by the server, not a copy of the cookie.
+    assert_ne!(a.cookie, a.field);
     let again = client()
         .get(&url)
         .header(COOKIE, format!("invite_csrf={}", a.cookie))
         .send()
         .unwrap();
     assert_eq!(
-        input_value(&again.text().unwrap(), "csrf").as_deref(),
+        set_cookie_value(&again, "invite_csrf").as_deref(),
         Some(a.cookie.as_str())
+    );
+    assert_eq!(
+        input_value(&again.text().unwrap(), "csrf").as_deref(),
+        Some(a.field.as_str())
     );
 }
 
@@ -757,12 +800,16 @@ fn posting_to_an_unknown_or_used_invite_gets_the_404_or_410_page() {
 }
 
 #[test]
-fn an_https_host_sets_secure_cookies() {
+fn an_https_host_sets_secure_host_prefixed_cookies() {
     let app = TestApp::spawn();
     let (_, page) = mint_for(&app, "example.com");
     assert!(page.starts_with("https://example.com/invite?"), "{page}");
     let url = format!("{}/invite?{}", app.url, token_of(&page));
-    let res = client().get(&url).send().unwrap();
+    let res = client()
+        .get(&url)
+        .header(HOST, "example.com")
+        .send()
+        .unwrap();
     assert_eq!(res.status(), 200);
     // The __Host- prefix: no sibling subdomain can plant this cookie.
     assert!(set_cookie_line(&res, "invite_csrf").is_none());
@@ -777,26 +824,31 @@ fn an_https_host_sets_secure_cookies() {
     assert!(html.contains("example.com"), "no site name");
     assert!(html.contains("<svg"));
 
-    // The web form on that host.
-    let res = register(&url, "erin", GOOD_PASSWORD, GOOD_PASSWORD);
-    assert_eq!(res.status(), 200);
-    let identity = set_cookie_line(&res, "identity").unwrap();
-    assert!(
-        identity.split(';').any(|a| a.trim() == "Secure"),
-        "{identity}"
+    // The web form on that host signs in with `__Host-identity`.
+    let res = register_on(
+        &url,
+        Some("example.com"),
+        "erin",
+        GOOD_PASSWORD,
+        GOOD_PASSWORD,
     );
+    assert_eq!(res.status(), 200);
+    assert!(set_cookie_line(&res, "identity").is_none());
+    assert_host_identity_cookie(&res);
     assert!(res.text().unwrap().contains("erin@example.com"));
 
     // The JSON API on that host.
     let (_, page) = mint_for(&app, "example.com");
-    let res = accept_invite(&app, &token_of(&page), "frank", GOOD_PASSWORD);
+    let res = accept_invite_on(
+        &app,
+        "example.com",
+        &token_of(&page),
+        "frank",
+        GOOD_PASSWORD,
+    );
     assert_eq!(res.status(), 204);
-    let identity = set_cookie_line(&res, "identity").unwrap();
-    let attrs: Vec<&str> = identity.split(';').map(str::trim).collect();
-    for want in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(attrs.contains(&want), "{want} missing: {identity}");
-    }
-    let token = set_cookie_value(&res, "identity").unwrap();
+    assert!(set_cookie_line(&res, "identity").is_none());
+    let token = assert_host_identity_cookie(&res);
     let check = auth_check_on(&app, "example.com", &token);
     assert_eq!(check.status(), 200);
     assert_eq!(header(&check, "x-invite-server-user"), "frank@example.com");
@@ -804,6 +856,18 @@ fn an_https_host_sets_secure_cookies() {
         app.count("SELECT COUNT(*) FROM accounts WHERE host = 'example.com'"),
         2
     );
+}
+
+/// Checks the `__Host-identity` cookie a response sets has every attribute
+/// the prefix demands and ours add; returns its value.
+fn assert_host_identity_cookie(res: &Response) -> String {
+    let line = set_cookie_line(res, "__Host-identity").expect("no __Host-identity cookie");
+    let attrs: Vec<&str> = line.split(';').map(str::trim).collect();
+    for want in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(attrs.contains(&want), "{want} missing: {line}");
+    }
+    assert!(!line.contains("Domain"), "{line}");
+    set_cookie_value(res, "__Host-identity").unwrap()
 }
 
 #[test]

@@ -64,22 +64,32 @@ fn accept_json(client: &Client, app_url: &str, token: &str, name: &str) -> Respo
         .unwrap()
 }
 
-/// Loads the registration page like a browser and returns its CSRF value.
-fn load_form(client: &Client, app_url: &str, token: &str) -> String {
+/// Loads the registration page like a browser and returns its CSRF cookie
+/// value and the signed hidden field.
+fn load_form(client: &Client, app_url: &str, token: &str) -> (String, String) {
     let res = client
         .get(format!("{app_url}/invite?{token}"))
         .send()
         .unwrap();
     assert_eq!(res.status(), 200);
-    cookie(&res, "invite_csrf").expect("the page sets its CSRF cookie")
+    let nonce = cookie(&res, "invite_csrf").expect("the page sets its CSRF cookie");
+    let html = res.text().unwrap();
+    let field = crate::helpers::csrf_field(&html);
+    (nonce, field)
 }
 
-fn submit_form(client: &Client, app_url: &str, token: &str, csrf: &str, name: &str) -> Response {
+fn submit_form(
+    client: &Client,
+    app_url: &str,
+    token: &str,
+    (nonce, field): &(String, String),
+    name: &str,
+) -> Response {
     client
         .post(format!("{app_url}/invite?{token}"))
-        .header(reqwest::header::COOKIE, format!("invite_csrf={csrf}"))
+        .header(reqwest::header::COOKIE, format!("invite_csrf={nonce}"))
         .form(&[
-            ("csrf", csrf),
+            ("csrf", field.as_str()),
             ("name", name),
             ("password", PASSWORD),
             ("password2", PASSWORD),
@@ -120,7 +130,7 @@ fn forty_browsers_and_api_clients_racing_for_one_invite_make_exactly_one_account
     // Even racers use the web form (each loads the page first, for its own
     // CSRF cookie), odd ones the JSON API; all are released at once and each
     // picks its own name.
-    let csrf: Vec<Option<String>> = (0..RACERS)
+    let csrf: Vec<Option<(String, String)>> = (0..RACERS)
         .map(|i| (i % 2 == 0).then(|| load_form(&client(), &app.url, &token)))
         .collect();
     let results: Vec<(usize, u16, Option<String>)> = thread::scope(|s| {
