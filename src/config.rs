@@ -220,6 +220,35 @@ impl TryFrom<String> for ListenAddr {
     }
 }
 
+/// How many sign-ins and registrations may wait for a hashing thread: 1 to
+/// [`HashQueue::MAX`]. Unbounded is not offered: that is the queue a flood of
+/// wrong sign-ins filled with minutes of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct HashQueue(pub usize);
+
+impl HashQueue {
+    /// The largest queue accepted: past it, the last in line would wait
+    /// minutes, and the channel reserves a slot for each up front.
+    pub const MAX: usize = 10_000;
+}
+
+impl TryFrom<i64> for HashQueue {
+    type Error = Invalid;
+    fn try_from(n: i64) -> Result<Self, Invalid> {
+        usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=Self::MAX).contains(n))
+            .map(Self)
+            .ok_or_else(|| {
+                Invalid::new(format!(
+                    "invalid password_hash_queue {n}: it must be 1 to {}",
+                    Self::MAX
+                ))
+            })
+    }
+}
+
 /// What a configuration file may say. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +258,7 @@ struct RawConfig {
     invite_expiry: Option<ConfigDuration>,
     session_idle_expiry: Option<ConfigDuration>,
     login_attempts_per_minute: Option<u32>,
+    password_hash_queue: Option<HashQueue>,
     hosts: Option<BTreeMap<HostName, RawHost>>,
 }
 
@@ -298,6 +328,8 @@ pub struct Config {
     pub session_idle_expiry: Duration,
     /// Sign-in attempts allowed per client address per minute; 0 for no limit.
     pub login_attempts_per_minute: u32,
+    /// Sign-ins and registrations that may wait for a hashing thread; more get 503.
+    pub password_hash_queue: usize,
     /// The virtual hosts, by name.
     pub hosts: BTreeMap<HostName, HostConfig>,
 }
@@ -319,6 +351,7 @@ impl Config {
             raw.login_attempts_per_minute = user
                 .login_attempts_per_minute
                 .or(raw.login_attempts_per_minute);
+            raw.password_hash_queue = user.password_hash_queue.or(raw.password_hash_queue);
             if user.hosts.is_some() {
                 raw.hosts = user.hosts;
             }
@@ -365,6 +398,9 @@ impl Config {
                 .session_idle_expiry
                 .map_or(Duration::from_secs(30 * 86_400), |d| d.0),
             login_attempts_per_minute: raw.login_attempts_per_minute.unwrap_or(20),
+            password_hash_queue: raw
+                .password_hash_queue
+                .map_or(crate::passwords::DEFAULT_QUEUE, |q| q.0),
             hosts,
         }
     }

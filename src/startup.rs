@@ -33,9 +33,9 @@ impl Application {
         let addr = listener.local_addr()?;
         let state = web::Data::new(AppState {
             login_limiter: LoginLimiter::new(config.login_attempts_per_minute),
+            hasher: Hasher::with_queue(config.password_hash_queue),
             config,
             store,
-            hasher: Hasher::new(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -49,6 +49,12 @@ impl Application {
         // cores by the hasher); a few threads each suffice, and every extra
         // thread costs its own allocator arena.
         .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
+        // A client that closes its side has gone (nginx takes a proxied
+        // client's close the same way): the connection and the request's
+        // future are dropped at once, so a sign-in it left queued skips its
+        // hash instead of burning a core for nobody. The cost: a client that
+        // half-closes and still waits for the answer gets none.
+        .h1_allow_half_closed(false)
         .listen(listener)?
         .run();
         Ok(Self { server, addr })

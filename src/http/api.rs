@@ -12,6 +12,7 @@ use super::body::{self, BodyError};
 use super::{AppState, MAX_BODY};
 use crate::config::HostConfig;
 use crate::domain::{AccountName, InviteToken, Password};
+use crate::passwords::HashError;
 use crate::service::{self, Unusable};
 use crate::store::{AccountRecord, InviteSource, StoreError};
 
@@ -82,7 +83,8 @@ pub enum ApiError {
     /// Too many sign-in attempts from this address; retry after the seconds given.
     #[error("too many sign-in attempts; try again in {0} seconds")]
     TooManyRequests(u64),
-    /// The store or the hasher failed; nothing was changed.
+    /// The store failed, or the hasher failed or is busy; nothing was changed.
+    /// Answered with `Retry-After: 1`.
     #[error("temporarily unavailable; nothing was changed, try again")]
     Unavailable,
 }
@@ -128,8 +130,16 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((header::CACHE_CONTROL, "no-store"));
-        if let Self::TooManyRequests(secs) = self {
-            res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        match self {
+            Self::TooManyRequests(secs) => {
+                res.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            // Every 503 says when to come back, as /invites_api's do: a full
+            // hashing queue or a busy store clears within a second or so.
+            Self::Unavailable => {
+                res.insert_header((header::RETRY_AFTER, "1"));
+            }
+            _ => {}
         }
         if let Self::MethodNotAllowed(allow) = self {
             res.insert_header((header::ALLOW, *allow));
@@ -400,7 +410,10 @@ async fn login(
         )
         .await
         .map_err(|e| {
-            tracing::error!(error = %e, "password verification failed");
+            // A full queue is load, not a fault: the request log shows the 503.
+            if !matches!(e, HashError::Busy) {
+                tracing::error!(error = %e, "password verification failed");
+            }
             ApiError::Unavailable
         })?;
     let (account, host) = match (account, host) {

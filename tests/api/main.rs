@@ -13,5 +13,6 @@ mod keys_cli;
 mod pages;
 mod prosody;
 mod races;
+mod signin;
 mod smoke;
 mod upgrade;
