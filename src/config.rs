@@ -258,6 +258,7 @@ struct RawConfig {
     invite_expiry: Option<ConfigDuration>,
     session_idle_expiry: Option<ConfigDuration>,
     login_attempts_per_minute: Option<u32>,
+    login_attempts_per_account_per_minute: Option<u32>,
     password_hash_queue: Option<HashQueue>,
     hosts: Option<BTreeMap<HostName, RawHost>>,
 }
@@ -328,6 +329,9 @@ pub struct Config {
     pub session_idle_expiry: Duration,
     /// Sign-in attempts allowed per client address per minute; 0 for no limit.
     pub login_attempts_per_minute: u32,
+    /// Sign-in attempts allowed per account name (on one host) per minute,
+    /// from all addresses together; 0 for no limit.
+    pub login_attempts_per_account_per_minute: u32,
     /// Sign-ins and registrations that may wait for a hashing thread; more get 503.
     pub password_hash_queue: usize,
     /// The virtual hosts, by name.
@@ -351,6 +355,9 @@ impl Config {
             raw.login_attempts_per_minute = user
                 .login_attempts_per_minute
                 .or(raw.login_attempts_per_minute);
+            raw.login_attempts_per_account_per_minute = user
+                .login_attempts_per_account_per_minute
+                .or(raw.login_attempts_per_account_per_minute);
             raw.password_hash_queue = user.password_hash_queue.or(raw.password_hash_queue);
             if user.hosts.is_some() {
                 raw.hosts = user.hosts;
@@ -398,6 +405,9 @@ impl Config {
                 .session_idle_expiry
                 .map_or(Duration::from_secs(30 * 86_400), |d| d.0),
             login_attempts_per_minute: raw.login_attempts_per_minute.unwrap_or(20),
+            login_attempts_per_account_per_minute: raw
+                .login_attempts_per_account_per_minute
+                .unwrap_or(10),
             password_hash_queue: raw
                 .password_hash_queue
                 .map_or(crate::passwords::DEFAULT_QUEUE, |q| q.0),

@@ -32,7 +32,10 @@ impl Application {
         let listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
         let state = web::Data::new(AppState {
-            login_limiter: LoginLimiter::new(config.login_attempts_per_minute),
+            login_limiter: LoginLimiter::new(
+                config.login_attempts_per_minute,
+                config.login_attempts_per_account_per_minute,
+            ),
             hasher: Hasher::with_queue(config.password_hash_queue),
             config,
             store,

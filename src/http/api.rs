@@ -1,6 +1,8 @@
 //! The JSON invitation API (`/api/invite`, `/api/auth/*`), after a chat
 //! server's invitation API. Every error answer is `{"error", "message"}`.
 
+use std::net::IpAddr;
+
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -80,13 +82,23 @@ pub enum ApiError {
     /// The body is over the limit.
     #[error("the request body is larger than {MAX_BODY} bytes")]
     TooLarge,
-    /// Too many sign-in attempts from this address; retry after the seconds given.
-    #[error("too many sign-in attempts; try again in {0} seconds")]
+    /// Too many sign-in attempts from this address or at this account; retry
+    /// after the seconds given.
+    #[error("too many sign-in attempts; try again in {}", seconds(*.0))]
     TooManyRequests(u64),
     /// The store failed, or the hasher failed or is busy; nothing was changed.
     /// Answered with `Retry-After: 1`.
     #[error("temporarily unavailable; nothing was changed, try again")]
     Unavailable,
+}
+
+/// "1 second", "20 seconds".
+fn seconds(n: u64) -> String {
+    if n == 1 {
+        "1 second".to_owned()
+    } else {
+        format!("{n} seconds")
+    }
 }
 
 impl ApiError {
@@ -373,17 +385,22 @@ fn login_host<'s>(
     }
 }
 
+/// The address a request's sign-in attempts are counted against.
+fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+    req.peer_addr().map(|a| a.ip())
+}
+
 /// `POST /api/auth/login`: signs in with name and password.
 async fn login(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
+    if let Some(ip) = client_ip(&req) {
         state
             .login_limiter
-            .check(ip)
-            .map_err(|wait| ApiError::TooManyRequests(wait.as_secs().max(1)))?;
+            .check_address(ip)
+            .map_err(ApiError::TooManyRequests)?;
     }
     let creds: Credentials = json_body(&req, payload, false)
         .await?
@@ -393,8 +410,17 @@ async fn login(
         None => (creds.name.as_str(), None),
     };
     let host = login_host(&state, &req, host_part)?;
+    let name = AccountName::parse(name_part);
+    if let (Some(host), Ok(name)) = (host, &name) {
+        // Counted whether or not the account exists, so the answer does not
+        // tell which names do.
+        state
+            .login_limiter
+            .check_account(&host.name, name)
+            .map_err(ApiError::TooManyRequests)?;
+    }
     // Unknown names and hosts still cost one hash, so timing reveals neither.
-    let account = match (host, AccountName::parse(name_part)) {
+    let account = match (host, name) {
         (Some(host), Ok(name)) => match state.store.find_account(&host.name, &name).await {
             Ok(a) => Some(a),
             Err(StoreError::NotFound) => None,

@@ -1,11 +1,12 @@
-//! Sign-in abuse: a full hashing queue answers 503 with `Retry-After` while
+//! Sign-in abuse: the per-address and per-account limits answer 429 with
+//! `Retry-After`, a full hashing queue answers 503 with `Retry-After` while
 //! minting goes on, and sign-ins whose clients have gone cost no hash.
 //!
 //! Client sockets are bound to addresses across 127.0.0.0/8 (all of it is
 //! loopback) so that one test can be several clients.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream};
 use std::time::Duration;
 
 use reqwest::blocking::Response;
@@ -53,10 +54,135 @@ fn retry_after(res: &Response) -> u64 {
     value.to_str().unwrap().parse().unwrap()
 }
 
+/// Checks a 429 answer: `Retry-After` in `expected` seconds, and the same
+/// number of seconds, in words, in the JSON message.
+fn assert_limited(res: Response, expected: std::ops::RangeInclusive<u64>) {
+    assert_eq!(res.status(), 429);
+    let secs = retry_after(&res);
+    assert!(expected.contains(&secs), "Retry-After: {secs}");
+    let body: serde_json::Value = res.json().unwrap();
+    assert_eq!(body["error"], "too_many_requests");
+    let unit = if secs == 1 { "second" } else { "seconds" };
+    assert_eq!(
+        body["message"],
+        format!("too many sign-in attempts; try again in {secs} {unit}")
+    );
+}
+
+#[test]
+fn too_many_sign_ins_from_one_address_get_429_with_retry_after_and_other_addresses_still_get_in() {
+    let app = TestApp::spawn_with(&config_with(
+        "login_attempts_per_minute = 3\nlogin_attempts_per_account_per_minute = 0",
+    ));
+    register_account(&app, "alice");
+    let attacker = loopback(2);
+    for _ in 0..3 {
+        assert_eq!(
+            login_from(&app, attacker, "alice", "wrong password").status(),
+            401
+        );
+    }
+    // Three a minute come back one every 20 s: the wait is stated in seconds.
+    assert_limited(login_from(&app, attacker, "alice", GOOD_PASSWORD), 2..=20);
+    // The limit is the attacker's address, not the account.
+    assert_eq!(
+        login_from(&app, loopback(3), "alice", GOOD_PASSWORD).status(),
+        204
+    );
+}
+
+#[test]
+fn a_wait_of_one_second_is_worded_in_the_singular() {
+    // 60 a minute come back one a second, so any refusal waits 1 second.
+    let app = TestApp::spawn_with(&config_with("login_attempts_per_minute = 60"));
+    let from = loopback(4);
+    let http = reqwest::blocking::Client::builder()
+        .local_address(from)
+        .build()
+        .unwrap();
+    // Bodies without a password are refused before any hash, after the
+    // limiter has counted them; bounded, as the limit refills as we go.
+    let limited = (0..300).find_map(|_| {
+        let res = http
+            .post(format!("{}/api/auth/login", app.url))
+            .json(&json!({}))
+            .send()
+            .unwrap();
+        (res.status() == 429).then_some(res)
+    });
+    let res = limited.expect("300 attempts in a row were never limited");
+    assert_limited(res, 1..=1);
+}
+
+#[test]
+fn sign_ins_at_one_account_from_many_addresses_are_limited_and_other_accounts_are_not() {
+    // As behind a proxy that hides the clients' addresses, or a botnet: no
+    // single address is over its limit, the account is.
+    let app = TestApp::spawn_with(&config_with(
+        "login_attempts_per_minute = 100\nlogin_attempts_per_account_per_minute = 3",
+    ));
+    register_account(&app, "alice");
+    register_account(&app, "bob");
+    // The name is counted as the server reads it: in any case, with or
+    // without the host.
+    for (n, name) in [(10, "alice"), (11, "ALICE"), (12, "alice@localhost")] {
+        assert_eq!(
+            login_from(&app, loopback(n), name, "wrong password").status(),
+            401,
+            "{name}"
+        );
+    }
+    assert_limited(
+        login_from(&app, loopback(13), "alice", GOOD_PASSWORD),
+        2..=20,
+    );
+    // Everyone else still gets in, from the same address as the attacker.
+    assert_eq!(
+        login_from(&app, loopback(13), "bob", GOOD_PASSWORD).status(),
+        204
+    );
+}
+
+#[test]
+fn ipv6_clients_are_limited_and_ipv4_clients_of_a_dual_stack_listener_each_count_alone() {
+    if std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_err() {
+        eprintln!("skipped: this machine has no IPv6 loopback ([::1] cannot be bound)");
+        return;
+    }
+    // One host, so a sign-in needs no `@host` whatever address it is sent to.
+    let config = r#"
+login_attempts_per_minute = 2
+login_attempts_per_account_per_minute = 0
+[hosts."localhost"]
+public_url = "http://localhost:{port}"
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("test.db");
+    let app = TestApp::spawn_listening(dir, db, config, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    for _ in 0..2 {
+        assert_eq!(
+            login_from(&app, v6, "alice", "wrong password").status(),
+            401
+        );
+    }
+    // Two a minute come back one every 30 s.
+    assert_limited(login_from(&app, v6, "alice", "wrong password"), 2..=30);
+    // The same listener sees IPv4 clients as ::ffff:127.0.0.n, all inside
+    // one /64: each must still have its own limit.
+    let v4_url = app.url.replace("[::1]", "127.0.0.1");
+    for n in [20, 21] {
+        for _ in 0..2 {
+            let res = login_via(&v4_url, loopback(n), "alice", "wrong password");
+            assert_eq!(res.status(), 401, "from 127.0.0.{n}");
+        }
+    }
+}
+
 #[test]
 fn a_full_hashing_queue_answers_503_with_retry_after_while_minting_goes_on() {
     let app = TestApp::spawn_with(&config_with(
-        "login_attempts_per_minute = 0\npassword_hash_queue = 1",
+        "login_attempts_per_minute = 0\nlogin_attempts_per_account_per_minute = 0\npassword_hash_queue = 1",
     ));
     register_account(&app, "alice");
     let key = app.create_key("localhost");
@@ -146,7 +272,7 @@ fn sign_ins_answered_401(app: &TestApp) -> usize {
 #[test]
 fn sign_ins_whose_clients_closed_the_connection_are_not_hashed() {
     let app = TestApp::spawn_with(&config_with(
-        "login_attempts_per_minute = 0\npassword_hash_queue = 1000",
+        "login_attempts_per_minute = 0\nlogin_attempts_per_account_per_minute = 0\npassword_hash_queue = 1000",
     ));
     register_account(&app, "alice");
     // Many more than the hashing threads (at most one per core) can start at
