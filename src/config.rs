@@ -332,15 +332,35 @@ struct MaxConnections(usize);
 impl TryFrom<i64> for MaxConnections {
     type Error = Invalid;
     fn try_from(n: i64) -> Result<Self, Invalid> {
-        usize::try_from(n)
-            .ok()
-            .filter(|n| (1..=1_000_000).contains(n))
-            .map(Self)
-            .ok_or_else(|| {
-                Invalid::new(format!(
-                    "invalid max_connections `{n}`: must be from 1 to 1000000"
-                ))
-            })
+        bounded_count(n, "max_connections", 1_000_000).map(Self)
+    }
+}
+
+/// A whole number from 1 to `max`, for the setting `key`.
+fn bounded_count(n: i64, key: &str, max: usize) -> Result<usize, Invalid> {
+    usize::try_from(n)
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| Invalid::new(format!("invalid {key} `{n}`: it must be from 1 to {max}")))
+}
+
+/// How many sign-ins and registrations may wait for a hashing thread: 1 to
+/// [`HashQueue::MAX`]. Unbounded is not offered: that is the queue a flood of
+/// wrong sign-ins filled with minutes of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct HashQueue(pub usize);
+
+impl HashQueue {
+    /// The largest queue accepted: past it, the last in line would wait
+    /// minutes, and the channel reserves a slot for each up front.
+    pub const MAX: usize = 10_000;
+}
+
+impl TryFrom<i64> for HashQueue {
+    type Error = Invalid;
+    fn try_from(n: i64) -> Result<Self, Invalid> {
+        bounded_count(n, "password_hash_queue", Self::MAX).map(Self)
     }
 }
 
@@ -358,6 +378,8 @@ struct RawConfig {
     /// Spanned, so that errors found after parsing (no host, ambiguous hosts)
     /// can name their line too.
     hosts: Option<Spanned<BTreeMap<HostName, RawHost>>>,
+    login_attempts_per_account_per_minute: Option<u32>,
+    password_hash_queue: Option<HashQueue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -430,6 +452,11 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// Open connections the server holds at most, over all its workers.
     pub max_connections: usize,
+    /// Sign-in attempts allowed per account name (on one host) per minute,
+    /// from all addresses together; 0 for no limit.
+    pub login_attempts_per_account_per_minute: u32,
+    /// Sign-ins and registrations that may wait for a hashing thread; more get 503.
+    pub password_hash_queue: usize,
     /// The virtual hosts, by name.
     pub hosts: BTreeMap<HostName, HostConfig>,
     /// No `[hosts]` was configured: the one host is the built-in `localhost`,
@@ -456,6 +483,10 @@ impl Config {
                 .or(raw.login_attempts_per_minute);
             raw.trusted_proxies = user.trusted_proxies.or(raw.trusted_proxies);
             raw.max_connections = user.max_connections.or(raw.max_connections);
+            raw.login_attempts_per_account_per_minute = user
+                .login_attempts_per_account_per_minute
+                .or(raw.login_attempts_per_account_per_minute);
+            raw.password_hash_queue = user.password_hash_queue.or(raw.password_hash_queue);
             if user.hosts.is_some() {
                 raw.hosts = user.hosts;
             }
@@ -512,6 +543,12 @@ impl Config {
                     .collect(),
             ),
             max_connections: raw.max_connections.map_or(1024, |m| m.0),
+            login_attempts_per_account_per_minute: raw
+                .login_attempts_per_account_per_minute
+                .unwrap_or(10),
+            password_hash_queue: raw
+                .password_hash_queue
+                .map_or(crate::passwords::DEFAULT_QUEUE, |q| q.0),
             hosts,
             builtin_host,
         }

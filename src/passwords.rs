@@ -1,13 +1,19 @@
-//! Argon2id password hashing, off the async workers and bounded in memory.
+//! Argon2id password hashing, off the async workers and bounded in CPU, in
+//! memory and in waiting.
 //!
-//! Each hash needs 19 MiB of working memory and several milliseconds of one
-//! core (OWASP's parameters). Hashes run on a fixed pool of one thread per
-//! core (more at once would add memory and queueing, not throughput), each
+//! Each hash needs 19 MiB of working memory and tens of milliseconds of one
+//! core (OWASP's parameters). Hashes run on a fixed pool of threads, each
 //! reusing its own 19 MiB buffer: allocating it per hash on whichever
 //! blocking thread ran it made the allocator keep a copy per thread, and the
 //! process grew to GiBs. A thread that finishes a hash takes the next one from
 //! the queue itself, so the cores never wait for an async task to be polled
 //! before the next hash starts.
+//!
+//! The queue is bounded: past [`Hasher::with_queue`]'s limit a hash is refused
+//! at once with [`HashError::Busy`] (the HTTP surfaces answer 503 with
+//! `Retry-After`), instead of piling up minutes of work that a flood of wrong
+//! sign-ins leaves behind and a real user then waits behind. Work whose
+//! requester went away (its future dropped) is skipped when its turn comes.
 
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -23,13 +29,25 @@ const M_COST_KIB: u32 = 19 * 1024;
 const T_COST: u32 = 2;
 const P_COST: u32 = 1;
 
-/// Hashing could not be done (the blocking pool or the RNG failed).
+/// Hashes allowed to wait for a hashing thread when none is given: with one
+/// hashing thread and ~30 ms a hash, the last of them starts within about two
+/// seconds, and a burst of 50 simultaneous sign-ins is still all served.
+pub const DEFAULT_QUEUE: usize = 64;
+
+/// Why a hash was not computed.
 #[derive(Debug, thiserror::Error)]
-#[error("password hashing failed: {0}")]
-pub struct HashError(String);
+pub enum HashError {
+    /// Every hashing thread is busy and the queue is full: nothing was done,
+    /// and the same request may succeed a moment later.
+    #[error("password hashing is busy: every hashing thread is working and the queue is full")]
+    Busy,
+    /// The hashing threads, the RNG or a stored hash failed.
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
 
 fn err(e: impl std::fmt::Display) -> HashError {
-    HashError(e.to_string())
+    HashError::Failed(e.to_string())
 }
 
 /// One hash to compute in a hashing thread's memory.
@@ -38,9 +56,9 @@ type Work = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 /// Hashes and verifies passwords with Argon2id.
 #[derive(Clone)]
 pub struct Hasher {
-    /// The queue the hashing threads take work from; they stop when every
-    /// clone of the hasher is gone.
-    work: mpsc::Sender<Work>,
+    /// The bounded queue the hashing threads take work from; they stop when
+    /// every clone of the hasher is gone.
+    work: mpsc::SyncSender<Work>,
     dummy: Arc<OnceCell<String>>,
 }
 
@@ -54,13 +72,31 @@ fn params() -> Result<Params, HashError> {
     Params::new(M_COST_KIB, T_COST, P_COST, None).map_err(err)
 }
 
+/// How many hashes run at once: one core fewer than the machine has (at
+/// least one). Every hashing thread keeps its core fully busy for the whole
+/// hash, and the OS does not know a hash from an HTTP worker: with a thread
+/// per core, a flood of sign-ins took every core (on 2 cores) and minting and
+/// page views starved behind it. One core left over keeps them answering;
+/// sign-ins past what the remaining threads manage wait in the bounded queue
+/// or get 503.
+fn hashing_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    cores.saturating_sub(1).max(1)
+}
+
 impl Hasher {
-    /// A hasher that runs as many hashes at once as there are cores.
+    /// A hasher with the default queue ([`DEFAULT_QUEUE`]).
     pub fn new() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let (work, queue) = mpsc::channel::<Work>();
+        Self::with_queue(DEFAULT_QUEUE)
+    }
+
+    /// A hasher running one hash per core but one (at least one), with at
+    /// most `queue` more waiting for a thread; past that, hashes fail at once
+    /// with [`HashError::Busy`].
+    pub fn with_queue(queue: usize) -> Self {
+        let (work, queue) = mpsc::sync_channel::<Work>(queue);
         let queue = Arc::new(Mutex::new(queue));
-        for i in 0..cores {
+        for i in 0..hashing_threads() {
             let queue = Arc::clone(&queue);
             // A thread that cannot start leaves fewer hashers; with none at
             // all the queue is closed and every hash reports an error.
@@ -79,19 +115,24 @@ impl Hasher {
         &self,
         f: impl FnOnce(&mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let stopped = || HashError("the hashing threads have stopped".into());
+        let stopped = || HashError::Failed("the hashing threads have stopped".into());
         let (reply, answer) = oneshot::channel();
         let work: Work = Box::new(move |memory| {
-            // The request went away while queued (a client that gave up):
-            // nobody is waiting for this hash.
+            // The request went away while queued: the server drops a
+            // request's future when its client disconnects (startup.rs turns
+            // off HTTP/1 half-closed connections for this), and with it the
+            // receiver. Nobody is waiting for this hash.
             if reply.is_closed() {
                 return;
             }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(memory)))
-                .unwrap_or_else(|_| Err(HashError("password hashing panicked".into())));
+                .unwrap_or_else(|_| Err(HashError::Failed("password hashing panicked".into())));
             let _ = reply.send(result);
         });
-        self.work.send(work).map_err(|_| stopped())?;
+        self.work.try_send(work).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => HashError::Busy,
+            mpsc::TrySendError::Disconnected(_) => stopped(),
+        })?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -136,16 +177,16 @@ impl Hasher {
             .run(move |memory| {
                 let parsed = PasswordHash::new(&phc).map_err(err)?;
                 if Algorithm::try_from(parsed.algorithm).map_err(err)? != Algorithm::Argon2id {
-                    return Err(HashError("stored hash is not Argon2id".into()));
+                    return Err(HashError::Failed("stored hash is not Argon2id".into()));
                 }
                 let params = Params::try_from(&parsed).map_err(err)?;
                 let expected = parsed
                     .hash
-                    .ok_or_else(|| HashError("stored hash has no output".into()))?;
+                    .ok_or_else(|| HashError::Failed("stored hash has no output".into()))?;
                 let mut salt_buf = [0u8; 64];
                 let salt = parsed
                     .salt
-                    .ok_or_else(|| HashError("stored hash has no salt".into()))?
+                    .ok_or_else(|| HashError::Failed("stored hash has no salt".into()))?
                     .decode_b64(&mut salt_buf)
                     .map_err(err)?;
                 let output = compute(&params, password.as_bytes(), salt, memory)?;
@@ -245,6 +286,28 @@ mod tests {
             assert!(seen.insert(phc.clone()), "two hashes came out the same");
             assert!(h.verify(password, Some(phc)).await.unwrap());
         }
+    }
+
+    #[tokio::test]
+    async fn past_the_queue_hashes_are_refused_at_once_and_the_rest_all_answer() {
+        let h = Hasher::with_queue(1);
+        // Each hash is queued (or refused) on its first poll, and join_all
+        // polls them all before any can finish: at most one per thread runs
+        // and one waits.
+        let n = hashing_threads() + 4;
+        let results = futures_util::future::join_all(
+            (0..n).map(|i| h.hash_text(format!("password number {i}"))),
+        )
+        .await;
+        let busy = results
+            .iter()
+            .filter(|r| matches!(r, Err(HashError::Busy)))
+            .count();
+        let done = results.iter().filter(|r| r.is_ok()).count();
+        assert!(busy >= 2, "{busy} of {n} refused");
+        assert_eq!(busy + done, n, "{results:?}");
+        // Once the queue has room again, hashing works as before.
+        assert!(h.hash_text("one more password".into()).await.is_ok());
     }
 
     #[tokio::test]

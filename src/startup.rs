@@ -49,10 +49,13 @@ impl Application {
         raise_open_file_limit(config.max_connections);
         let (workers, per_worker) = split_connections(config.max_connections);
         let state = web::Data::new(AppState {
-            login_limiter: LoginLimiter::new(config.login_attempts_per_minute),
+            login_limiter: LoginLimiter::new(
+                config.login_attempts_per_minute,
+                config.login_attempts_per_account_per_minute,
+            ),
+            hasher: Hasher::with_queue(config.password_hash_queue),
             config,
             store,
-            hasher: Hasher::new(),
             form_key,
         });
         let server = HttpServer::new(move || {
@@ -74,6 +77,12 @@ impl Application {
         // instead of every idle socket costing a descriptor and memory.
         .workers(workers)
         .max_connections(per_worker)
+        // A client that closes its side has gone (nginx takes a proxied
+        // client's close the same way): the connection and the request's
+        // future are dropped at once, so a sign-in it left queued skips its
+        // hash instead of burning a core for nobody. The cost: a client that
+        // half-closes and still waits for the answer gets none.
+        .h1_allow_half_closed(false)
         .listen(listener)?
         .run();
         Ok(Self { server, addr })

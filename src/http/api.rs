@@ -12,6 +12,7 @@ use super::body::{self, Body, BodyError};
 use super::{AppState, MAX_BODY};
 use crate::config::HostConfig;
 use crate::domain::{AccountName, InviteToken, Password};
+use crate::passwords::HashError;
 use crate::service::{self, Minter, Unusable};
 use crate::store::{AccountRecord, StoreError};
 
@@ -79,12 +80,23 @@ pub enum ApiError {
     /// The body is over the limit.
     #[error("the request body is larger than {MAX_BODY} bytes")]
     TooLarge,
-    /// Too many sign-in attempts from this address; retry after the seconds given.
-    #[error("too many sign-in attempts; try again in {0} seconds")]
+    /// Too many sign-in attempts from this address or at this account; retry
+    /// after the seconds given.
+    #[error("too many sign-in attempts; try again in {}", seconds(*.0))]
     TooManyRequests(u64),
-    /// The store or the hasher failed; nothing was changed.
+    /// The store failed, or the hasher failed or is busy; nothing was changed.
+    /// Answered with `Retry-After: 1`.
     #[error("temporarily unavailable; nothing was changed, try again")]
     Unavailable,
+}
+
+/// "1 second", "20 seconds".
+fn seconds(n: u64) -> String {
+    if n == 1 {
+        "1 second".to_owned()
+    } else {
+        format!("{n} seconds")
+    }
 }
 
 impl ApiError {
@@ -128,8 +140,16 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((header::CACHE_CONTROL, "no-store"));
-        if let Self::TooManyRequests(secs) = self {
-            res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        match self {
+            Self::TooManyRequests(secs) => {
+                res.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            // Every 503 says when to come back, as /invites_api's do: a full
+            // hashing queue or a busy store clears within a second or so.
+            Self::Unavailable => {
+                res.insert_header((header::RETRY_AFTER, "1"));
+            }
+            _ => {}
         }
         if let Self::MethodNotAllowed(allow) = self {
             res.insert_header((header::ALLOW, *allow));
@@ -370,11 +390,11 @@ async fn login(
     body: Body,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
+    if let Some(ip) = super::client_ip(&req, &state.config.trusted_proxies) {
         state
             .login_limiter
-            .check(ip)
-            .map_err(|wait| ApiError::TooManyRequests(wait.as_secs().max(1)))?;
+            .check_address(ip)
+            .map_err(ApiError::TooManyRequests)?;
     }
     let creds: Credentials = json_body(&req, body, false)?
         .ok_or_else(|| ApiError::bad("bad_json", "the body must be a JSON object"))?;
@@ -383,8 +403,17 @@ async fn login(
         None => (creds.name.as_str(), None),
     };
     let host = login_host(&state, &req, host_part)?;
+    let name = AccountName::parse(name_part);
+    if let (Some(host), Ok(name)) = (host, &name) {
+        // Counted whether or not the account exists, so the answer does not
+        // tell which names do.
+        state
+            .login_limiter
+            .check_account(&host.name, name)
+            .map_err(ApiError::TooManyRequests)?;
+    }
     // Unknown names and hosts still cost one hash, so timing reveals neither.
-    let account = match (host, AccountName::parse(name_part)) {
+    let account = match (host, name) {
         (Some(host), Ok(name)) => match state.store.find_account(&host.name, &name).await {
             Ok(a) => Some(a),
             Err(StoreError::NotFound) => None,
@@ -400,7 +429,10 @@ async fn login(
         )
         .await
         .map_err(|e| {
-            tracing::error!(error = %e, "password verification failed");
+            // A full queue is load, not a fault: the request log shows the 503.
+            if !matches!(e, HashError::Busy) {
+                tracing::error!(error = %e, "password verification failed");
+            }
             ApiError::Unavailable
         })?;
     let (account, host) = match (account, host) {

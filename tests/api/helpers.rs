@@ -2,7 +2,7 @@
 //! with its own temporary database and configuration, killed on drop.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -68,6 +68,17 @@ impl TestApp {
 
     /// Starts a server over an existing directory and database (restarts).
     pub fn spawn_in(dir: TempDir, db: PathBuf, config: &str) -> Self {
+        Self::spawn_listening(dir, db, config, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Starts a server listening on `ip` (`::1`, or `::` for IPv6 and IPv4
+    /// at once); `url` reaches it over the loopback of the same family.
+    pub fn spawn_listening(dir: TempDir, db: PathBuf, config: &str, ip: IpAddr) -> Self {
+        let reach = match ip {
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            other => other,
+        };
         let mut last_err = String::new();
         // The port is chosen before the server binds it; retry on the rare race.
         for _ in 0..5 {
@@ -81,7 +92,7 @@ impl TestApp {
                 .arg(&config_path)
                 .arg("--db")
                 .arg(&db)
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["serve", "--listen", &SocketAddr::new(ip, port).to_string()])
                 .env("RUST_LOG", "info")
                 .env_remove("INVITE_SERVER_LISTEN")
                 .env_remove("INVITE_SERVER_DATABASE")
@@ -94,7 +105,7 @@ impl TestApp {
             match wait_listening(stdout) {
                 Some(stdout) => {
                     return Self {
-                        url: format!("http://127.0.0.1:{port}"),
+                        url: format!("http://{}", SocketAddr::new(reach, port)),
                         port,
                         config: config_path,
                         db,

@@ -13,6 +13,7 @@ mod keys_cli;
 mod pages;
 mod prosody;
 mod races;
+mod signin;
 mod smoke;
 mod upgrade;
 mod web;
