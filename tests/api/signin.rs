@@ -334,7 +334,7 @@ fn a_hash_queue_outside_1_to_10000_is_refused_naming_the_line_and_key() {
         let err = stderr_of(&out);
         assert!(
             err.contains("line 2, key `password_hash_queue`")
-                && err.contains("it must be 1 to 10000"),
+                && err.contains("it must be from 1 to 10000"),
             "{bad}: {err}"
         );
     }
