@@ -339,3 +339,65 @@ fn a_hash_queue_outside_1_to_10000_is_refused_naming_the_line_and_key() {
         );
     }
 }
+
+/// `POST /api/auth/login` from the local address `from`, claiming to forward
+/// for `forwarded_for` with `X-Forwarded-For`.
+fn login_forwarded(app: &TestApp, from: IpAddr, forwarded_for: &str) -> Response {
+    reqwest::blocking::Client::builder()
+        .local_address(from)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .post(format!("{}/api/auth/login", app.url))
+        .header("X-Forwarded-For", forwarded_for)
+        .json(&json!({ "name": "nobody", "password": "wrong password 1" }))
+        .send()
+        .unwrap()
+}
+
+/// A server that trusts 127.0.0.1 as its proxy, with a per-address limit of
+/// 3 and no per-account limit (so only the address decides).
+fn behind_a_proxy() -> TestApp {
+    TestApp::spawn_with(&config_with(
+        "trusted_proxies = [\"127.0.0.1\"]\nlogin_attempts_per_minute = 3\n\
+         login_attempts_per_account_per_minute = 0",
+    ))
+}
+
+#[test]
+fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_sign_in_limit() {
+    let app = behind_a_proxy();
+    for _ in 0..3 {
+        let res = login_forwarded(&app, loopback(1), "203.0.113.5");
+        assert_eq!(res.status(), 401);
+    }
+    assert_limited(login_forwarded(&app, loopback(1), "203.0.113.5"), 1..=60);
+    // Another client behind the same proxy is not locked out by the first.
+    let res = login_forwarded(&app, loopback(1), "203.0.113.6");
+    assert_eq!(res.status(), 401, "{res:?}");
+    // A client cannot pick its address by writing the header's left side:
+    // the proxy appended the real one on the right.
+    assert_limited(
+        login_forwarded(&app, loopback(1), "198.51.100.9, 203.0.113.5"),
+        1..=60,
+    );
+    let log = app.log();
+    assert!(
+        log.contains("client=203.0.113.5") && log.contains("client=203.0.113.6"),
+        "the request lines name the forwarded clients: {log}"
+    );
+}
+
+#[test]
+fn an_untrusted_peer_cannot_escape_its_limit_with_forwarding_headers() {
+    let app = behind_a_proxy();
+    for n in 0..3 {
+        let res = login_forwarded(&app, loopback(2), &format!("203.0.113.{n}"));
+        assert_eq!(res.status(), 401);
+    }
+    // Every attempt counted against 127.0.0.2, whatever it claimed.
+    assert_limited(login_forwarded(&app, loopback(2), "203.0.113.77"), 1..=60);
+    let log = app.log();
+    assert!(log.contains("client=127.0.0.2"), "{log}");
+    assert!(!log.contains("client=203.0.113."), "{log}");
+}
