@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::helpers::{self, client, TestApp};
+use crate::helpers::{self, client, free_port, TestApp};
 
 const ENV_VARS: [&str; 3] = [
     "INVITE_SERVER_LISTEN",
@@ -50,13 +50,6 @@ fn run(mut cmd: Command) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
 }
 
 /// Three distinct free ports (held together while chosen, so they differ).

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use reqwest::blocking::Client;
 
-use crate::helpers::{cli_at, stored_form, TestApp, DEFAULT_CONFIG};
+use crate::helpers::{cli_at, stored_form, token_of, TestApp, DEFAULT_CONFIG};
 
 /// Kill-and-restart rounds.
 const ROUNDS: usize = 30;
@@ -40,14 +40,6 @@ fn load_client() -> Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
-}
-
-/// The token at the end of an invite page URL (`.../invite?TOKEN`).
-fn token_in(location: &str) -> String {
-    location
-        .split_once('?')
-        .map(|(_, t)| t.to_owned())
-        .unwrap_or_else(|| panic!("no token in {location:?}"))
 }
 
 /// The `identity` cookie value a response sets.
@@ -84,7 +76,7 @@ fn mint_until_stopped(base: &str, key: &str, stop: &AtomicBool) -> Seen {
         match client.get(format!("{base}/invites_api?key={key}")).send() {
             Ok(res) if res.status() == 201 => {
                 let location = res.headers()["location"].to_str().unwrap().to_owned();
-                seen.minted.push(token_in(&location));
+                seen.minted.push(token_of(&location));
             }
             Ok(res) => seen.unexpected.push(format!(
                 "mint with {key} answered {}: {}",
@@ -153,7 +145,7 @@ fn cli_until_stopped(config: &Path, db: &Path, stop: &AtomicBool) -> Seen {
         if out.status.success() {
             let urls: Vec<_> = String::from_utf8_lossy(&out.stdout)
                 .lines()
-                .map(token_in)
+                .map(token_of)
                 .collect();
             if urls.len() != 25 {
                 seen.unexpected

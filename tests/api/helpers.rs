@@ -1,12 +1,12 @@
 //! The test fixture: the real `invite-server` binary on a free loopback port
 //! with its own temporary database and configuration, killed on drop.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -263,6 +263,13 @@ pub fn describe_invite(app: &TestApp, token: &str) -> serde_json::Value {
         .unwrap()
 }
 
+/// A header of an answer, as text, if it has one.
+pub fn header(res: &reqwest::blocking::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("ASCII header").to_owned())
+}
+
 /// An HTTP client that does not follow redirects and keeps no cookies.
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
@@ -272,22 +279,134 @@ pub fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-/// Sends raw bytes over TCP and returns the status code of the answer (0 when
-/// the server closed the connection without an answer).
+/// Sends raw bytes to the server on `port` and returns the final answer's
+/// status (0 when the connection ended without one) and its head and body.
 pub fn raw_request(port: u16, bytes: &[u8]) -> (u16, String) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = s.write_all(bytes);
+    let answer = exchange(port, bytes, false);
+    (
+        answer.status,
+        format!("{}\r\n\r\n{}", answer.head, answer.body),
+    )
+}
+
+/// How long one raw exchange may take before it counts as a hang.
+pub const EXCHANGE_LIMIT: Duration = Duration::from_secs(20);
+
+/// The final answer to a raw request (interim `1xx` answers skipped).
+#[derive(Debug)]
+pub struct Answer {
+    /// 0 when the connection ended without a complete answer.
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+    pub elapsed: Duration,
+}
+
+/// Parses the first final answer in `buf`, once it is complete.
+fn parse_answer(mut buf: &[u8]) -> Option<(u16, String, String)> {
+    loop {
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
+        let rest = &buf[end + 4..];
+        if (100..200).contains(&status) {
+            buf = rest;
+            continue;
+        }
+        let length = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if rest.len() < length {
+            return None;
+        }
+        let body = String::from_utf8_lossy(&rest[..length]).into_owned();
+        return Some((status, head, body));
+    }
+}
+
+/// Sends `request` on a fresh loopback connection and reads the answer,
+/// stopping as soon as it is complete (actix may keep a connection open after
+/// answering), at EOF, or after [`EXCHANGE_LIMIT`].
+pub fn exchange(port: u16, request: &[u8], half_close: bool) -> Answer {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_write_timeout(Some(EXCHANGE_LIMIT)).unwrap();
+    // The server may answer and close before reading everything (431, 413).
+    let _ = stream.write_all(request);
+    if half_close {
+        let _ = stream.shutdown(Shutdown::Write);
+    }
     let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    let mut chunk = [0u8; 16 * 1024];
+    let parsed = loop {
+        if let Some(answer) = parse_answer(&buf) {
+            break Some(answer);
+        }
+        let left = EXCHANGE_LIMIT.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            break None;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break parse_answer(&buf),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let (status, head, body) =
+        parsed.unwrap_or_else(|| (0, String::from_utf8_lossy(&buf).into_owned(), String::new()));
+    Answer {
+        status,
+        head,
+        body,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// `METHOD target HTTP/1.1` with Host, `Connection: close`, `headers` and `body`
+/// (no Content-Length is added: the caller says how the body is framed).
+pub fn request(method: &str, target: &[u8], headers: &[&[u8]], body: &[u8]) -> Vec<u8> {
+    let mut r = format!("{method} ").into_bytes();
+    r.extend_from_slice(target);
+    r.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for h in headers {
+        r.extend_from_slice(h);
+        r.extend_from_slice(b"\r\n");
+    }
+    r.extend_from_slice(b"\r\n");
+    r.extend_from_slice(body);
+    r
+}
+
+pub fn get(target: &[u8], headers: &[&[u8]]) -> Vec<u8> {
+    request("GET", target, headers, b"")
+}
+
+/// A POST whose Content-Length matches `body`.
+pub fn post(target: &[u8], content_type: Option<&str>, body: &[u8]) -> Vec<u8> {
+    let length = format!("Content-Length: {}", body.len());
+    let ct = content_type.map(|c| format!("Content-Type: {c}"));
+    let mut headers: Vec<&[u8]> = vec![length.as_bytes()];
+    if let Some(ct) = &ct {
+        headers.push(ct.as_bytes());
+    }
+    request("POST", target, &headers, body)
+}
+
+pub fn json(target: &[u8], body: &[u8]) -> Vec<u8> {
+    post(target, Some("application/json"), body)
+}
+
+pub fn chunked(target: &[u8], content_type: &str, framed_body: &[u8]) -> Vec<u8> {
+    let ct = format!("Content-Type: {content_type}");
+    request(
+        "POST",
+        target,
+        &[ct.as_bytes(), b"Transfer-Encoding: chunked"],
+        framed_body,
+    )
 }
 
 // ------------------------------------------------------------------------

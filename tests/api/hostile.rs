@@ -22,8 +22,7 @@
 //! or streamed; a body that does not arrive within `BODY_DEADLINE` (10 s) gets
 //! `400` (without it, a short body held the request open for ever).
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpStream};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,131 +31,10 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 
-use crate::helpers::{client, TestApp};
+use crate::helpers::{chunked, client, exchange, get, json, post, request, Answer, TestApp};
 
 /// A password the policy accepts.
 const PASSWORD: &str = "lantern quarry tulip 92";
-/// How long one raw exchange may take before it counts as a hang.
-const EXCHANGE_LIMIT: Duration = Duration::from_secs(20);
-
-// ---------------------------------------------------------------- raw HTTP
-
-/// The final answer to a raw request (interim `1xx` answers skipped).
-#[derive(Debug)]
-struct Answer {
-    /// 0 when the connection ended without a complete answer.
-    status: u16,
-    head: String,
-    body: String,
-    elapsed: Duration,
-}
-
-/// Parses the first final answer in `buf`, once it is complete.
-fn parse_answer(mut buf: &[u8]) -> Option<(u16, String, String)> {
-    loop {
-        let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-        let rest = &buf[end + 4..];
-        if (100..200).contains(&status) {
-            buf = rest;
-            continue;
-        }
-        let length = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        if rest.len() < length {
-            return None;
-        }
-        let body = String::from_utf8_lossy(&rest[..length]).into_owned();
-        return Some((status, head, body));
-    }
-}
-
-/// Sends `request` on a fresh loopback connection and reads the answer,
-/// stopping as soon as it is complete (actix may keep a connection open after
-/// answering), at EOF, or after [`EXCHANGE_LIMIT`].
-fn exchange(port: u16, request: &[u8], half_close: bool) -> Answer {
-    let start = Instant::now();
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_write_timeout(Some(EXCHANGE_LIMIT)).unwrap();
-    // The server may answer and close before reading everything (431, 413).
-    let _ = stream.write_all(request);
-    if half_close {
-        let _ = stream.shutdown(Shutdown::Write);
-    }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let parsed = loop {
-        if let Some(answer) = parse_answer(&buf) {
-            break Some(answer);
-        }
-        let left = EXCHANGE_LIMIT.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            break None;
-        }
-        stream.set_read_timeout(Some(left)).unwrap();
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break parse_answer(&buf),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let (status, head, body) =
-        parsed.unwrap_or_else(|| (0, String::from_utf8_lossy(&buf).into_owned(), String::new()));
-    Answer {
-        status,
-        head,
-        body,
-        elapsed: start.elapsed(),
-    }
-}
-
-/// `METHOD target HTTP/1.1` with Host, `Connection: close`, `headers` and `body`
-/// (no Content-Length is added: the caller says how the body is framed).
-fn request(method: &str, target: &[u8], headers: &[&[u8]], body: &[u8]) -> Vec<u8> {
-    let mut r = format!("{method} ").into_bytes();
-    r.extend_from_slice(target);
-    r.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for h in headers {
-        r.extend_from_slice(h);
-        r.extend_from_slice(b"\r\n");
-    }
-    r.extend_from_slice(b"\r\n");
-    r.extend_from_slice(body);
-    r
-}
-
-fn get(target: &[u8], headers: &[&[u8]]) -> Vec<u8> {
-    request("GET", target, headers, b"")
-}
-
-/// A POST whose Content-Length matches `body`.
-fn post(target: &[u8], content_type: Option<&str>, body: &[u8]) -> Vec<u8> {
-    let length = format!("Content-Length: {}", body.len());
-    let ct = content_type.map(|c| format!("Content-Type: {c}"));
-    let mut headers: Vec<&[u8]> = vec![length.as_bytes()];
-    if let Some(ct) = &ct {
-        headers.push(ct.as_bytes());
-    }
-    request("POST", target, &headers, body)
-}
-
-fn json(target: &[u8], body: &[u8]) -> Vec<u8> {
-    post(target, Some("application/json"), body)
-}
-
-fn chunked(target: &[u8], content_type: &str, framed_body: &[u8]) -> Vec<u8> {
-    let ct = format!("Content-Type: {content_type}");
-    request(
-        "POST",
-        target,
-        &[ct.as_bytes(), b"Transfer-Encoding: chunked"],
-        framed_body,
-    )
-}
 
 /// The invite tokens of `n` fresh CLI invites.
 fn fresh_tokens(app: &TestApp, n: usize) -> Vec<String> {

@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::Method;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{client, raw_request, stored_form, TestApp};
+use crate::helpers::{client, exchange, header, request, stored_form, TestApp};
 
 const ALLOWED: &str = "OPTIONS, GET, POST";
 const INVITES: &str = "SELECT COUNT(*) FROM invites";
@@ -24,12 +24,6 @@ fn get(app: &TestApp, query: &str) -> RequestBuilder {
 
 fn bearer(key: &str) -> String {
     format!("Bearer {key}")
-}
-
-fn header(res: &Response, name: &str) -> Option<String> {
-    res.headers()
-        .get(name)
-        .map(|v| v.to_str().expect("ASCII header").to_owned())
 }
 
 fn is_base64url(s: &str) -> bool {
@@ -122,29 +116,13 @@ fn raw_get(app: &TestApp, target: &[u8], headers: &[&[u8]]) -> (u16, String) {
 }
 
 fn raw_method(app: &TestApp, method: &[u8], target: &[u8], headers: &[&[u8]]) -> (u16, String) {
-    let mut req = method.to_vec();
-    req.push(b' ');
-    req.extend_from_slice(target);
-    req.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for h in headers {
-        req.extend_from_slice(h);
-        req.extend_from_slice(b"\r\n");
-    }
-    req.extend_from_slice(b"\r\n");
-    let (mut status, mut answer) = raw_request(app.port, &req);
-    // Skip interim answers (`100 Continue`) to reach the final one.
-    while (100..200).contains(&status) {
-        let Some((_, rest)) = answer.split_once("\r\n\r\n") else {
-            break;
-        };
-        answer = rest.to_owned();
-        status = answer
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-    }
-    (status, answer)
+    let method = std::str::from_utf8(method).expect("an ASCII method");
+    // Interim answers (`100 Continue`) are skipped by exchange.
+    let answer = exchange(app.port, &request(method, target, headers, b""), false);
+    (
+        answer.status,
+        format!("{}\r\n\r\n{}", answer.head, answer.body),
+    )
 }
 
 /// A header of a raw answer, by case-insensitive name.

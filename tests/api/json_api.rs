@@ -12,8 +12,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    accept_invite, accept_invite_on, auth_check, auth_check_on, client, describe_invite, login,
-    login_on, mint_for, raw_request, register_account, set_cookie_line, set_cookie_value,
+    accept_invite, accept_invite_on, auth_check, auth_check_on, client, describe_invite, header,
+    login, login_on, mint_for, raw_request, register_account, set_cookie_line, set_cookie_value,
     stored_form, token_of, TestApp, GOOD_PASSWORD,
 };
 
@@ -37,12 +37,6 @@ public_url = "http://127.0.0.1:{port}"
 
 fn url(app: &TestApp, path: &str) -> String {
     format!("{}{path}", app.url)
-}
-
-fn header(res: &Response, name: &str) -> Option<String> {
-    res.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_owned())
 }
 
 /// Checks the answer is a JSON API error with `status` and `code`; returns

@@ -9,8 +9,8 @@ use reqwest::header::{CONTENT_TYPE, COOKIE, HOST};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{
-    accept_invite, accept_invite_on, auth_check, auth_check_on, client, mint_for, set_cookie_line,
-    set_cookie_value, stored_form, token_of, TestApp, GOOD_PASSWORD,
+    accept_invite, accept_invite_on, auth_check, auth_check_on, client, header, mint_for,
+    set_cookie_line, set_cookie_value, stored_form, token_of, TestApp, GOOD_PASSWORD,
 };
 
 /// A host whose invites run out one second after they are made.
@@ -30,13 +30,9 @@ struct Form {
     field: String,
 }
 
-fn header(res: &Response, name: &str) -> String {
-    res.headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} header"))
-        .to_str()
-        .unwrap()
-        .to_owned()
+/// A header the answer must have.
+fn required_header(res: &Response, name: &str) -> String {
+    header(res, name).unwrap_or_else(|| panic!("no {name} header"))
 }
 
 /// The value of `<input ... name="NAME" ... value="...">` in a page.
@@ -143,21 +139,21 @@ fn assert_unused(app: &TestApp, page_url: &str) {
 
 /// Every page: a strict CSP, no sniffing, no referrer.
 fn assert_page_security_headers(res: &Response) {
-    let csp = header(res, "content-security-policy");
+    let csp = required_header(res, "content-security-policy");
     assert!(csp.contains("default-src 'none'"), "weak CSP: {csp}");
     assert!(
         !csp.contains("unsafe-inline") && !csp.contains('*'),
         "{csp}"
     );
-    assert_eq!(header(res, "x-content-type-options"), "nosniff");
-    assert_eq!(header(res, "referrer-policy"), "no-referrer");
+    assert_eq!(required_header(res, "x-content-type-options"), "nosniff");
+    assert_eq!(required_header(res, "referrer-policy"), "no-referrer");
 }
 
 /// Pages carrying a token: all of the above, and never cached.
 fn assert_token_page_headers(res: &Response) {
     assert_page_security_headers(res);
-    assert_eq!(header(res, "cache-control"), "no-store");
-    assert!(header(res, "content-type").starts_with("text/html"));
+    assert_eq!(required_header(res, "cache-control"), "no-store");
+    assert!(required_header(res, "content-type").starts_with("text/html"));
 }
 
 /// A page without its QR code, for failure messages.
@@ -261,7 +257,7 @@ fn the_landing_page_runs_no_script_and_loads_nothing_from_other_sites() {
         .send()
         .unwrap();
     assert_eq!(css.status(), 200);
-    assert!(header(&css, "content-type").starts_with("text/css"));
+    assert!(required_header(&css, "content-type").starts_with("text/css"));
     let css = css.text().unwrap();
     assert!(!css.contains("@import") && !css.contains("url("), "{css}");
 }
@@ -469,7 +465,10 @@ fn registering_through_the_form_creates_the_account_uses_the_invite_and_signs_in
 
     let check = auth_check(&app, Some(&token));
     assert_eq!(check.status(), 200);
-    assert_eq!(header(&check, "x-invite-server-user"), "alice@localhost");
+    assert_eq!(
+        required_header(&check, "x-invite-server-user"),
+        "alice@localhost"
+    );
 
     // The link is spent: the page now says so.
     assert_eq!(client().get(&url).send().unwrap().status(), 410);
@@ -733,7 +732,7 @@ fn an_upper_case_name_is_registered_in_lower_case() {
     );
     assert_eq!(app.count(ACCOUNTS), 1);
     assert_eq!(
-        header(&auth_check(&app, Some(&token)), "x-invite-server-user"),
+        required_header(&auth_check(&app, Some(&token)), "x-invite-server-user"),
         "dave.smith@localhost"
     );
 }
@@ -851,7 +850,10 @@ fn an_https_host_sets_secure_host_prefixed_cookies() {
     let token = assert_host_identity_cookie(&res);
     let check = auth_check_on(&app, "example.com", &token);
     assert_eq!(check.status(), 200);
-    assert_eq!(header(&check, "x-invite-server-user"), "frank@example.com");
+    assert_eq!(
+        required_header(&check, "x-invite-server-user"),
+        "frank@example.com"
+    );
     assert_eq!(
         app.count("SELECT COUNT(*) FROM accounts WHERE host = 'example.com'"),
         2

@@ -14,7 +14,7 @@ use reqwest::blocking::{RequestBuilder, Response};
 use reqwest::header::AUTHORIZATION;
 use reqwest::Method;
 
-use crate::helpers::{client, free_port, TestApp};
+use crate::helpers::{client, free_port, header, TestApp};
 
 /// A running peer: its base URL and an API key made for these tests.
 struct Peer {
@@ -117,12 +117,6 @@ impl Pair<'_> {
 fn location(res: &Response) -> Option<String> {
     res.headers()
         .get("location")
-        .map(|v| v.to_str().unwrap().to_owned())
-}
-
-fn header(res: &Response, name: &str) -> Option<String> {
-    res.headers()
-        .get(name)
         .map(|v| v.to_str().unwrap().to_owned())
 }
 

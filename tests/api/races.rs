@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use reqwest::blocking::{Client, Response};
 
-use crate::helpers::{client, stored_form, TestApp};
+use crate::helpers::{client, stored_form, token_of, TestApp};
 
 /// A password the policy accepts.
 const PASSWORD: &str = "lantern quarry tulip 92";
@@ -25,14 +25,6 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// The invite token at the end of a page URL.
-fn token_in(location: &str) -> String {
-    location
-        .split_once('?')
-        .map(|(_, t)| t.to_owned())
-        .unwrap_or_else(|| panic!("no token in {location:?}"))
-}
-
 /// Mints `n` invites with the CLI; returns their tokens.
 fn cli_invites(app: &TestApp, n: usize) -> Vec<String> {
     let out = app.cli(&["invites", "create", "localhost", "--count", &n.to_string()]);
@@ -40,7 +32,7 @@ fn cli_invites(app: &TestApp, n: usize) -> Vec<String> {
     let tokens: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(token_in)
+        .map(token_of)
         .collect();
     assert_eq!(tokens.len(), n);
     tokens

@@ -7,7 +7,7 @@ use reqwest::header::{AUTHORIZATION, COOKIE, HOST};
 
 use crate::helpers::{
     accept_invite_on, client, csrf_field, describe_invite, mint_for, raw_request, register_account,
-    set_cookie_line, set_cookie_value, token_of, TestApp, DEFAULT_CONFIG, GOOD_PASSWORD,
+    request, set_cookie_line, set_cookie_value, token_of, TestApp, DEFAULT_CONFIG, GOOD_PASSWORD,
 };
 
 const ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts";
@@ -152,16 +152,12 @@ fn a_keys_name_recorded_by_an_older_version_is_not_shown_either() {
 /// A POST whose chunked body has a chunk size that is not hex, on a
 /// connection left open (so only the server can end the exchange).
 fn broken_chunked_post(target: &str, headers: &[String]) -> Vec<u8> {
-    let mut r = format!(
-        "POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\
-         Content-Type: application/json\r\n"
-    );
-    for h in headers {
-        r.push_str(h);
-        r.push_str("\r\n");
-    }
-    r.push_str("\r\nzz\r\n{}\r\n0\r\n\r\n");
-    r.into_bytes()
+    let mut all: Vec<&[u8]> = vec![
+        b"Transfer-Encoding: chunked",
+        b"Content-Type: application/json",
+    ];
+    all.extend(headers.iter().map(|h| h.as_bytes()));
+    request("POST", target.as_bytes(), &all, b"zz\r\n{}\r\n0\r\n\r\n")
 }
 
 #[test]
