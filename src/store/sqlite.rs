@@ -126,6 +126,14 @@ pub enum OpenError {
         /// The newest this binary knows.
         known: i64,
     },
+    /// The schema version is one no invite-server ever writes (negative).
+    #[error("database {path} has schema version {found}, which no invite-server writes: the file is damaged or not an invite-server database; refusing to open it")]
+    BadVersion {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+    },
     /// A read connection could not be opened.
     #[error("cannot open a read connection to {path}: {reason}")]
     Reader {
@@ -251,6 +259,14 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
     let found: i64 = tx
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(sqlite)?;
+    // user_version is a signed 32-bit field that only migrations write; a
+    // negative one would skip every migration below (and leave no tables).
+    if found < 0 {
+        return Err(OpenError::BadVersion {
+            path: path.to_owned(),
+            found,
+        });
+    }
     if found > known {
         return Err(OpenError::TooNew {
             path: path.to_owned(),
@@ -1351,6 +1367,21 @@ mod tests {
                 .usable_at(Utc::now()),
             Err(StoreError::InviteUsed)
         );
+    }
+
+    #[test]
+    fn a_database_with_a_negative_schema_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", -1).unwrap();
+        }
+        match SqliteStore::open(&path) {
+            Err(OpenError::BadVersion { found: -1, .. }) => {}
+            Err(other) => panic!("unexpected error: {other}"),
+            Ok(_) => panic!("a negative schema version was opened"),
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ const ENV_VARS: [&str; 3] = [
 ];
 
 /// The binary with none of our variables inherited from the test's environment.
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     let mut cmd = Command::new(helpers::BIN);
     for var in ENV_VARS {
         cmd.env_remove(var);
@@ -29,7 +29,7 @@ fn bin() -> Command {
 }
 
 /// Runs a command that must finish by itself within 20 seconds.
-fn run(mut cmd: Command) -> Output {
+pub(crate) fn run(mut cmd: Command) -> Output {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
