@@ -157,8 +157,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(dispatch(config, cli.command))
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(Arc::new(SqliteStore::open(&config.database)?))
+fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    Ok(SqliteStore::open(&config.database)?)
 }
 
 /// Turns the store's `NotFound` into the message the operator should see.
@@ -192,6 +192,9 @@ async fn dispatch(mut config: Config, command: Command) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init();
     let store = open_store(&config)?;
+    // Before listening: a server that cannot write must not report healthy.
+    store.check_writable().await?;
+    let store: Arc<dyn Store> = Arc::new(store);
     let listen = config.listen;
     let app = Application::build(Arc::new(config), store, listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -216,7 +219,7 @@ async fn keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 bail!("a key name is one line of at most 200 characters, without tabs");
             }
             let store = open_store(config)?;
-            let key = service::create_key(&*store, host, name).await?;
+            let key = service::create_key(&store, host, name).await?;
             println!("{}", key.expose());
         }
         KeysCommand::List { host: h, json } => {

@@ -7,7 +7,7 @@ mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{OpenError, SqliteStore};
 
 use crate::crypto::SecretDigest;
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
@@ -32,6 +32,11 @@ pub enum StoreError {
     #[error("storage failure: {0}")]
     Backend(String),
 }
+
+/// Why a store cannot serve right now, in a few words for `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unhealthy(pub &'static str);
 
 /// Where an invite came from: Prosody's `source` field, extended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,4 +237,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Ends a session.
     async fn delete_session(&self, token_digest: SecretDigest) -> Result<(), StoreError>;
+
+    /// Whether the store can take writes, as far as it knows without doing
+    /// any I/O (it is asked on every `/health`): `Err` after a write has
+    /// failed for a reason that will not go away by itself (a read-only or
+    /// full disk, a deleted or replaced database file), until one succeeds.
+    fn health(&self) -> Result<(), Unhealthy> {
+        Ok(())
+    }
 }

@@ -14,4 +14,5 @@ mod pages;
 mod prosody;
 mod races;
 mod smoke;
+mod storage;
 mod upgrade;
