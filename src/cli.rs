@@ -15,7 +15,7 @@ use crate::domain::{AccountName, KeyId, Password};
 use crate::passwords::Hasher;
 use crate::service;
 use crate::startup::Application;
-use crate::store::{InviteSource, NewAccount, SqliteStore, Store, StoreError};
+use crate::store::{InviteSource, KeyCache, NewAccount, SqliteStore, Store, StoreError};
 
 /// How many invites one transaction of `invites create --count` carries, so a
 /// bulk fill never holds the write lock long enough to stall a running server.
@@ -194,7 +194,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config)?;
     // Before listening: a server that cannot write must not report healthy.
     store.check_writable().await?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store: Arc<dyn Store> = Arc::new(KeyCache::new(store));
     let listen = config.listen;
     let app = Application::build(Arc::new(config), store, listen)
         .with_context(|| format!("cannot listen on {listen}"))?;

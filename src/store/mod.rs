@@ -2,11 +2,13 @@
 //! through [`Store`]; only the backend modules below speak SQL, so another
 //! backend can be added without touching handlers or commands.
 
+mod key_cache;
 mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use key_cache::KeyCache;
 pub use sqlite::{OpenError, SqliteStore};
 
 use crate::crypto::SecretDigest;

@@ -14,7 +14,6 @@
 //! the admin commands into a new one. Once that happens the store refuses every
 //! write and read and says so in `/health`, until the path names its file again.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -202,20 +201,14 @@ pub enum OpenError {
     Thread(std::io::Error),
 }
 
-/// The SQLite implementation of [`Store`].
+/// The SQLite implementation of [`Store`]. It keeps no cache of its own:
+/// [`super::KeyCache`] adds one over any store.
 pub struct SqliteStore {
     path: PathBuf,
     writer: mpsc::Sender<Box<dyn Job>>,
     readers: Arc<Readers>,
     health: Arc<Health>,
-    /// Keys already read, so a mint skips the hop to a read connection. Safe
-    /// to serve stale: a key is immutable but for deletion, and every mint's
-    /// insert re-checks in its own transaction that the key still exists.
-    keys: Mutex<HashMap<KeyId, KeyRecord>>,
 }
-
-/// Keys remembered at most; past that the cache starts over.
-const MAX_CACHED_KEYS: usize = 4096;
 
 /// Flags for every connection: read-write, and never `SQLITE_OPEN_CREATE`.
 /// [`SqliteStore::open`] creates a missing file itself (mode 0600); a
@@ -273,14 +266,7 @@ impl SqliteStore {
             writer: tx,
             readers,
             health,
-            keys: Mutex::new(HashMap::new()),
         })
-    }
-
-    fn cached_keys(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, KeyRecord>> {
-        self.keys
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Proves the database can be written: commits a write that changes
@@ -1272,27 +1258,16 @@ impl Store for SqliteStore {
     }
 
     async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
-        if let Some(hit) = self.cached_keys().get(id) {
-            return Ok(hit.clone());
-        }
         let id = id.clone();
-        let record = self
-            .read(move |conn| {
-                one(conn
-                    .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))
-                    .and_then(|mut st| st.query_row([id.as_str()], key_row).optional()))
-            })
-            .await?;
-        let mut cache = self.cached_keys();
-        if cache.len() >= MAX_CACHED_KEYS {
-            cache.clear();
-        }
-        cache.insert(record.id.clone(), record.clone());
-        Ok(record)
+        self.read(move |conn| {
+            one(conn
+                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))
+                .and_then(|mut st| st.query_row([id.as_str()], key_row).optional()))
+        })
+        .await
     }
 
     async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError> {
-        self.cached_keys().remove(id);
         let (host, id) = (host.clone(), id.clone());
         self.write(Undo::Statement, move |conn| {
             deleted(conn.execute(
@@ -1304,18 +1279,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError> {
-        let minter = match &invite.source {
-            InviteSource::Key(id) => Some(id.clone()),
-            _ => None,
-        };
-        let result = self
-            .write(Undo::Statement, move |conn| insert_invite(conn, &invite))
-            .await;
-        if let (Err(StoreError::NotFound), Some(id)) = (&result, minter) {
-            // Deleted, perhaps by another process: forget it here too.
-            self.cached_keys().remove(&id);
-        }
-        result
+        self.write(Undo::Statement, move |conn| insert_invite(conn, &invite))
+            .await
     }
 
     async fn create_invites(&self, invites: Vec<NewInvite>) -> Result<Vec<i64>, StoreError> {
@@ -1643,48 +1608,6 @@ mod tests {
         assert_eq!(
             r.blocking_recv().unwrap().unwrap_err(),
             StoreError::Backend("disk full".into())
-        );
-    }
-
-    #[tokio::test]
-    async fn a_cached_key_deleted_by_another_process_mints_nothing_more() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let server = SqliteStore::open(&path).unwrap();
-        let cli = SqliteStore::open(&path).unwrap();
-        let host = HostName::parse("example.com").unwrap();
-        let id = KeyId::parse("AAAAAAAAAAAA").unwrap();
-        cli.create_key(KeyRecord {
-            id: id.clone(),
-            host: host.clone(),
-            name: None,
-            created_at: Utc::now(),
-            secret_digest: SecretDigest::of("secret"),
-        })
-        .await
-        .unwrap();
-        let invite = |n: u8| NewInvite {
-            token_digest: SecretDigest::of(&n.to_string()),
-            host: host.clone(),
-            source: InviteSource::Key(id.clone()),
-            issuer_name: None,
-            created_at: Utc::now(),
-            expires_at: Utc::now() + chrono::Duration::days(1),
-        };
-        server.find_key(&id).await.unwrap();
-        server.create_invite(invite(1)).await.unwrap();
-
-        cli.delete_key(&host, &id).await.unwrap();
-        // The server still remembers the key, but the insert re-checks it.
-        assert!(server.find_key(&id).await.is_ok());
-        assert_eq!(
-            server.create_invite(invite(2)).await,
-            Err(StoreError::NotFound)
-        );
-        // And having been refused once, it is forgotten.
-        assert_eq!(
-            server.find_key(&id).await.unwrap_err(),
-            StoreError::NotFound
         );
     }
 

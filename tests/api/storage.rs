@@ -1,6 +1,6 @@
 //! The database file as an operator meets it: where it may be, who may read
 //! it, what happens when it is deleted, replaced or unwritable under a
-//! running server.
+//! running server, and what the key lookups reveal.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -251,4 +251,50 @@ fn serve_refuses_to_start_on_a_database_it_cannot_write_naming_the_file() {
         "{err}"
     );
     assert!(out.stdout.is_empty(), "it said it was listening: {out:?}");
+}
+
+// ------------------------------------------------------ what key lookups show
+
+/// Renames tables away through a connection of the test's own, which makes
+/// every statement on them fail in the server; `back` renames them back.
+fn rename_tables(db: &Path, tables: &[&str], back: bool) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    for t in tables {
+        let (from, to) = if back {
+            (format!("{t}_away"), t.to_string())
+        } else {
+            (t.to_string(), format!("{t}_away"))
+        };
+        conn.execute_batch(&format!("ALTER TABLE {from} RENAME TO {to}"))
+            .unwrap();
+    }
+}
+
+#[test]
+fn an_unknown_key_id_and_a_known_one_with_a_wrong_secret_are_answered_alike_from_memory() {
+    let app = TestApp::spawn();
+    let key = app.create_key("localhost");
+    assert_eq!(mint(&app, &key).status(), 201);
+    let (id, _) = key.split_once('/').unwrap();
+    let wrong_secret = format!("{id}/{}", "w".repeat(36));
+    let unknown_id = format!("{}/{}", "Unknown0Id00", "w".repeat(36));
+    let answer = |key: &str| {
+        let res = mint(&app, key);
+        let status = res.status();
+        let kind = res.headers()["content-type"].clone();
+        (status, kind, res.text().unwrap())
+    };
+    let first = (answer(&wrong_secret), answer(&unknown_id));
+    assert_eq!(first.0, first.1);
+    assert_eq!(first.0 .0, 403);
+
+    // With the keys table gone, only answers from memory still come: both
+    // kinds must (an unknown id that went to the database each time took
+    // longer than a known one, and so told that the known one exists).
+    rename_tables(&app.db, &["api_keys"], false);
+    let again = (answer(&wrong_secret), answer(&unknown_id));
+    rename_tables(&app.db, &["api_keys"], true);
+    assert_eq!(again.0, first.0, "a known id with a wrong secret");
+    assert_eq!(again.1, first.1, "an unknown id");
 }
