@@ -1,6 +1,6 @@
 //! The database file as an operator meets it: where it may be, who may read
-//! it, what happens when it is deleted, replaced or unwritable under a
-//! running server, and what the key lookups reveal.
+//! it, what happens when it is deleted, replaced, unwritable or failing under
+//! a running server, and what the key lookups reveal.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::Response;
-use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, COOKIE, RETRY_AFTER};
 
 use crate::config::{bin, run};
 use crate::helpers::{accept_invite, client, stderr_of, token_of, TestApp, BIN, GOOD_PASSWORD};
@@ -64,6 +64,32 @@ fn health(app: &TestApp) -> (u16, String) {
 fn assert_503(res: Response, what: &str) -> Response {
     assert_eq!(res.status(), 503, "{what}: {:?}", res.headers());
     res
+}
+
+/// The page's registration form, as a browser gets it: CSRF cookie and field.
+fn open_form(page_url: &str) -> (String, String) {
+    let res = client().get(page_url).send().unwrap();
+    assert_eq!(res.status(), 200);
+    let cookie = crate::helpers::set_cookie_value(&res, "invite_csrf").expect("no CSRF cookie");
+    let html = res.text().unwrap();
+    let at = html.find("name=\"csrf\"").expect("no csrf field");
+    let tag = &html[html[..at].rfind('<').unwrap()..at + html[at..].find('>').unwrap()];
+    let value = tag.split("value=\"").nth(1).unwrap();
+    (cookie, value[..value.find('"').unwrap()].to_owned())
+}
+
+fn post_form(page_url: &str, (cookie, field): &(String, String), name: &str) -> Response {
+    client()
+        .post(page_url)
+        .header(COOKIE, format!("invite_csrf={cookie}"))
+        .form(&[
+            ("csrf", field.as_str()),
+            ("name", name),
+            ("password", GOOD_PASSWORD),
+            ("password2", GOOD_PASSWORD),
+        ])
+        .send()
+        .unwrap()
 }
 
 // ------------------------------------------------- a deleted or replaced file
@@ -253,10 +279,12 @@ fn serve_refuses_to_start_on_a_database_it_cannot_write_naming_the_file() {
     assert!(out.stdout.is_empty(), "it said it was listening: {out:?}");
 }
 
-// ------------------------------------------------------ what key lookups show
+// ------------------------------------------------------ failures mid-service
 
 /// Renames tables away through a connection of the test's own, which makes
-/// every statement on them fail in the server; `back` renames them back.
+/// every statement on them fail in the server (as root, unlike chmod, which
+/// root ignores and which an open file does not notice anyway); `back`
+/// renames them back.
 fn rename_tables(db: &Path, tables: &[&str], back: bool) {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(Duration::from_secs(30)).unwrap();
@@ -270,6 +298,40 @@ fn rename_tables(db: &Path, tables: &[&str], back: bool) {
             .unwrap();
     }
 }
+
+#[test]
+fn a_store_failing_mid_service_answers_503_everywhere_and_loses_nothing() {
+    let app = TestApp::spawn();
+    let key = app.create_key("localhost");
+    let by_api = app.mint();
+    let by_page = app.mint();
+    let form = open_form(&by_page);
+    let invites = app.count("SELECT COUNT(*) FROM invites");
+
+    rename_tables(&app.db, &["invites", "accounts"], false);
+    let res = assert_503(mint(&app, &key), "/invites_api");
+    assert_eq!(res.headers()[RETRY_AFTER], "1");
+    assert!(res.text().unwrap().starts_with("Service unavailable"));
+    let res = assert_503(
+        accept_invite(&app, &token_of(&by_api), "alice", GOOD_PASSWORD),
+        "POST /api/invite/{id}",
+    );
+    let body: serde_json::Value = res.json().unwrap();
+    assert_eq!(body["error"], "unavailable", "{body}");
+    let res = assert_503(post_form(&by_page, &form, "bob"), "the registration page");
+    assert!(res.text().unwrap().contains("Nothing was changed"));
+    rename_tables(&app.db, &["invites", "accounts"], true);
+
+    // Nothing was half done: both invites work, and no more were made.
+    assert_eq!(app.count("SELECT COUNT(*) FROM invites"), invites);
+    assert_eq!(app.count("SELECT COUNT(*) FROM accounts"), 0);
+    let res = accept_invite(&app, &token_of(&by_api), "alice", GOOD_PASSWORD);
+    assert_eq!(res.status(), 204);
+    assert_eq!(post_form(&by_page, &form, "bob").status(), 200);
+    assert_eq!(mint(&app, &key).status(), 201);
+}
+
+// ------------------------------------------------------ what key lookups show
 
 #[test]
 fn an_unknown_key_id_and_a_known_one_with_a_wrong_secret_are_answered_alike_from_memory() {
