@@ -1,7 +1,7 @@
 //! The command line: raw arguments (clap) kept apart from the validated config.
 //! Every subcommand opens the store the same way the server does.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -68,7 +68,8 @@ pub enum KeysCommand {
     Create {
         /// The host the key mints invites for.
         host: String,
-        /// A label to remember what the key is for.
+        /// A label to remember what the key is for (may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         name: Option<String>,
     },
     /// List a host's keys: `<id>\t<name>` per line.
@@ -83,7 +84,7 @@ pub enum KeysCommand {
     Delete {
         /// The host the key belongs to.
         host: String,
-        /// The key's id (the part before the `/`).
+        /// The key's id: the part before the `/` (may start with `-`).
         #[arg(allow_hyphen_values = true)]
         id: String,
     },
@@ -96,7 +97,8 @@ pub enum AccountsCommand {
     Create {
         /// The host the account belongs to.
         host: String,
-        /// The account name.
+        /// The account name (may start with `-`, as registration allows).
+        #[arg(allow_hyphen_values = true)]
         name: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
@@ -114,7 +116,8 @@ pub enum AccountsCommand {
     Delete {
         /// The host the account belongs to.
         host: String,
-        /// The account name.
+        /// The account name (may start with `-`, as registration allows).
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
 }
@@ -169,10 +172,23 @@ fn named_not_found<T>(r: Result<T, StoreError>, message: &'static str) -> anyhow
     })
 }
 
+/// The configured host `name`, or an error that starts as Prosody's does and
+/// then says which hosts there are.
 fn host<'c>(config: &'c Config, name: &str) -> anyhow::Result<&'c HostConfig> {
-    config
-        .host(name)
-        .ok_or_else(|| anyhow!("please supply a valid host"))
+    config.host(name).ok_or_else(|| {
+        let configured: Vec<&str> = config.hosts.keys().map(|h| h.as_str()).collect();
+        // Plain when it is a plain word; quoted (and escaped) when it is
+        // empty or holds spaces or control characters, so it reads as given.
+        let given = if !name.is_empty() && name.chars().all(|c| c.is_ascii_graphic()) {
+            name.to_owned()
+        } else {
+            format!("{name:?}")
+        };
+        anyhow!(
+            "please supply a valid host: {given} is not served here (configured: {})",
+            configured.join(", ")
+        )
+    })
 }
 
 async fn dispatch(mut config: Config, command: Command) -> anyhow::Result<()> {
@@ -246,6 +262,11 @@ async fn keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Delete { host: h, id } => {
             let host = host(config, &h)?;
+            if id.contains('/') {
+                // The whole key was pasted; its secret is not needed (and is
+                // better not typed into shells and their history).
+                bail!("give only the key's id, the part before the `/`; nothing was deleted");
+            }
             let id = KeyId::parse(&id).map_err(|_| anyhow!("key not found"))?;
             let deleted = open_store(config)?.delete_key(&host.name, &id).await;
             named_not_found(deleted, "key not found")?;
@@ -268,8 +289,21 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
                 std::io::stdin().lock().read_line(&mut line)?;
                 line.trim_end_matches(['\r', '\n']).to_owned()
             } else {
-                let first = rpassword::prompt_password("Password: ")?;
-                let again = rpassword::prompt_password("Password again: ")?;
+                // rpassword asks on the terminal, not on standard input; a
+                // script piping the password in has forgotten the flag, and
+                // without any terminal it would fail with an OS error.
+                if !std::io::stdin().is_terminal() {
+                    bail!(
+                        "no terminal to ask for the password on: pipe it in with --password-stdin"
+                    );
+                }
+                let ask = |prompt| {
+                    rpassword::prompt_password(prompt).context(
+                        "cannot read the password from the terminal (pipe it in with --password-stdin)",
+                    )
+                };
+                let first = ask("Password: ")?;
+                let again = ask("Password again: ")?;
                 if first != again {
                     bail!("the passwords do not match");
                 }

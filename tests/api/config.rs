@@ -305,7 +305,10 @@ fn invite_server_config_names_the_file_and_config_flag_wins() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let out = keys_create("env.example", true);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert_eq!(stderr(&out), "Error: please supply a valid host\n");
+    assert_eq!(
+        stderr(&out),
+        "Error: please supply a valid host: env.example is not served here (configured: flag.example)\n"
+    );
     assert_eq!(key_rows(&db), 2);
 }
 
