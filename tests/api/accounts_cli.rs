@@ -105,6 +105,30 @@ fn an_account_that_breaks_the_policy_is_refused_with_exit_1_saying_why() {
 }
 
 #[test]
+fn a_guessable_password_is_refused_in_whole_sentences() {
+    let app = TestApp::spawn();
+    // Neither has the trailing-space run-on of a warning and advice glued
+    // together; "alice2024" gets no zxcvbn warning, "password1" gets one.
+    for password in ["alice2024", "password1"] {
+        let out = create(&app, "localhost", "alice", password);
+        assert_fails(&out, "the password is too easy to guess. ");
+        let message = stderr(&out);
+        let sentences = message
+            .trim_end()
+            .strip_prefix("Error: the password is too easy to guess. ")
+            .unwrap();
+        assert!(sentences.ends_with('.'), "{message:?}");
+        for sentence in sentences.split_inclusive(". ") {
+            assert!(
+                sentence.starts_with(|c: char| c.is_ascii_uppercase()),
+                "{sentence:?} in {message:?}"
+            );
+        }
+    }
+    assert_eq!(app.count(ACCOUNTS), 0);
+}
+
+#[test]
 fn without_a_terminal_or_password_stdin_the_error_says_to_use_password_stdin() {
     let app = TestApp::spawn();
     // Standard input is a pipe here, as in a script or a cron job.
