@@ -1,12 +1,12 @@
 //! The command line: raw arguments (clap) kept apart from the validated config.
 //! Every subcommand opens the store the same way the server does.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context};
 use chrono::{SecondsFormat, Utc};
 use clap::{Parser, Subcommand};
 
@@ -15,7 +15,7 @@ use crate::domain::{AccountName, KeyId, Password};
 use crate::passwords::Hasher;
 use crate::service;
 use crate::startup::Application;
-use crate::store::{InviteSource, NewAccount, SqliteStore, Store, StoreError};
+use crate::store::{InviteSource, KeyCache, NewAccount, SqliteStore, Store, StoreError};
 
 /// How many invites one transaction of `invites create --count` carries, so a
 /// bulk fill never holds the write lock long enough to stall a running server.
@@ -68,7 +68,8 @@ pub enum KeysCommand {
     Create {
         /// The host the key mints invites for.
         host: String,
-        /// A label to remember what the key is for.
+        /// A label to remember what the key is for (may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         name: Option<String>,
     },
     /// List a host's keys: `<id>\t<name>` per line.
@@ -83,7 +84,7 @@ pub enum KeysCommand {
     Delete {
         /// The host the key belongs to.
         host: String,
-        /// The key's id (the part before the `/`).
+        /// The key's id: the part before the `/` (may start with `-`).
         #[arg(allow_hyphen_values = true)]
         id: String,
     },
@@ -96,7 +97,8 @@ pub enum AccountsCommand {
     Create {
         /// The host the account belongs to.
         host: String,
-        /// The account name.
+        /// The account name (may start with `-`, as registration allows).
+        #[arg(allow_hyphen_values = true)]
         name: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
@@ -114,7 +116,8 @@ pub enum AccountsCommand {
     Delete {
         /// The host the account belongs to.
         host: String,
-        /// The account name.
+        /// The account name (may start with `-`, as registration allows).
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
 }
@@ -157,8 +160,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(dispatch(config, cli.command))
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(Arc::new(SqliteStore::open(&config.database)?))
+fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    Ok(SqliteStore::open(&config.database)?)
 }
 
 /// Turns the store's `NotFound` into the message the operator should see.
@@ -169,10 +172,23 @@ fn named_not_found<T>(r: Result<T, StoreError>, message: &'static str) -> anyhow
     })
 }
 
+/// The configured host `name`, or an error that starts as Prosody's does and
+/// then says which hosts there are.
 fn host<'c>(config: &'c Config, name: &str) -> anyhow::Result<&'c HostConfig> {
-    config
-        .host(name)
-        .ok_or_else(|| anyhow!("please supply a valid host"))
+    config.host(name).ok_or_else(|| {
+        let configured: Vec<&str> = config.hosts.keys().map(|h| h.as_str()).collect();
+        // Plain when it is a plain word; quoted (and escaped) when it is
+        // empty or holds spaces or control characters, so it reads as given.
+        let given = if !name.is_empty() && name.chars().all(|c| c.is_ascii_graphic()) {
+            name.to_owned()
+        } else {
+            format!("{name:?}")
+        };
+        anyhow!(
+            "please supply a valid host: {given} is not served here (configured: {})",
+            configured.join(", ")
+        )
+    })
 }
 
 async fn dispatch(mut config: Config, command: Command) -> anyhow::Result<()> {
@@ -192,6 +208,9 @@ async fn dispatch(mut config: Config, command: Command) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init();
     let store = open_store(&config)?;
+    // Before listening: a server that cannot write must not report healthy.
+    store.check_writable().await?;
+    let store: Arc<dyn Store> = Arc::new(KeyCache::new(store));
     let listen = config.listen;
     let app = Application::build(Arc::new(config), store, listen).await?;
     let addr = app.addr();
@@ -215,7 +234,7 @@ async fn keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 bail!("a key name is one line of at most 200 characters, without tabs");
             }
             let store = open_store(config)?;
-            let key = service::create_key(&*store, host, name).await?;
+            let key = service::create_key(&store, host, name).await?;
             println!("{}", key.expose());
         }
         KeysCommand::List { host: h, json } => {
@@ -242,6 +261,11 @@ async fn keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Delete { host: h, id } => {
             let host = host(config, &h)?;
+            if id.contains('/') {
+                // The whole key was pasted; its secret is not needed (and is
+                // better not typed into shells and their history).
+                bail!("give only the key's id, the part before the `/`; nothing was deleted");
+            }
             let id = KeyId::parse(&id).map_err(|_| anyhow!("key not found"))?;
             let deleted = open_store(config)?.delete_key(&host.name, &id).await;
             named_not_found(deleted, "key not found")?;
@@ -264,8 +288,21 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
                 std::io::stdin().lock().read_line(&mut line)?;
                 line.trim_end_matches(['\r', '\n']).to_owned()
             } else {
-                let first = rpassword::prompt_password("Password: ")?;
-                let again = rpassword::prompt_password("Password again: ")?;
+                // rpassword asks on the terminal, not on standard input; a
+                // script piping the password in has forgotten the flag, and
+                // without any terminal it would fail with an OS error.
+                if !std::io::stdin().is_terminal() {
+                    bail!(
+                        "no terminal to ask for the password on: pipe it in with --password-stdin"
+                    );
+                }
+                let ask = |prompt| {
+                    rpassword::prompt_password(prompt).context(
+                        "cannot read the password from the terminal (pipe it in with --password-stdin)",
+                    )
+                };
+                let first = ask("Password: ")?;
+                let again = ask("Password again: ")?;
                 if first != again {
                     bail!("the passwords do not match");
                 }

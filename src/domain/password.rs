@@ -29,13 +29,7 @@ impl Password {
         }
         let estimate = zxcvbn::zxcvbn(s, &[name.as_str(), host.as_str()]);
         if (estimate.score() as u8) < MIN_SCORE {
-            let why = estimate
-                .feedback()
-                .and_then(|f| f.warning().map(|w| w.to_string()))
-                .unwrap_or_else(|| "it would be guessed quickly".to_owned());
-            return Err(Invalid::new(format!(
-                "the password is too easy to guess: {why} Add more words or characters."
-            )));
+            return Err(Invalid::new(too_easy(estimate.feedback())));
         }
         Ok(Self(s.to_owned()))
     }
@@ -43,6 +37,36 @@ impl Password {
     /// The password text, for the hasher only.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// Why a password is too easy to guess, in whole sentences: zxcvbn's warning
+/// when it has one, then its suggestions, or ours when it has none. The text
+/// reaches the registration page, the JSON API and the command line alike.
+fn too_easy(feedback: Option<&zxcvbn::feedback::Feedback>) -> String {
+    let mut sentences = vec!["the password is too easy to guess.".to_owned()];
+    if let Some(warning) = feedback.and_then(|f| f.warning()) {
+        sentences.push(warning.to_string());
+    }
+    let suggestions = feedback.map_or(&[][..], |f| f.suggestions());
+    if suggestions.is_empty() {
+        sentences.push("Add more words or characters.".to_owned());
+    }
+    sentences.extend(suggestions.iter().map(|s| s.to_string()));
+    sentences
+        .into_iter()
+        .map(|s| full_stop(s.trim()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `s` ending as a sentence does: zxcvbn's texts do today, and this keeps
+/// it so should one of them change.
+fn full_stop(s: &str) -> String {
+    if s.ends_with(['.', '!', '?']) {
+        s.to_owned()
+    } else {
+        format!("{s}.")
     }
 }
 
@@ -80,5 +104,38 @@ mod tests {
             .0
             .contains("too long"));
         assert!(Password::parse("correct horse battery staple", &n, &h).is_ok());
+    }
+
+    /// Each piece of a refusal is its own sentence, ending in a full stop.
+    fn assert_sentences(message: &str) {
+        let body = message
+            .strip_prefix("the password is too easy to guess. ")
+            .unwrap_or_else(|| panic!("{message:?}"));
+        assert!(body.ends_with('.'), "{message:?}");
+        for sentence in body.split_inclusive(['.', '!', '?']) {
+            let first = sentence.trim_start().chars().next();
+            assert!(
+                first.is_some_and(|c| c.is_uppercase() || c == '"'),
+                "{sentence:?} in {message:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_guessable_password_is_refused_in_whole_sentences_with_zxcvbns_advice() {
+        let (n, h) = ctx();
+        let common = Password::parse("password", &n, &h).unwrap_err().0;
+        assert_sentences(&common);
+        assert!(
+            common.contains("This is a top-10 common password. "),
+            "{common}"
+        );
+        assert!(common.contains("Add another word or two."), "{common}");
+        // Without a warning of zxcvbn's own: still sentences, still advice.
+        let plain = too_easy(None);
+        assert_eq!(
+            plain,
+            "the password is too easy to guess. Add more words or characters."
+        );
     }
 }

@@ -2,12 +2,14 @@
 //! through [`Store`]; only the backend modules below speak SQL, so another
 //! backend can be added without touching handlers or commands.
 
+mod key_cache;
 mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use sqlite::SqliteStore;
+pub use key_cache::KeyCache;
+pub use sqlite::{OpenError, SqliteStore};
 
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
@@ -32,6 +34,11 @@ pub enum StoreError {
     #[error("storage failure: {0}")]
     Backend(String),
 }
+
+/// Why a store cannot serve right now, in a few words for `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unhealthy(pub &'static str);
 
 /// Where an invite came from: Prosody's `source` field, extended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,4 +244,12 @@ pub trait Store: Send + Sync + 'static {
     /// server on it accepts the others' forms: `candidate` (fresh from the OS
     /// RNG) is stored if no key is yet, and the stored key is returned.
     async fn form_key(&self, candidate: [u8; FormKey::LEN]) -> Result<FormKey, StoreError>;
+
+    /// Whether the store can take writes, as far as it knows without doing
+    /// any I/O (it is asked on every `/health`): `Err` after a write has
+    /// failed for a reason that will not go away by itself (a read-only or
+    /// full disk, a deleted or replaced database file), until one succeeds.
+    fn health(&self) -> Result<(), Unhealthy> {
+        Ok(())
+    }
 }

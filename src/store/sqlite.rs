@@ -6,20 +6,27 @@
 //! failure undoes only itself, and answers each only after the commit is on disk.
 //! Reads use a small pool of other connections on the blocking thread pool, so
 //! they never wait behind the writer (WAL readers do not block on writers).
+//!
+//! The store also watches its own file: before every commit (and once a second
+//! when idle) the writer checks that the database path still names the file it
+//! has open. A file deleted or replaced under a running server would otherwise
+//! split the data in two: the server writing into a file nobody else can see,
+//! the admin commands into a new one. Once that happens the store refuses every
+//! write and read and says so in `/health`, until the path names its file again.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use super::{
     AccountRecord, InviteRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession,
-    SessionRecord, Store, StoreError,
+    SessionRecord, Store, StoreError, Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
@@ -34,6 +41,10 @@ const MAX_IDLE_READERS: usize = 4;
 /// Page cache per read connection, in KiB (SQLite's default is 2000). Reads
 /// are single indexed rows; a small cache keeps many readers cheap.
 const READER_CACHE_KIB: i64 = 512;
+/// How often an idle writer checks that the database path still names its
+/// file (and, while writes are failing, whether they work again), so that
+/// `/health` notices without a request having to write.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// The schema, one migration per version, applied in order. Never edit a
 /// published entry: add a new one.
@@ -116,6 +127,41 @@ const MIGRATIONS: &[&str] = &[
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// The directory the database should be in does not exist. The store
+    /// creates the file but never directories: a typo in the path should be
+    /// an error, not a new empty database somewhere unexpected.
+    #[error("cannot open database {path}: the directory {dir} does not exist (create it first)")]
+    NoDirectory {
+        /// The database file.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// The database file is missing but its write-ahead log is not: the file
+    /// was deleted (or moved without it) while in use.
+    #[error("cannot create database {path}: {wal} is left over from a database deleted or moved while in use; put that database back, or move {wal} and the -shm file beside it away first")]
+    LeftoverWal {
+        /// The database file.
+        path: PathBuf,
+        /// Its write-ahead log.
+        wal: PathBuf,
+    },
+    /// A missing database file could not be created.
+    #[error("cannot create database {path}")]
+    Create {
+        /// The database file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file SQLite opened could not be looked up by its path.
+    #[error("cannot look up database file {path}")]
+    Stat {
+        /// The database file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// SQLite refused.
     #[error("cannot open database {path}")]
     Sqlite {
@@ -134,6 +180,22 @@ pub enum OpenError {
         /// The newest this binary knows.
         known: i64,
     },
+    /// The schema version is one no invite-server ever writes (negative).
+    #[error("database {path} has schema version {found}, which no invite-server writes: the file is damaged or not an invite-server database; refusing to open it")]
+    BadVersion {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+    },
+    /// The database opened but a write to it failed.
+    #[error("database {path} cannot be written: {reason} (check the owner and mode of the file and its directory, and that the filesystem is writable and not full)")]
+    NotWritable {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// A read connection could not be opened.
     #[error("cannot open a read connection to {path}: {reason}")]
     Reader {
@@ -147,41 +209,59 @@ pub enum OpenError {
     Thread(std::io::Error),
 }
 
-/// The SQLite implementation of [`Store`].
+/// The SQLite implementation of [`Store`]. It keeps no cache of its own:
+/// [`super::KeyCache`] adds one over any store.
 pub struct SqliteStore {
+    path: PathBuf,
     writer: mpsc::Sender<Box<dyn Job>>,
     readers: Arc<Readers>,
-    /// Keys already read, so a mint skips the hop to a read connection. Safe
-    /// to serve stale: a key is immutable but for deletion, and every mint's
-    /// insert re-checks in its own transaction that the key still exists.
-    keys: Mutex<HashMap<KeyId, KeyRecord>>,
+    health: Arc<Health>,
 }
 
-/// Keys remembered at most; past that the cache starts over.
-const MAX_CACHED_KEYS: usize = 4096;
+/// Flags for every connection: read-write, and never `SQLITE_OPEN_CREATE`.
+/// [`SqliteStore::open`] creates a missing file itself (mode 0600); a
+/// connection opened later must fail on a deleted file, not quietly start an
+/// empty database beside the server's. Without `SQLITE_OPEN_URI` the path is
+/// always a file path, as the mode and identity checks take it to be.
+fn open_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
 
 impl SqliteStore {
-    /// Opens (creating if needed) and migrates the database at `path`, and
-    /// starts its writer thread.
+    /// Opens (creating if needed, with mode 0600) and migrates the database
+    /// at `path`, and starts its writer thread. The directory must exist.
     pub fn open(path: &Path) -> Result<Self, OpenError> {
         let sqlite = |source| OpenError::Sqlite {
             path: path.to_owned(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(sqlite)?;
+        create_if_missing(path)?;
+        let mut conn = Connection::open_with_flags(path, open_flags()).map_err(sqlite)?;
         configure(&conn).map_err(sqlite)?;
         migrate(&mut conn, path)?;
         conn.set_prepared_statement_cache_capacity(64);
+        // Taken after SQLite has opened the file, so it names that file.
+        let watch = Watch::new(path).map_err(|source| OpenError::Stat {
+            path: path.to_owned(),
+            source,
+        })?;
+        let health = Arc::new(Health::new(path));
 
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let writer = Writer {
+            conn,
+            watch,
+            health: Arc::clone(&health),
+        };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer.run(rx))
             .map_err(OpenError::Thread)?;
 
         let readers = Arc::new(Readers {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
+            health: Arc::clone(&health),
         });
         // Open one reader now so a bad path fails here, not on the first request.
         let first = readers.open().map_err(|e| OpenError::Reader {
@@ -190,16 +270,28 @@ impl SqliteStore {
         })?;
         readers.give_back(first);
         Ok(Self {
+            path: path.to_owned(),
             writer: tx,
             readers,
-            keys: Mutex::new(HashMap::new()),
+            health,
         })
     }
 
-    fn cached_keys(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, KeyRecord>> {
-        self.keys
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Proves the database can be written: commits a write that changes
+    /// nothing (the schema version, rewritten with its own value) through the
+    /// writer, fsync included. `serve` calls it before it starts listening, so
+    /// a read-only file or filesystem fails at startup instead of after the
+    /// server has reported itself healthy.
+    pub async fn check_writable(&self) -> Result<(), OpenError> {
+        self.write(Undo::Statement, rewrite_version)
+            .await
+            .map_err(|e| OpenError::NotWritable {
+                path: self.path.clone(),
+                reason: match e {
+                    StoreError::Backend(why) => why,
+                    other => other.to_string(),
+                },
+            })
     }
 
     /// Runs `f` in the writer's next batch and waits until its batch has committed.
@@ -236,6 +328,70 @@ impl SqliteStore {
     }
 }
 
+/// Creates the database file, empty and readable by its owner only, unless it
+/// exists. SQLite takes an empty file for a new database, and gives the -wal
+/// and -shm files it creates beside it the main file's mode whatever the
+/// umask, so these three files never hold data that others can read.
+fn create_if_missing(path: &Path) -> Result<(), OpenError> {
+    // SQLite would say only "unable to open database file".
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Err(e) = std::fs::metadata(dir) {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Err(OpenError::NoDirectory {
+                path: path.to_owned(),
+                dir: dir.to_owned(),
+            });
+        }
+    }
+    // SQLite would pair a new file with the write-ahead log of a deleted
+    // one (and then fail with "disk I/O error", after emptying that log).
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    if !path.exists() && wal.exists() {
+        return Err(OpenError::LeftoverWal {
+            path: path.to_owned(),
+            wal,
+        });
+    }
+    match private_file(path) {
+        // Another process created it first: it is theirs to have set up.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(OpenError::Create {
+            path: path.to_owned(),
+            source,
+        }),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Creates `path` exclusively with mode 0600, exactly (not masked by umask).
+#[cfg(unix)]
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    // The mode given to open is masked by the umask; a umask that takes the
+    // owner's write bit away would leave a file SQLite cannot write.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+}
+
+/// Creates `path` exclusively; file modes are a Unix notion.
+#[cfg(not(unix))]
+fn private_file(path: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map(|_| ())
+}
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // WAL lets readers run beside the writer, and the CLI beside the server.
@@ -259,6 +415,14 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
     let found: i64 = tx
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(sqlite)?;
+    // user_version is a signed 32-bit field that only migrations write; a
+    // negative one would skip every migration below (and leave no tables).
+    if found < 0 {
+        return Err(OpenError::BadVersion {
+            path: path.to_owned(),
+            found,
+        });
+    }
     if found > known {
         return Err(OpenError::TooNew {
             path: path.to_owned(),
@@ -346,52 +510,355 @@ where
 /// there the CPU it would take belongs to the workers.
 const LONE_WRITE_POLL: Duration = Duration::from_micros(50);
 
-/// The next queued write: polled for up to `poll`, then waited for.
-fn next_job(jobs: &mpsc::Receiver<Box<dyn Job>>, poll: Duration) -> Option<Box<dyn Job>> {
+/// What the writer waits for next.
+enum Next {
+    /// A write to apply.
+    Job(Box<dyn Job>),
+    /// Nothing came for a while: time for the idle checks.
+    Idle,
+    /// Every sender is gone: the store was dropped.
+    Closed,
+}
+
+/// The next queued write: polled for up to `poll`, then waited for up to `idle`.
+fn next_job(jobs: &mpsc::Receiver<Box<dyn Job>>, poll: Duration, idle: Duration) -> Next {
     let until = std::time::Instant::now() + poll;
     loop {
         match jobs.try_recv() {
-            Ok(job) => return Some(job),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Ok(job) => return Next::Job(job),
+            Err(mpsc::TryRecvError::Disconnected) => return Next::Closed,
             Err(mpsc::TryRecvError::Empty) if std::time::Instant::now() < until => {
                 std::thread::yield_now();
             }
-            Err(mpsc::TryRecvError::Empty) => return jobs.recv().ok(),
+            Err(mpsc::TryRecvError::Empty) => {
+                return match jobs.recv_timeout(idle) {
+                    Ok(job) => Next::Job(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => Next::Idle,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+                }
+            }
         }
     }
 }
 
-fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
-    let mut poll = Duration::ZERO;
-    while let Some(first) = next_job(&jobs, poll) {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+/// The identity of a file: what a path names, independent of the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    #[cfg(unix)]
+    fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// Elsewhere only a deleted file is noticed.
+    #[cfg(not(unix))]
+    fn of(path: &Path) -> std::io::Result<Self> {
+        std::fs::metadata(path).map(|_| Self { dev: 0, ino: 0 })
+    }
+}
+
+/// The database path and the file it named when the store opened it.
+struct Watch {
+    path: PathBuf,
+    id: FileId,
+}
+
+impl Watch {
+    fn new(path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            path: path.to_owned(),
+            id: FileId::of(path)?,
+        })
+    }
+
+    /// True while the path still names the file the store has open. A path
+    /// that cannot be looked up at all counts as not: nothing proves it does.
+    fn still_ours(&self) -> bool {
+        FileId::of(&self.path).is_ok_and(|id| id == self.id)
+    }
+}
+
+/// Whether the store can write, as the writer last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum State {
+    /// The last commit went through.
+    Writable = 0,
+    /// The database path names another file, or none.
+    Lost = 1,
+    /// The last commit failed: the file or filesystem is read-only.
+    ReadOnly = 2,
+    /// The last commit failed: the disk is full.
+    Full = 3,
+    /// The last commit failed: an I/O error, or the file is damaged.
+    Io = 4,
+    /// The last commit could not get the write lock within the busy timeout.
+    Locked = 5,
+    /// The last commit failed for another reason.
+    Failing = 6,
+}
+
+impl State {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Writable,
+            1 => Self::Lost,
+            2 => Self::ReadOnly,
+            3 => Self::Full,
+            4 => Self::Io,
+            5 => Self::Locked,
+            _ => Self::Failing,
+        }
+    }
+
+    /// What a failed commit says about the store.
+    fn of_failure(e: &BatchError) -> Self {
+        let code = match e {
+            BatchError::Lost => return Self::Lost,
+            BatchError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => f.code,
+            BatchError::Sqlite(_) => return Self::Failing,
+        };
+        match code {
+            ErrorCode::ReadOnly => Self::ReadOnly,
+            ErrorCode::DiskFull => Self::Full,
+            ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::DatabaseCorrupt
+            | ErrorCode::NotADatabase => Self::Io,
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Self::Locked,
+            _ => Self::Failing,
+        }
+    }
+
+    /// The short reason `/health` gives.
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Writable => "ok",
+            Self::Lost => "the database file was deleted or replaced",
+            Self::ReadOnly => "the database is read-only",
+            Self::Full => "the disk holding the database is full",
+            Self::Io => "the database cannot be read or written (I/O error or damaged file)",
+            Self::Locked => "another process holds the database's write lock",
+            Self::Failing => "writes to the database are failing",
+        }
+    }
+}
+
+/// The store's [`State`], shared by the writer (which sets it), the readers
+/// and `/health` (which read it: one atomic load, no I/O).
+struct Health {
+    path: PathBuf,
+    state: AtomicU8,
+}
+
+impl Health {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            state: AtomicU8::new(State::Writable as u8),
+        }
+    }
+
+    fn get(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Records `now`, and logs the change when it is one, so that each
+    /// episode is explained once rather than on every request.
+    fn set(&self, now: State) {
+        let before = State::from_u8(self.state.swap(now as u8, Ordering::Relaxed));
+        if before == now {
+            return;
+        }
+        let path = self.path.display();
+        match (before, now) {
+            (_, State::Lost) => tracing::error!(
+                database = %path,
+                "the database file was deleted or replaced while in use: its path no longer \
+                 names the file this server has open, so whatever it wrote now would be seen by \
+                 no one else; refusing all writes and reads until the file is back or the server \
+                 is restarted"
+            ),
+            (State::Lost, State::Writable) => tracing::warn!(
+                database = %path,
+                "the database path names this server's file again; serving resumes"
+            ),
+            (_, State::Writable) => {
+                tracing::info!(database = %path, "database writes succeed again")
+            }
+            (_, failing) => tracing::error!(
+                database = %path,
+                reason = failing.reason(),
+                "database writes are failing; /health reports it until one succeeds"
+            ),
+        }
+    }
+
+    /// `Ok` while the store can serve; the reason otherwise.
+    fn check(&self) -> Result<(), Unhealthy> {
+        match self.get() {
+            State::Writable => Ok(()),
+            other => Err(Unhealthy(other.reason())),
+        }
+    }
+
+    /// Reads are refused only when the file is lost: a read then might come
+    /// from either file. A failing disk still serves what it holds.
+    fn check_readable(&self) -> Result<(), StoreError> {
+        match self.get() {
+            State::Lost => Err(StoreError::Backend(State::Lost.reason().into())),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why a batch was not committed.
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    /// SQLite failed, or the batch had to be abandoned.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database path no longer names the file being written.
+    #[error("the database file was deleted or replaced")]
+    Lost,
+}
+
+impl BatchError {
+    /// What each caller in the batch is told.
+    fn to_store_error(&self) -> StoreError {
+        match self {
+            Self::Sqlite(e) => StoreError::Backend(e.to_string()),
+            Self::Lost => StoreError::Backend(
+                "the database file was deleted or replaced; nothing was written".into(),
+            ),
+        }
+    }
+}
+
+/// The writer thread's connection and what it watches.
+struct Writer {
+    conn: Connection,
+    watch: Watch,
+    health: Arc<Health>,
+}
+
+impl Writer {
+    fn run(self, jobs: mpsc::Receiver<Box<dyn Job>>) {
+        let mut poll = Duration::ZERO;
+        loop {
+            let first = match next_job(&jobs, poll, IDLE_CHECK) {
+                Next::Job(job) => job,
+                Next::Idle => {
+                    self.idle();
+                    continue;
+                }
+                Next::Closed => return,
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            poll = if batch.len() == 1 {
+                LONE_WRITE_POLL
+            } else {
+                Duration::ZERO
+            };
+            let outcome = self.commit(&mut batch);
+            // A lost file is explained once, by Health::set.
+            if let Err(e @ BatchError::Sqlite(_)) = &outcome {
+                tracing::error!(error = %e, writes = batch.len(), "database commit failed");
+            }
+            self.health.set(match &outcome {
+                Ok(()) => State::Writable,
+                Err(e) => State::of_failure(e),
+            });
+            let answer = outcome.map_err(|e| e.to_store_error());
+            for job in batch {
+                job.finish(answer.clone());
             }
         }
-        poll = if batch.len() == 1 {
-            LONE_WRITE_POLL
-        } else {
-            Duration::ZERO
-        };
-        let outcome = run_batch(&conn, &mut batch).map_err(|e| {
-            // Leave no transaction open for the next batch.
-            let _ = conn.execute_batch("ROLLBACK");
-            if !conn.is_autocommit() {
+    }
+
+    /// Applies and commits a batch; after a failure, leaves no transaction open.
+    fn commit(&self, batch: &mut [Box<dyn Job>]) -> Result<(), BatchError> {
+        let outcome = run_batch(&self.conn, batch, &|| self.watch.still_ours());
+        if outcome.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            if !self.conn.is_autocommit() {
                 tracing::error!("the database connection is stuck in a transaction");
             }
-            tracing::error!(error = %e, writes = batch.len(), "database commit failed");
-            StoreError::Backend(e.to_string())
-        });
-        for job in batch {
-            job.finish(outcome.clone());
         }
+        outcome
+    }
+
+    /// With nothing to write: notices a lost file (or its return), and while
+    /// writes are failing tries one that changes nothing, so the store
+    /// reports itself healthy again without waiting for a client to write.
+    fn idle(&self) {
+        let failing = match (self.watch.still_ours(), self.health.get()) {
+            (false, _) => return self.health.set(State::Lost),
+            (true, State::Writable) => return,
+            (true, State::Lost) => return self.health.set(State::Writable),
+            (true, failing) => failing,
+        };
+        let (reply, mut answer) = oneshot::channel();
+        let mut probe: Vec<Box<dyn Job>> = vec![Box::new(Pending {
+            f: Some(rewrite_version),
+            undo: Undo::Statement,
+            result: None,
+            reply,
+        })];
+        // Not logged: while it fails it says nothing new, and Health::set
+        // logs the change when it succeeds.
+        let outcome = self.commit(&mut probe);
+        let now = match &outcome {
+            Err(e) => State::of_failure(e),
+            Ok(()) => {
+                for job in probe {
+                    job.finish(Ok(()));
+                }
+                // The batch commits even when the probe's own write failed
+                // (as on a read-only file): only its success is news.
+                match answer.try_recv() {
+                    Ok(Ok(())) => State::Writable,
+                    _ => failing,
+                }
+            }
+        };
+        self.health.set(now);
     }
 }
 
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
+/// A write that changes nothing: the schema version, rewritten with its own
+/// value. SQLite still writes the header page, so committing it proves the
+/// file, its WAL and its filesystem take writes.
+fn rewrite_version(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(backend)?;
+    conn.pragma_update(None, "user_version", version)
+        .map_err(backend)
+}
+
+/// Applies `batch` in one transaction and commits it if `still_ours` says the
+/// file being written is still the database's file.
+fn run_batch(
+    conn: &Connection,
+    batch: &mut [Box<dyn Job>],
+    still_ours: &dyn Fn() -> bool,
+) -> Result<(), BatchError> {
     // Cached statements: these run once or twice per write, and parsing them
     // each time was measurable.
     let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut st| st.execute([]));
@@ -407,10 +874,10 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<
             // SQLite rolled the whole transaction back itself (a full disk, an
             // I/O error): nothing in this batch stands, and going on would
             // commit the rest one statement at a time.
-            return Err(rusqlite::Error::SqliteFailure(
+            return Err(BatchError::Sqlite(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT_ROLLBACK),
                 Some("the transaction was rolled back by SQLite".into()),
-            ));
+            )));
         }
         if savepoint {
             if !ok {
@@ -423,13 +890,21 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<
             // undone alone, and its caller is told it failed, so nothing in
             // this batch may stand.
             tracing::error!("a one-statement write failed after changing rows");
-            return Err(rusqlite::Error::SqliteFailure(
+            return Err(BatchError::Sqlite(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
                 Some("a failed write changed rows without a savepoint".into()),
-            ));
+            )));
         }
     }
-    exec("COMMIT").map(|_| ())
+    // The last moment to notice that the path names another file (or none):
+    // a commit into a deleted or replaced file would be acknowledged to the
+    // client and then seen by no other process, nor by this one after a
+    // restart. One stat per batch, shared by every write in it.
+    if !still_ours() {
+        return Err(BatchError::Lost);
+    }
+    exec("COMMIT")?;
+    Ok(())
 }
 
 // --------------------------------------------------------------- the readers
@@ -437,11 +912,12 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<
 struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    health: Arc<Health>,
 }
 
 impl Readers {
     fn open(&self) -> Result<Connection, StoreError> {
-        let conn = Connection::open(&self.path).map_err(backend)?;
+        let conn = Connection::open_with_flags(&self.path, open_flags()).map_err(backend)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
         conn.pragma_update(None, "query_only", "ON")
             .map_err(backend)?;
@@ -455,6 +931,7 @@ impl Readers {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.health.check_readable()?;
         let pooled = self
             .idle
             .lock()
@@ -789,27 +1266,16 @@ impl Store for SqliteStore {
     }
 
     async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
-        if let Some(hit) = self.cached_keys().get(id) {
-            return Ok(hit.clone());
-        }
         let id = id.clone();
-        let record = self
-            .read(move |conn| {
-                one(conn
-                    .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))
-                    .and_then(|mut st| st.query_row([id.as_str()], key_row).optional()))
-            })
-            .await?;
-        let mut cache = self.cached_keys();
-        if cache.len() >= MAX_CACHED_KEYS {
-            cache.clear();
-        }
-        cache.insert(record.id.clone(), record.clone());
-        Ok(record)
+        self.read(move |conn| {
+            one(conn
+                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))
+                .and_then(|mut st| st.query_row([id.as_str()], key_row).optional()))
+        })
+        .await
     }
 
     async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError> {
-        self.cached_keys().remove(id);
         let (host, id) = (host.clone(), id.clone());
         self.write(Undo::Statement, move |conn| {
             deleted(conn.execute(
@@ -821,18 +1287,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError> {
-        let minter = match &invite.source {
-            InviteSource::Key(id) => Some(id.clone()),
-            _ => None,
-        };
-        let result = self
-            .write(Undo::Statement, move |conn| insert_invite(conn, &invite))
-            .await;
-        if let (Err(StoreError::NotFound), Some(id)) = (&result, minter) {
-            // Deleted, perhaps by another process: forget it here too.
-            self.cached_keys().remove(&id);
-        }
-        result
+        self.write(Undo::Statement, move |conn| insert_invite(conn, &invite))
+            .await
     }
 
     async fn create_invites(&self, invites: Vec<NewInvite>) -> Result<Vec<i64>, StoreError> {
@@ -1008,6 +1464,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    fn health(&self) -> Result<(), Unhealthy> {
+        self.health.check()
+    }
 }
 
 #[cfg(test)]
@@ -1081,7 +1541,7 @@ mod tests {
         let (b, rb) = job(account("bob"));
         let (half, rhalf) = pair_job(account("erin"), account("bob"));
         let mut batch = vec![a, dup, b, half];
-        run_batch(&conn, &mut batch).unwrap();
+        run_batch(&conn, &mut batch, &|| true).unwrap();
         for j in batch {
             j.finish(Ok(()));
         }
@@ -1111,7 +1571,7 @@ mod tests {
         );
         let (ok, rok) = job(account("dave"));
         let mut batch = vec![panicking, ok];
-        run_batch(&conn, &mut batch).unwrap();
+        run_batch(&conn, &mut batch, &|| true).unwrap();
         for j in batch {
             j.finish(Ok(()));
         }
@@ -1134,7 +1594,7 @@ mod tests {
             Ok(())
         });
         let mut batch = vec![a, wrong];
-        assert!(run_batch(&conn, &mut batch).is_err());
+        assert!(run_batch(&conn, &mut batch, &|| true).is_err());
         conn.execute_batch("ROLLBACK").unwrap();
         assert!(account_names(&conn).is_empty());
     }
@@ -1149,7 +1609,7 @@ mod tests {
         });
         let (b, _rb) = job(account("bob"));
         let mut batch = vec![a, rollback, b];
-        assert!(run_batch(&conn, &mut batch).is_err());
+        assert!(run_batch(&conn, &mut batch, &|| true).is_err());
         assert!(conn.is_autocommit());
         // bob was not committed on his own after the transaction was gone.
         assert!(account_names(&conn).is_empty());
@@ -1165,10 +1625,11 @@ mod tests {
             // tx is dropped here: no more writes will come.
         });
         // Polls 50 µs, then sleeps until the job arrives.
-        assert!(next_job(&rx, LONE_WRITE_POLL).is_some());
+        let idle = Duration::from_secs(60);
+        assert!(matches!(next_job(&rx, LONE_WRITE_POLL, idle), Next::Job(_)));
         sender.join().unwrap();
-        assert!(next_job(&rx, LONE_WRITE_POLL).is_none());
-        assert!(next_job(&rx, Duration::ZERO).is_none());
+        assert!(matches!(next_job(&rx, LONE_WRITE_POLL, idle), Next::Closed));
+        assert!(matches!(next_job(&rx, Duration::ZERO, idle), Next::Closed));
     }
 
     #[test]
@@ -1178,48 +1639,6 @@ mod tests {
         assert_eq!(
             r.blocking_recv().unwrap().unwrap_err(),
             StoreError::Backend("disk full".into())
-        );
-    }
-
-    #[tokio::test]
-    async fn a_cached_key_deleted_by_another_process_mints_nothing_more() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let server = SqliteStore::open(&path).unwrap();
-        let cli = SqliteStore::open(&path).unwrap();
-        let host = HostName::parse("example.com").unwrap();
-        let id = KeyId::parse("AAAAAAAAAAAA").unwrap();
-        cli.create_key(KeyRecord {
-            id: id.clone(),
-            host: host.clone(),
-            name: None,
-            created_at: Utc::now(),
-            secret_digest: SecretDigest::of("secret"),
-        })
-        .await
-        .unwrap();
-        let invite = |n: u8| NewInvite {
-            token_digest: SecretDigest::of(&n.to_string()),
-            host: host.clone(),
-            source: InviteSource::Key(id.clone()),
-            issuer_name: None,
-            created_at: Utc::now(),
-            expires_at: Utc::now() + chrono::Duration::days(1),
-        };
-        server.find_key(&id).await.unwrap();
-        server.create_invite(invite(1)).await.unwrap();
-
-        cli.delete_key(&host, &id).await.unwrap();
-        // The server still remembers the key, but the insert re-checks it.
-        assert!(server.find_key(&id).await.is_ok());
-        assert_eq!(
-            server.create_invite(invite(2)).await,
-            Err(StoreError::NotFound)
-        );
-        // And having been refused once, it is forgotten.
-        assert_eq!(
-            server.find_key(&id).await.unwrap_err(),
-            StoreError::NotFound
         );
     }
 
@@ -1382,6 +1801,119 @@ mod tests {
                 .usable_at(Utc::now()),
             Err(StoreError::InviteUsed)
         );
+    }
+
+    #[test]
+    fn a_batch_is_not_committed_into_a_file_that_is_no_longer_the_databases() {
+        let (_dir, conn) = scratch();
+        let (a, _ra) = job(account("alice"));
+        let mut batch = vec![a];
+        assert!(matches!(
+            run_batch(&conn, &mut batch, &|| false),
+            Err(BatchError::Lost)
+        ));
+        conn.execute_batch("ROLLBACK").unwrap();
+        assert!(account_names(&conn).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_store_whose_file_is_moved_away_refuses_writes_and_reads_until_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let away = dir.path().join("away.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.create_account(account("alice")).await.unwrap();
+        assert_eq!(store.health(), Ok(()));
+
+        std::fs::rename(&path, &away).unwrap();
+        assert!(matches!(
+            store.create_account(account("bob")).await,
+            Err(StoreError::Backend(_))
+        ));
+        assert_eq!(store.health(), Err(Unhealthy(State::Lost.reason())));
+        let host = HostName::parse("example.com").unwrap();
+        assert!(matches!(
+            store.list_accounts(&host).await,
+            Err(StoreError::Backend(_))
+        ));
+
+        std::fs::rename(&away, &path).unwrap();
+        store.create_account(account("carol")).await.unwrap();
+        assert_eq!(store.health(), Ok(()));
+        let names: Vec<String> = store
+            .list_accounts(&host)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name.to_string())
+            .collect();
+        assert_eq!(names, ["alice", "carol"], "bob was never written");
+    }
+
+    #[test]
+    fn a_failed_commit_says_why_in_health_and_the_next_success_clears_it() {
+        let health = Health::new(Path::new("t.db"));
+        let failure = |code| {
+            BatchError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        for (code, state) in [
+            (rusqlite::ffi::SQLITE_READONLY, State::ReadOnly),
+            (rusqlite::ffi::SQLITE_FULL, State::Full),
+            (rusqlite::ffi::SQLITE_IOERR, State::Io),
+            (rusqlite::ffi::SQLITE_BUSY, State::Locked),
+            (rusqlite::ffi::SQLITE_ABORT_ROLLBACK, State::Failing),
+        ] {
+            health.set(State::of_failure(&failure(code)));
+            assert_eq!(health.check(), Err(Unhealthy(state.reason())));
+            // A failing disk still serves what it holds.
+            assert_eq!(health.check_readable(), Ok(()));
+            health.set(State::Writable);
+            assert_eq!(health.check(), Ok(()));
+        }
+        health.set(State::of_failure(&BatchError::Lost));
+        assert!(health.check_readable().is_err());
+    }
+
+    #[tokio::test]
+    async fn while_writes_fail_the_idle_writer_reports_recovery_only_when_its_probe_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        SqliteStore::open(&path)
+            .unwrap()
+            .check_writable()
+            .await
+            .unwrap();
+        let health = Arc::new(Health::new(&path));
+        let writer = |flags| Writer {
+            conn: Connection::open_with_flags(&path, flags).unwrap(),
+            watch: Watch::new(&path).unwrap(),
+            health: Arc::clone(&health),
+        };
+        health.set(State::ReadOnly);
+        // Stands in for a file the process may not write: SQLite opens such
+        // a file read-only. Its probe fails, though its batch commits.
+        writer(OpenFlags::SQLITE_OPEN_READ_ONLY).idle();
+        assert_eq!(health.get(), State::ReadOnly);
+        writer(open_flags()).idle();
+        assert_eq!(health.get(), State::Writable);
+    }
+
+    #[test]
+    fn a_database_with_a_negative_schema_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", -1).unwrap();
+        }
+        match SqliteStore::open(&path) {
+            Err(OpenError::BadVersion { found: -1, .. }) => {}
+            Err(other) => panic!("unexpected error: {other}"),
+            Ok(_) => panic!("a negative schema version was opened"),
+        }
     }
 
     #[test]

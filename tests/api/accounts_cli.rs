@@ -105,6 +105,63 @@ fn an_account_that_breaks_the_policy_is_refused_with_exit_1_saying_why() {
 }
 
 #[test]
+fn a_guessable_password_is_refused_in_whole_sentences() {
+    let app = TestApp::spawn();
+    // Neither has the trailing-space run-on of a warning and advice glued
+    // together; "alice2024" gets no zxcvbn warning, "password1" gets one.
+    for password in ["alice2024", "password1"] {
+        let out = create(&app, "localhost", "alice", password);
+        assert_fails(&out, "the password is too easy to guess. ");
+        let message = stderr(&out);
+        let sentences = message
+            .trim_end()
+            .strip_prefix("Error: the password is too easy to guess. ")
+            .unwrap();
+        assert!(sentences.ends_with('.'), "{message:?}");
+        for sentence in sentences.split_inclusive(". ") {
+            assert!(
+                sentence.starts_with(|c: char| c.is_ascii_uppercase()),
+                "{sentence:?} in {message:?}"
+            );
+        }
+    }
+    assert_eq!(app.count(ACCOUNTS), 0);
+}
+
+#[test]
+fn without_a_terminal_or_password_stdin_the_error_says_to_use_password_stdin() {
+    let app = TestApp::spawn();
+    // Standard input is a pipe here, as in a script or a cron job.
+    let out = app.cli_with_stdin(
+        &["accounts", "create", "localhost", "alice"],
+        Some(&format!("{GOOD_PASSWORD}\n")),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        stderr(&out),
+        "Error: no terminal to ask for the password on: pipe it in with --password-stdin\n"
+    );
+    assert_eq!(app.count(ACCOUNTS), 0);
+}
+
+#[test]
+fn account_names_that_look_like_options_can_be_created_and_deleted() {
+    let app = TestApp::spawn();
+    // Registration allows a leading '-', so the CLI must reach such accounts.
+    register_account(&app, "-web");
+    let out = create(&app, "localhost", "-x", GOOD_PASSWORD);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stderr(&out).contains("-x@localhost"), "{out:?}");
+    for name in ["-x", "-web"] {
+        let out = app.cli(&["accounts", "delete", "localhost", name]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
+    }
+    assert_eq!(app.count(ACCOUNTS), 0);
+    let out = app.cli(&["accounts", "delete", "localhost", "-x"]);
+    assert_eq!(stderr(&out), "Error: account not found\n");
+}
+
+#[test]
 fn a_taken_name_is_refused_with_exit_1_whoever_took_it() {
     let app = TestApp::spawn();
     assert!(create(&app, "localhost", "alice", GOOD_PASSWORD)
@@ -146,7 +203,7 @@ fn an_unknown_host_is_refused_with_exit_1_asking_for_a_valid_host() {
     ];
     for args in commands {
         let out = app.cli_with_stdin(&args, Some(&format!("{GOOD_PASSWORD}\n")));
-        assert_unknown_host_refused(&out, &args);
+        assert_unknown_host_refused(&out, &args, "nowhere.invalid");
     }
     assert_eq!(app.count(ACCOUNTS), 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM invites"), 0);

@@ -19,7 +19,7 @@ const ENV_VARS: [&str; 3] = [
 ];
 
 /// The binary with none of our variables inherited from the test's environment.
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     let mut cmd = Command::new(helpers::BIN);
     for var in ENV_VARS {
         cmd.env_remove(var);
@@ -29,7 +29,7 @@ fn bin() -> Command {
 }
 
 /// Runs a command that must finish by itself within 20 seconds.
-fn run(mut cmd: Command) -> Output {
+pub(crate) fn run(mut cmd: Command) -> Output {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -298,7 +298,10 @@ fn invite_server_config_names_the_file_and_config_flag_wins() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let out = keys_create("env.example", true);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert_eq!(stderr(&out), "Error: please supply a valid host\n");
+    assert_eq!(
+        stderr(&out),
+        "Error: please supply a valid host: env.example is not served here (configured: flag.example)\n"
+    );
     assert_eq!(key_rows(&db), 2);
 }
 

@@ -242,12 +242,22 @@ pub fn stderr_of(out: &Output) -> String {
     String::from_utf8(out.stderr.clone()).expect("stderr is UTF-8")
 }
 
-/// Asserts that an admin command refused an undefined host the documented way.
-pub fn assert_unknown_host_refused(out: &Output, args: &[&str]) {
+/// Asserts that an admin command refused the undefined `host` the documented
+/// way: Prosody's words, then the host as given (quoted when empty or holding
+/// spaces) and the hosts of [`DEFAULT_CONFIG`].
+pub fn assert_unknown_host_refused(out: &Output, args: &[&str], host: &str) {
     assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+    let shown = if host.is_empty() || host.contains(' ') {
+        format!("\"{host}\"")
+    } else {
+        host.to_owned()
+    };
     assert_eq!(
         stderr_of(out),
-        "Error: please supply a valid host\n",
+        format!(
+            "Error: please supply a valid host: {shown} is not served here \
+             (configured: example.com, localhost)\n"
+        ),
         "{args:?}"
     );
     assert_eq!(stdout_of(out), "", "{args:?}");

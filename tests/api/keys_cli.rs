@@ -200,14 +200,7 @@ fn deleting_an_unknown_key_says_key_not_found_and_exits_1() {
     let (id, _) = create(&app, "localhost", None);
     let out = app.cli(&["keys", "delete", "--", "localhost", &id]);
     assert_eq!(out.status.code(), Some(0));
-    for unknown in [
-        id.as_str(),
-        "AAAAAAAAAAAA",
-        "short",
-        "",
-        "a/b",
-        "AAAAAAAAAAAAA",
-    ] {
+    for unknown in [id.as_str(), "AAAAAAAAAAAA", "short", "", "AAAAAAAAAAAAA"] {
         let out = app.cli(&["keys", "delete", "--", "localhost", unknown]);
         assert_eq!(out.status.code(), Some(1), "{unknown:?}: {out:?}");
         assert_eq!(stderr(&out), "Error: key not found\n", "{unknown:?}");
@@ -235,7 +228,7 @@ fn an_undefined_host_is_refused_with_exit_1() {
             vec!["keys", "delete", "--", host, &id],
         ] {
             let out = app.cli(&args);
-            assert_unknown_host_refused(&out, &args);
+            assert_unknown_host_refused(&out, &args, host);
         }
     }
     assert_eq!(app.count(KEYS), 1, "nothing was created or deleted");
@@ -375,6 +368,32 @@ fn key_ids_never_start_with_a_dash_and_a_dash_id_is_still_read_as_an_id() {
     let out = app.cli(&["keys", "delete", "localhost", "-AAAAAAAAAAA"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(stderr(&out), "Error: key not found\n");
+}
+
+#[test]
+fn deleting_with_the_whole_key_says_to_give_only_the_id_and_deletes_nothing() {
+    let app = TestApp::spawn();
+    let (id, secret) = create(&app, "localhost", None);
+    for given in [format!("{id}/{secret}"), format!("{id}/"), "a/b".to_owned()] {
+        let out = app.cli(&["keys", "delete", "localhost", &given]);
+        assert_eq!(out.status.code(), Some(1), "{given}: {out:?}");
+        assert_eq!(
+            stderr(&out),
+            "Error: give only the key's id, the part before the `/`; nothing was deleted\n",
+            "{given}"
+        );
+        assert!(!stderr(&out).contains(&secret), "the secret was echoed");
+    }
+    assert_eq!(app.count(KEYS), 1);
+    let out = app.cli(&["keys", "delete", "localhost", &id]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
+fn a_key_name_that_looks_like_an_option_is_taken_as_the_name() {
+    let app = TestApp::spawn();
+    let (id, _) = create(&app, "localhost", Some("-x"));
+    assert_eq!(list(&app, "localhost"), vec![(id, "-x".to_owned())]);
 }
 
 #[test]

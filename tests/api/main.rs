@@ -15,5 +15,6 @@ mod prosody;
 mod races;
 mod signin;
 mod smoke;
+mod storage;
 mod upgrade;
 mod web;

@@ -4,7 +4,9 @@
 use rusqlite::params;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{accept_invite, client, stored_form, token_of, TestApp, DEFAULT_CONFIG};
+use crate::helpers::{
+    accept_invite, cli_at, client, stored_form, token_of, TestApp, DEFAULT_CONFIG,
+};
 
 /// Schema 1 as the first release wrote it, copied here rather than taken from
 /// the code under test, so that a change to that migration shows up as a
@@ -104,4 +106,67 @@ fn invite_links_from_schema_1_still_open_and_register_after_the_upgrade() {
         )),
         1
     );
+}
+
+/// Every command that opens the database, with what it needs to get that far.
+const EVERY_COMMAND: [&[&str]; 8] = [
+    &["serve", "--listen", "127.0.0.1:0"],
+    &["keys", "create", "localhost"],
+    &["keys", "list", "localhost"],
+    &["keys", "delete", "localhost", "AAAAAAAAAAAA"],
+    &[
+        "accounts",
+        "create",
+        "localhost",
+        "olga",
+        "--password-stdin",
+    ],
+    &["accounts", "list", "localhost"],
+    &["accounts", "delete", "localhost", "olga"],
+    &["invites", "create", "localhost"],
+];
+
+#[test]
+fn a_database_with_a_negative_or_future_schema_version_is_refused_by_every_command() {
+    for (version, says) in [
+        (-1, "has schema version -1, which no invite-server writes"),
+        (
+            99,
+            "has schema version 99, newer than this invite-server knows",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("test.db");
+        {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+        }
+        let no_config = dir.path().join("empty.toml");
+        std::fs::write(&no_config, "").unwrap();
+        for args in EVERY_COMMAND {
+            let out = if args[0] == "serve" {
+                // It must exit by itself, not serve.
+                let mut cmd = crate::config::bin();
+                cmd.arg("--db").arg(&db).args(args);
+                crate::config::run(cmd)
+            } else {
+                let password = format!("{PASSWORD}\n");
+                cli_at(&no_config, &db, args, Some(&password))
+            };
+            assert_eq!(out.status.code(), Some(1), "{version} {args:?}: {out:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(says), "{version} {args:?}: {err}");
+            assert!(out.stdout.is_empty(), "{version} {args:?}: {out:?}");
+        }
+        // The file was left as it was: no tables, the same version.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let tables: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 0);
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(found, version);
+    }
 }

@@ -1,0 +1,481 @@
+//! A key cache over any [`Store`]: the policy lives here, not in a backend,
+//! so every backend gets it the same.
+//!
+//! Every mint looks its key up. Answering known keys from memory skips a
+//! round trip to the database (+10 % to +26 % mints/s measured with SQLite),
+//! but if only known keys were remembered, an unknown id would always cost
+//! the round trip and a wrong secret for a known id would not: the time of
+//! the answer would tell whether a key id exists (84.7 µs against 72.1 µs
+//! measured). So unknown ids are remembered too, and the second and later
+//! asks for either kind are answered from memory alike.
+//!
+//! Both kinds are safe to serve from memory:
+//! - A known key changes only by being deleted, and a deletion elsewhere (the
+//!   `keys delete` command is another process) is not seen here. That is why
+//!   [`Store::create_invite`] re-checks the key inside its own transaction:
+//!   a mint with a deleted key fails there, and the key is then forgotten.
+//! - An unknown id stays unknown: ids are never chosen, only drawn (12
+//!   base64url characters from 9 bytes of the OS RNG, see
+//!   [`crate::domain::ApiKey::generate`]), so a key created later, here or by
+//!   another process, has the id of a remembered unknown one with probability
+//!   at most `MAX_UNKNOWN / 2^72`, about 10^-18. A key created through this
+//!   cache is removed from the unknown ones all the same. (A key restored
+//!   from a backup after its deletion was seen here is refused until the
+//!   server restarts.)
+//!
+//! The two kinds are bounded separately, so a client sending random ids
+//! fills only the unknown set and never pushes real keys out. Past its bound
+//! a set starts over empty: a simpler policy than least-recently-used (and no
+//! dependency), and enough, since the cost of a miss is one database read.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{
+    AccountRecord, InviteRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession,
+    SessionRecord, Store, StoreError, Unhealthy,
+};
+use crate::crypto::{FormKey, SecretDigest};
+use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
+
+/// Known keys remembered at most.
+const MAX_KNOWN: usize = 4096;
+/// Unknown ids remembered at most.
+const MAX_UNKNOWN: usize = 4096;
+
+/// What the cache remembers, under one lock so that a hit of either kind
+/// costs the same.
+#[derive(Default)]
+struct Entries {
+    known: HashMap<KeyId, KeyRecord>,
+    unknown: HashSet<KeyId>,
+}
+
+impl Entries {
+    fn remember_known(&mut self, key: KeyRecord) {
+        self.unknown.remove(&key.id);
+        if self.known.len() >= MAX_KNOWN {
+            self.known.clear();
+        }
+        self.known.insert(key.id.clone(), key);
+    }
+
+    fn remember_unknown(&mut self, id: KeyId) {
+        self.known.remove(&id);
+        if self.unknown.len() >= MAX_UNKNOWN {
+            self.unknown.clear();
+        }
+        self.unknown.insert(id);
+    }
+}
+
+/// A [`Store`] whose key lookups are answered from memory once seen, for
+/// known keys and unknown ids alike; everything else passes through.
+pub struct KeyCache<S> {
+    inner: S,
+    entries: Mutex<Entries>,
+}
+
+impl<S: Store> KeyCache<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            entries: Mutex::new(Entries::default()),
+        }
+    }
+
+    fn entries(&self) -> MutexGuard<'_, Entries> {
+        // The maps are valid after any panic: each change is one insert or clear.
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for KeyCache<S> {
+    async fn create_key(&self, key: KeyRecord) -> Result<(), StoreError> {
+        let id = key.id.clone();
+        let created = self.inner.create_key(key).await;
+        if created.is_ok() {
+            self.entries().unknown.remove(&id);
+        }
+        created
+    }
+
+    async fn list_keys(&self, host: &HostName) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_keys(host).await
+    }
+
+    async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        {
+            let entries = self.entries();
+            if let Some(hit) = entries.known.get(id) {
+                return Ok(hit.clone());
+            }
+            if entries.unknown.contains(id) {
+                return Err(StoreError::NotFound);
+            }
+        }
+        match self.inner.find_key(id).await {
+            Ok(key) => {
+                self.entries().remember_known(key.clone());
+                Ok(key)
+            }
+            Err(StoreError::NotFound) => {
+                self.entries().remember_unknown(id.clone());
+                Err(StoreError::NotFound)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError> {
+        let deleted = self.inner.delete_key(host, id).await;
+        match &deleted {
+            Ok(()) => self.entries().remember_unknown(id.clone()),
+            // Perhaps a key of another host: not known to be gone, only
+            // not to be trusted from memory.
+            Err(_) => {
+                self.entries().known.remove(id);
+            }
+        }
+        deleted
+    }
+
+    async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError> {
+        let minter = match &invite.source {
+            InviteSource::Key(id) => Some(id.clone()),
+            _ => None,
+        };
+        let result = self.inner.create_invite(invite).await;
+        if let (Err(StoreError::NotFound), Some(id)) = (&result, minter) {
+            // The store's re-check found the key gone (deleted, perhaps by
+            // another process); a key's host never changes, so it is gone.
+            self.entries().remember_unknown(id);
+        }
+        result
+    }
+
+    async fn create_invites(&self, invites: Vec<NewInvite>) -> Result<Vec<i64>, StoreError> {
+        self.inner.create_invites(invites).await
+    }
+
+    async fn find_invite(&self, lookup: InviteLookup) -> Result<InviteRecord, StoreError> {
+        self.inner.find_invite(lookup).await
+    }
+
+    async fn redeem_invite(
+        &self,
+        lookup: InviteLookup,
+        account: NewAccount,
+        session: NewSession,
+        now: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError> {
+        self.inner
+            .redeem_invite(lookup, account, session, now)
+            .await
+    }
+
+    async fn create_account(&self, account: NewAccount) -> Result<AccountRecord, StoreError> {
+        self.inner.create_account(account).await
+    }
+
+    async fn list_accounts(&self, host: &HostName) -> Result<Vec<AccountRecord>, StoreError> {
+        self.inner.list_accounts(host).await
+    }
+
+    async fn find_account(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+    ) -> Result<AccountRecord, StoreError> {
+        self.inner.find_account(host, name).await
+    }
+
+    async fn delete_account(&self, host: &HostName, name: &AccountName) -> Result<(), StoreError> {
+        self.inner.delete_account(host, name).await
+    }
+
+    async fn create_session(&self, account_id: i64, session: NewSession) -> Result<(), StoreError> {
+        self.inner.create_session(account_id, session).await
+    }
+
+    async fn find_session(&self, token_digest: SecretDigest) -> Result<SessionRecord, StoreError> {
+        self.inner.find_session(token_digest).await
+    }
+
+    async fn touch_session(
+        &self,
+        token_digest: SecretDigest,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.touch_session(token_digest, now).await
+    }
+
+    async fn delete_session(&self, token_digest: SecretDigest) -> Result<(), StoreError> {
+        self.inner.delete_session(token_digest).await
+    }
+
+    async fn form_key(&self, candidate: [u8; FormKey::LEN]) -> Result<FormKey, StoreError> {
+        self.inner.form_key(candidate).await
+    }
+
+    fn health(&self) -> Result<(), Unhealthy> {
+        self.inner.health()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::store::SqliteStore;
+
+    /// A store holding keys only, counting the lookups that reach it.
+    #[derive(Default)]
+    struct CountingStore {
+        keys: Mutex<HashMap<KeyId, KeyRecord>>,
+        lookups: AtomicUsize,
+    }
+
+    impl CountingStore {
+        fn lookups(&self) -> usize {
+            self.lookups.load(Ordering::SeqCst)
+        }
+    }
+
+    fn unsupported<T>() -> Result<T, StoreError> {
+        Err(StoreError::Backend("not part of the fake".into()))
+    }
+
+    #[async_trait]
+    impl Store for CountingStore {
+        async fn create_key(&self, key: KeyRecord) -> Result<(), StoreError> {
+            self.keys.lock().unwrap().insert(key.id.clone(), key);
+            Ok(())
+        }
+        async fn list_keys(&self, _: &HostName) -> Result<Vec<KeyRecord>, StoreError> {
+            unsupported()
+        }
+        async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            self.keys
+                .lock()
+                .unwrap()
+                .get(id)
+                .cloned()
+                .ok_or(StoreError::NotFound)
+        }
+        async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError> {
+            let mut keys = self.keys.lock().unwrap();
+            match keys.get(id) {
+                Some(k) if &k.host == host => {
+                    keys.remove(id);
+                    Ok(())
+                }
+                _ => Err(StoreError::NotFound),
+            }
+        }
+        async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError> {
+            match &invite.source {
+                InviteSource::Key(id) if !self.keys.lock().unwrap().contains_key(id) => {
+                    Err(StoreError::NotFound)
+                }
+                _ => Ok(1),
+            }
+        }
+        async fn create_invites(&self, _: Vec<NewInvite>) -> Result<Vec<i64>, StoreError> {
+            unsupported()
+        }
+        async fn find_invite(&self, _: InviteLookup) -> Result<InviteRecord, StoreError> {
+            unsupported()
+        }
+        async fn redeem_invite(
+            &self,
+            _: InviteLookup,
+            _: NewAccount,
+            _: NewSession,
+            _: DateTime<Utc>,
+        ) -> Result<AccountRecord, StoreError> {
+            unsupported()
+        }
+        async fn create_account(&self, _: NewAccount) -> Result<AccountRecord, StoreError> {
+            unsupported()
+        }
+        async fn list_accounts(&self, _: &HostName) -> Result<Vec<AccountRecord>, StoreError> {
+            unsupported()
+        }
+        async fn find_account(
+            &self,
+            _: &HostName,
+            _: &AccountName,
+        ) -> Result<AccountRecord, StoreError> {
+            unsupported()
+        }
+        async fn delete_account(&self, _: &HostName, _: &AccountName) -> Result<(), StoreError> {
+            unsupported()
+        }
+        async fn create_session(&self, _: i64, _: NewSession) -> Result<(), StoreError> {
+            unsupported()
+        }
+        async fn find_session(&self, _: SecretDigest) -> Result<SessionRecord, StoreError> {
+            unsupported()
+        }
+        async fn touch_session(&self, _: SecretDigest, _: DateTime<Utc>) -> Result<(), StoreError> {
+            unsupported()
+        }
+        async fn delete_session(&self, _: SecretDigest) -> Result<(), StoreError> {
+            unsupported()
+        }
+        async fn form_key(&self, _: [u8; FormKey::LEN]) -> Result<FormKey, StoreError> {
+            unsupported()
+        }
+    }
+
+    fn host() -> HostName {
+        HostName::parse("example.com").unwrap()
+    }
+
+    fn key(id: &str) -> KeyRecord {
+        KeyRecord {
+            id: KeyId::parse(id).unwrap(),
+            host: host(),
+            name: None,
+            created_at: Utc::now(),
+            secret_digest: SecretDigest::of("secret"),
+        }
+    }
+
+    fn minted_with(id: &KeyId) -> NewInvite {
+        NewInvite {
+            token_digest: SecretDigest::of("token"),
+            host: host(),
+            source: InviteSource::Key(id.clone()),
+            issuer_name: None,
+            created_at: Utc::now(),
+            expires_at: Utc::now() + chrono::Duration::days(1),
+        }
+    }
+
+    /// A cache over the fake that has created key `id` and looked it up once.
+    async fn knowing(id: &str) -> (KeyCache<CountingStore>, KeyRecord) {
+        let cache = KeyCache::new(CountingStore::default());
+        let k = key(id);
+        cache.create_key(k.clone()).await.unwrap();
+        cache.find_key(&k.id).await.unwrap();
+        (cache, k)
+    }
+
+    #[tokio::test]
+    async fn known_keys_and_unknown_ids_each_reach_the_store_once() {
+        let cache = KeyCache::new(CountingStore::default());
+        let known = key("KnownKey0001");
+        cache.create_key(known.clone()).await.unwrap();
+        let unknown = KeyId::parse("UnknownId001").unwrap();
+        for _ in 0..5 {
+            assert_eq!(cache.find_key(&known.id).await.unwrap().id, known.id);
+            assert_eq!(
+                cache.find_key(&unknown).await.unwrap_err(),
+                StoreError::NotFound
+            );
+        }
+        assert_eq!(cache.inner.lookups(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_key_created_after_its_id_was_asked_for_is_found() {
+        let cache = KeyCache::new(CountingStore::default());
+        let k = key("LateKey00001");
+        assert_eq!(
+            cache.find_key(&k.id).await.unwrap_err(),
+            StoreError::NotFound
+        );
+        cache.create_key(k.clone()).await.unwrap();
+        assert_eq!(cache.find_key(&k.id).await.unwrap().id, k.id);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_key_is_answered_as_unknown_without_asking_the_store() {
+        let (cache, k) = knowing("GoneKey00001").await;
+        cache.delete_key(&host(), &k.id).await.unwrap();
+        let before = cache.inner.lookups();
+        assert_eq!(
+            cache.find_key(&k.id).await.unwrap_err(),
+            StoreError::NotFound
+        );
+        assert_eq!(cache.inner.lookups(), before);
+    }
+
+    #[tokio::test]
+    async fn deleting_under_the_wrong_host_keeps_the_key_findable() {
+        let (cache, k) = knowing("OtherHost001").await;
+        let elsewhere = HostName::parse("example.org").unwrap();
+        assert_eq!(
+            cache.delete_key(&elsewhere, &k.id).await,
+            Err(StoreError::NotFound)
+        );
+        assert_eq!(cache.find_key(&k.id).await.unwrap().id, k.id);
+    }
+
+    #[tokio::test]
+    async fn a_key_deleted_behind_the_cache_is_forgotten_after_one_refused_mint() {
+        let (cache, k) = knowing("BehindBack01").await;
+        // Another process deletes it: the fake's map, not the cache.
+        cache.inner.keys.lock().unwrap().remove(&k.id);
+        assert!(cache.find_key(&k.id).await.is_ok(), "served from memory");
+        assert_eq!(
+            cache.create_invite(minted_with(&k.id)).await,
+            Err(StoreError::NotFound)
+        );
+        assert_eq!(
+            cache.find_key(&k.id).await.unwrap_err(),
+            StoreError::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn random_unknown_ids_stay_bounded_and_never_push_known_keys_out() {
+        let (cache, k) = knowing("StaysKnown01").await;
+        for i in 0..(MAX_UNKNOWN + 10) {
+            let id = KeyId::parse(&format!("U{i:011}")).unwrap();
+            let _ = cache.find_key(&id).await;
+        }
+        assert!(cache.entries().unknown.len() <= MAX_UNKNOWN);
+        let before = cache.inner.lookups();
+        cache.find_key(&k.id).await.unwrap();
+        assert_eq!(cache.inner.lookups(), before, "the known key was kept");
+    }
+
+    #[tokio::test]
+    async fn a_cached_key_deleted_by_another_process_mints_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let server = KeyCache::new(SqliteStore::open(&path).unwrap());
+        let cli = SqliteStore::open(&path).unwrap();
+        let id = KeyId::parse("AAAAAAAAAAAA").unwrap();
+        cli.create_key(key(id.as_str())).await.unwrap();
+        server.find_key(&id).await.unwrap();
+        let mut first = minted_with(&id);
+        first.token_digest = SecretDigest::of("1");
+        server.create_invite(first).await.unwrap();
+
+        cli.delete_key(&host(), &id).await.unwrap();
+        // The server still remembers the key, but the insert re-checks it.
+        assert!(server.find_key(&id).await.is_ok());
+        assert_eq!(
+            server.create_invite(minted_with(&id)).await,
+            Err(StoreError::NotFound)
+        );
+        // And having been refused once, it is forgotten.
+        assert_eq!(
+            server.find_key(&id).await.unwrap_err(),
+            StoreError::NotFound
+        );
+    }
+}
