@@ -89,10 +89,8 @@ impl TryFrom<String> for ConfigDuration {
 #[serde(try_from = "String")]
 pub struct PublicUrl {
     url: String,
-    /// `host[:port]`, computed once: `/api/auth/check` compares it with the
-    /// `Host` of every request.
-    authority: String,
-    /// The host alone, without a trailing dot: what two hosts must not share.
+    /// The host alone, without a trailing dot, computed once: what two hosts
+    /// must not share, and what every request's `Host` is matched against.
     host: String,
     /// The port when it is not the scheme's default.
     port: Option<u16>,
@@ -132,13 +130,8 @@ impl PublicUrl {
         // host_str is lowercase, and the port is there only when it is not
         // the scheme's default, as in a Host header.
         let host = url.host_str().unwrap_or_default();
-        let authority = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_owned(),
-        };
         Ok(Self {
             url: url.as_str().trim_end_matches('/').to_owned(),
-            authority,
             host: host.trim_end_matches('.').to_owned(),
             port: url.port(),
         })
@@ -159,21 +152,23 @@ impl PublicUrl {
             .expect("a listen address makes a valid URL")
     }
 
-    /// True when a request to one could not tell which of the two it is
-    /// for: the same host and port, whatever the scheme and path.
-    fn shares_address_with(&self, other: &Self) -> bool {
-        self.host == other.host && self.port == other.port
+    /// True when a request or a browser could not tell which of the two it
+    /// is for: the same host name, whatever the scheme, port and path.
+    /// Browsers keep cookies per host name, not per port, and a proxy
+    /// passing nginx's `$host` sends no port at all.
+    fn shares_host_with(&self, other: &Self) -> bool {
+        self.host == other.host
+    }
+
+    /// The host name alone, lower case, without port or trailing dot: what
+    /// a request's `Host` is matched against.
+    pub fn host_name(&self) -> &str {
+        &self.host
     }
 
     /// The URL text, without a trailing slash.
     pub fn as_str(&self) -> &str {
         &self.url
-    }
-
-    /// `host[:port]` as a `Host` header names it (the port only when not the
-    /// scheme's default), in lowercase.
-    pub fn authority(&self) -> &str {
-        &self.authority
     }
 
     /// True for https, where cookies must be marked Secure.
@@ -633,7 +628,7 @@ fn check_hosts(hosts: &Spanned<BTreeMap<HostName, RawHost>>) -> Result<(), (usiz
             ));
         }
         for &(other, other_host) in &list[i + 1..] {
-            if url.shares_address_with(other_host.public_url.get_ref()) {
+            if url.shares_host_with(other_host.public_url.get_ref()) {
                 // Point at whichever of the two comes later in the file.
                 let at = host
                     .public_url
@@ -643,12 +638,10 @@ fn check_hosts(hosts: &Spanned<BTreeMap<HostName, RawHost>>) -> Result<(), (usiz
                 return Err((
                     at,
                     format!(
-                        "hosts `{name}` and `{other}` have public URLs on the same address \
-                         `{}`: a request to it could not tell which host it is for",
-                        match url.port {
-                            Some(p) => format!("{}:{p}", url.host),
-                            None => url.host.clone(),
-                        }
+                        "hosts `{name}` and `{other}` have public URLs on the same host name \
+                         `{}`: a request to it could not tell which host it is for, and \
+                         browsers would share their sign-in cookies (ports do not separate them)",
+                        url.host
                     ),
                 ));
             }
@@ -695,15 +688,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_public_url_names_its_authority_as_a_host_header_would() {
-        for (url, authority) in [
-            ("https://Chat.Example.org/", "chat.example.org"),
+    fn a_public_url_names_its_host_as_a_host_header_would_without_the_port() {
+        for (url, host) in [
+            ("https://Chat.Example.org./", "chat.example.org"),
             ("https://example.org:443", "example.org"),
-            ("http://127.0.0.1:5280/base", "127.0.0.1:5280"),
-            ("https://[::1]:8443", "[::1]:8443"),
+            ("http://127.0.0.1:5280/base", "127.0.0.1"),
+            ("https://[::1]:8443", "[::1]"),
         ] {
             let parsed = PublicUrl::parse(url).unwrap();
-            assert_eq!(parsed.authority(), authority, "{url}");
+            assert_eq!(parsed.host_name(), host, "{url}");
         }
     }
 
@@ -803,17 +796,23 @@ mod tests {
             (
                 "[hosts.\"a.test\"]\npublic_url = \"https://a.test/x\"\n[hosts.\"b.test\"]\npublic_url = \"http://A.test/y\"\n",
                 4,
-                "same address `a.test`",
+                "same host name `a.test`",
             ),
             (
                 "[hosts.\"b.test\"]\npublic_url = \"https://a.test:8443\"\n[hosts.\"a.test\"]\npublic_url = \"https://a.test.:8443/\"\n",
                 4,
-                "same address `a.test:8443`",
+                "same host name `a.test`",
+            ),
+            // Ports do not separate cookies.
+            (
+                "[hosts.\"d.test\"]\npublic_url = \"https://shared.test:8443\"\n[hosts.\"e.test\"]\npublic_url = \"https://shared.test:9443\"\n",
+                4,
+                "same host name `shared.test`",
             ),
             (
                 "[hosts.\"a.test\"]\npublic_url = \"https://a.test:443\"\n\n[hosts.\"b.test\"]\npublic_url = \"https://a.test\"\n",
                 5,
-                "same address `a.test`",
+                "same host name `a.test`",
             ),
             // A link onto another configured host's name.
             (
@@ -827,9 +826,9 @@ mod tests {
             assert!(e.contains(&want), "{text:?}: {e} lacks {want}");
             assert!(e.contains(says), "{text:?}: {e} lacks {says}");
         }
-        // A host's own name, or one address on different ports: fine.
+        // A host's own name, on any port: fine.
         from_text(
-            "[hosts.\"a.test\"]\npublic_url = \"https://a.test\"\n[hosts.\"b.test\"]\npublic_url = \"https://b.test:8443\"\n[hosts.\"c.test\"]\npublic_url = \"http://c.test:8443/c\"\n[hosts.\"d.test\"]\npublic_url = \"https://shared.test:8443\"\n[hosts.\"e.test\"]\npublic_url = \"https://shared.test:9443\"\n",
+            "[hosts.\"a.test\"]\npublic_url = \"https://a.test\"\n[hosts.\"b.test\"]\npublic_url = \"https://b.test:8443\"\n[hosts.\"c.test\"]\npublic_url = \"http://c.test:8443/c\"\n[hosts.\"d.test\"]\npublic_url = \"https://shared.test:8443\"\n",
         )
         .unwrap();
     }

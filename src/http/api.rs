@@ -237,6 +237,12 @@ async fn create_invite(
                     "send the body as application/json",
                 ));
             }
+            // A session answers only for the host the request is addressed
+            // to, as at /api/auth/check.
+            let addressed = auth::addressed_host(&state, &req).map(|h| &h.name);
+            if addressed != Some(&signed_in.host) {
+                return Err(ApiError::Unauthorized("not signed in to this host"));
+            }
             let host = served_host(&state, &signed_in)?;
             account = signed_in;
             (Minter::Account(&account), host)

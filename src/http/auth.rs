@@ -3,7 +3,6 @@
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::Uri;
 use actix_web::HttpRequest;
 use chrono::Utc;
 
@@ -144,34 +143,34 @@ pub fn addressed_host<'s>(state: &'s AppState, req: &HttpRequest) -> Option<&'s 
     if let (Some(only), None) = (all.next(), all.next()) {
         return Some(only);
     }
-    let raw = match target_authority(req.uri()) {
-        Some(authority) => authority,
-        None => req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())?
-            .to_ascii_lowercase(),
+    let named = match req.uri().host() {
+        Some(target) => host_name(target),
+        None => host_name(req.headers().get(header::HOST)?.to_str().ok()?),
     };
     state
         .config
         .hosts
         .values()
-        .find(|h| h.public_url.authority() == raw || h.name.as_str() == raw)
+        .find(|h| h.public_url.host_name() == named || h.name.as_str() == named)
 }
 
-/// The authority of an absolute-form request target, as a `Host` header would
-/// name it: lower case, with the port only when it is not the scheme's default.
-fn target_authority(uri: &Uri) -> Option<String> {
-    let host = uri.host()?.to_ascii_lowercase();
-    let default_port = match uri.scheme_str() {
-        Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
-        Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
-        _ => None,
+/// The host name an authority (`Host` header or absolute-form target) names:
+/// lower case, without port or trailing dot. Configured hosts never share a
+/// host name (config refuses it), so the port is not needed to tell them
+/// apart, and nginx's `$host` sends none.
+fn host_name(authority: &str) -> String {
+    let authority = authority.trim();
+    let host = match authority.strip_prefix('[') {
+        // An IPv6 literal keeps its brackets, as a public URL's host does.
+        Some(rest) => rest
+            .split_once(']')
+            .map_or(authority, |(ip, _)| &authority[..ip.len() + 2]),
+        None => authority
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(authority, |(host, _)| host),
     };
-    Some(match uri.port_u16() {
-        Some(p) if Some(p) != default_port => format!("{host}:{p}"),
-        _ => host,
-    })
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// The identity token in the request's cookie, if it has a well-formed one:
@@ -243,4 +242,24 @@ fn session_cookie<'a>(name: &'static str, value: String, host: &HostConfig) -> C
         .path("/")
         .secure(host.public_url.is_https())
         .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn a_host_header_names_its_host_without_port_case_or_trailing_dot() {
+        for (authority, host) in [
+            ("Chat.Example.org", "chat.example.org"),
+            ("chat.example.org.:443", "chat.example.org"),
+            ("chat.example.org:8443", "chat.example.org"),
+            ("127.0.0.1:5280", "127.0.0.1"),
+            ("[::1]:8443", "[::1]"),
+            ("[::1]", "[::1]"),
+            (" a.test ", "a.test"),
+        ] {
+            assert_eq!(host_name(authority), host, "{authority}");
+        }
+    }
 }

@@ -652,13 +652,14 @@ fn an_empty_hosts_table_stops_startup_naming_file_line_and_key() {
 
 #[test]
 fn hosts_sharing_an_address_stop_startup_naming_file_line_and_key() {
-    // Same host and port, whatever the scheme, path, case or trailing dot.
+    // Same host name, whatever the scheme, port, path, case or trailing dot.
     for (first, second) in [
         ("https://chat.test", "https://chat.test"),
         ("https://chat.test/a", "https://chat.test/b"),
         ("http://chat.test", "https://Chat.Test:443/"),
         ("https://chat.test:8443", "https://chat.test.:8443/x"),
         ("http://127.0.0.1:5280", "http://127.0.0.1:5280/other"),
+        ("https://chat.test:8443", "https://chat.test:9443"),
     ] {
         assert_rejected(
             &format!(
@@ -666,7 +667,7 @@ fn hosts_sharing_an_address_stop_startup_naming_file_line_and_key() {
             ),
             5,
             "public_url",
-            "same address",
+            "same host name",
         );
     }
 }

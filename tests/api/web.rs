@@ -330,6 +330,43 @@ fn an_absolute_form_request_target_is_answered_for_its_own_authority() {
 }
 
 #[test]
+fn a_host_header_is_matched_by_host_name_whatever_its_port_case_or_trailing_dot() {
+    // nginx's `$host` drops the port: a host whose public URL has one must
+    // still be found behind the documented proxy configuration.
+    let app = TestApp::spawn_with(
+        "[hosts.\"localhost\"]\npublic_url = \"http://127.0.0.1:{port}\"\n\
+         [hosts.\"chat.test\"]\npublic_url = \"https://web.chat.test:8443\"\n",
+    );
+    let (_, page) = mint_for(&app, "chat.test");
+    let res = accept_invite_on(
+        &app,
+        "web.chat.test:8443",
+        &token_of(&page),
+        "gina",
+        GOOD_PASSWORD,
+    );
+    assert_eq!(res.status(), 204);
+    let identity = set_cookie_value(&res, "__Host-identity").expect("no identity cookie");
+    for host in [
+        "web.chat.test",
+        "WEB.chat.test.:8443",
+        "web.chat.test:8443",
+        "chat.test",
+    ] {
+        let res = client()
+            .get(format!("{}/api/auth/check", app.url))
+            .header(reqwest::header::HOST, host)
+            .header(
+                reqwest::header::COOKIE,
+                format!("__Host-identity={identity}"),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 200, "Host: {host}");
+    }
+}
+
+#[test]
 fn another_hosts_invite_is_not_found_on_a_hosts_page_or_api() {
     let app = TestApp::spawn();
     let (_, page) = mint_for(&app, "example.com");
@@ -502,4 +539,32 @@ fn on_an_https_host_only_the_host_prefixed_cookies_are_read() {
         check("example.com", format!("__Host-identity={identity}")),
         401
     );
+}
+
+#[test]
+fn a_session_of_one_host_cannot_mint_on_another() {
+    let app = TestApp::spawn();
+    let identity = register_account(&app, "hugo");
+    // The same session token, presented to example.com under its cookie name.
+    let res = client()
+        .post(format!("{}/api/invite", app.url))
+        .header(reqwest::header::HOST, "example.com")
+        .header(
+            reqwest::header::COOKIE,
+            format!("__Host-identity={identity}; identity={identity}"),
+        )
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let body: serde_json::Value = res.json().unwrap();
+    assert_eq!(body["message"], "not signed in to this host");
+    // On its own host it mints.
+    let res = client()
+        .post(format!("{}/api/invite", app.url))
+        .header(reqwest::header::COOKIE, format!("identity={identity}"))
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200);
 }
