@@ -291,31 +291,59 @@ impl TryFrom<String> for ProxyNet {
     }
 }
 
-/// The peers whose `X-Forwarded-For` and `Forwarded` headers are believed
-/// when finding a client's address (see `http::client_ip`).
+/// The one header trusted proxies name the client in (`trusted_proxy_header`).
+/// Only one is read: a proxy appends to the header it writes and passes the
+/// other on as the client sent it, so believing both would let a client pick
+/// the address its requests count against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum ForwardingHeader {
+    /// `X-Forwarded-For: client, proxy1` (nginx's `$proxy_add_x_forwarded_for`).
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    #[serde(rename = "forwarded")]
+    Forwarded,
+}
+
+/// The peers whose forwarding header is believed when finding a client's
+/// address (see `http::client_ip`), and which header that is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+    /// The header they write.
+    pub header: ForwardingHeader,
+}
 
 impl TrustedProxies {
-    /// Parses IP addresses and CIDR networks, e.g. `["10.0.0.0/8", "::1"]`.
+    /// Parses IP addresses and CIDR networks, e.g. `["10.0.0.0/8", "::1"]`,
+    /// whose `X-Forwarded-For` is read (see [`Self::reading`]).
     pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, Invalid> {
         entries
             .iter()
             .map(|e| ProxyNet::parse(e.as_ref()).map(|p| p.0))
             .collect::<Result<_, _>>()
-            .map(Self)
+            .map(|nets| Self {
+                nets,
+                header: ForwardingHeader::default(),
+            })
+    }
+
+    /// The same proxies, read through `header` instead.
+    pub fn reading(self, header: ForwardingHeader) -> Self {
+        Self { header, ..self }
     }
 
     /// True when `ip` is a trusted proxy. An IPv4-mapped IPv6 address (how a
     /// dual-stack socket shows an IPv4 peer) counts as the IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
+        self.nets.iter().any(|net| net.contains(&ip))
     }
 
     /// True when no peer is trusted: every client is its TCP peer.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.nets.is_empty()
     }
 }
 
@@ -369,6 +397,7 @@ struct RawConfig {
     session_idle_expiry: Option<ConfigDuration>,
     login_attempts_per_minute: Option<u32>,
     trusted_proxies: Option<Vec<ProxyNet>>,
+    trusted_proxy_header: Option<ForwardingHeader>,
     max_connections: Option<MaxConnections>,
     /// Spanned, so that errors found after parsing (no host, ambiguous hosts)
     /// can name their line too.
@@ -477,6 +506,7 @@ impl Config {
                 .login_attempts_per_minute
                 .or(raw.login_attempts_per_minute);
             raw.trusted_proxies = user.trusted_proxies.or(raw.trusted_proxies);
+            raw.trusted_proxy_header = user.trusted_proxy_header.or(raw.trusted_proxy_header);
             raw.max_connections = user.max_connections.or(raw.max_connections);
             raw.login_attempts_per_account_per_minute = user
                 .login_attempts_per_account_per_minute
@@ -530,13 +560,15 @@ impl Config {
                 .session_idle_expiry
                 .map_or(Duration::from_secs(30 * 86_400), |d| d.0),
             login_attempts_per_minute: raw.login_attempts_per_minute.unwrap_or(20),
-            trusted_proxies: TrustedProxies(
-                raw.trusted_proxies
+            trusted_proxies: TrustedProxies {
+                nets: raw
+                    .trusted_proxies
                     .unwrap_or_default()
                     .into_iter()
                     .map(|p| p.0)
                     .collect(),
-            ),
+                header: raw.trusted_proxy_header.unwrap_or_default(),
+            },
             max_connections: raw.max_connections.map_or(1024, |m| m.0),
             login_attempts_per_account_per_minute: raw
                 .login_attempts_per_account_per_minute
@@ -816,7 +848,7 @@ mod tests {
             ),
             // A link onto another configured host's name.
             (
-                "[hosts.\"a.test\"]\npublic_url = \"https://a.test\"\n[hosts.\"x.test\"]\npublic_url = \"https://a.test:8443\"\n",
+                "[hosts.\"a.test\"]\npublic_url = \"https://web.a.test\"\n[hosts.\"x.test\"]\npublic_url = \"https://a.test:8443\"\n",
                 4,
                 "is on `a.test`, the name of another",
             ),

@@ -1,6 +1,7 @@
 //! The client's address, for rate limits and logs: the TCP peer, or, when the
-//! peer is a configured trusted proxy, the nearest hop its forwarding headers
-//! name that is not itself a trusted proxy.
+//! peer is a configured trusted proxy, the nearest hop its forwarding header
+//! (the one `trusted_proxy_header` names) lists that is not itself a trusted
+//! proxy.
 //!
 //! Hand-written rather than taken from a crate: actix's
 //! `ConnectionInfo::realip_remote_addr` takes the left-most entry, which any
@@ -14,20 +15,19 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use actix_web::http::header::{HeaderMap, HeaderName, FORWARDED, X_FORWARDED_FOR};
 use actix_web::HttpRequest;
 
-use crate::config::TrustedProxies;
+use crate::config::{ForwardingHeader, TrustedProxies};
 
 /// The address of the client behind `req`, the one every limit and log line
 /// should use. It is the TCP peer, unless the peer is in `trusted`: then the
-/// `X-Forwarded-For` and `Forwarded: for=` entries are read from the right,
-/// trusted hops are skipped, and the first untrusted address is the client.
-/// Entries left of it are never read, so a client cannot choose its address
-/// by writing the headers itself.
+/// entries of the one header the proxies write (`X-Forwarded-For` or
+/// `Forwarded: for=`, as configured) are read from the right, trusted hops
+/// are skipped, and the first untrusted address is the client. Entries left
+/// of it are never read, so a client cannot choose its address by writing
+/// the header itself; the other header is never read at all.
 ///
 /// Falls back to the peer when the entry that decides is unusable (not an
-/// address, `unknown`, an obfuscated `_name`, a malformed header), and when
-/// both headers are present but name different clients: a client can write
-/// either header, so neither can be believed alone then. `None` only when the
-/// peer address is unknown.
+/// address, `unknown`, an obfuscated `_name`, a malformed header). `None`
+/// only when the peer address is unknown.
 pub fn client_ip(req: &HttpRequest, trusted: &TrustedProxies) -> Option<IpAddr> {
     let peer = req.peer_addr()?.ip().to_canonical();
     Some(behind_proxies(peer, req.headers(), trusted))
@@ -37,12 +37,17 @@ fn behind_proxies(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -
     if !trusted.contains(peer) {
         return peer;
     }
-    let xff = walk(headers, &X_FORWARDED_FOR, x_forwarded_for_hops, trusted);
-    let forwarded = walk(headers, &FORWARDED, forwarded_hops, trusted);
-    match (xff, forwarded) {
-        (Walk::Client(ip), Walk::Absent) | (Walk::Absent, Walk::Client(ip)) => ip,
-        (Walk::Client(a), Walk::Client(b)) if a == b => a,
-        _ => peer,
+    // Only the header the proxies write: the other one, passed on as the
+    // client sent it, says whatever the client likes.
+    let walked = match trusted.header {
+        ForwardingHeader::XForwardedFor => {
+            walk(headers, &X_FORWARDED_FOR, x_forwarded_for_hops, trusted)
+        }
+        ForwardingHeader::Forwarded => walk(headers, &FORWARDED, forwarded_hops, trusted),
+    };
+    match walked {
+        Walk::Client(ip) => ip,
+        Walk::Absent | Walk::Unusable => peer,
     }
 }
 
@@ -212,7 +217,13 @@ mod tests {
         for &(name, value) in headers {
             req = req.append_header((name, value));
         }
-        client_ip(&req.to_http_request(), &trusted())
+        // Read through Forwarded when that is all a case sends.
+        let header = if headers.iter().any(|&(n, _)| n == XFF) {
+            ForwardingHeader::XForwardedFor
+        } else {
+            ForwardingHeader::Forwarded
+        };
+        client_ip(&req.to_http_request(), &trusted().reading(header))
     }
 
     /// Asserts that a request from `peer` with `headers` is from `want`.
@@ -455,19 +466,28 @@ mod tests {
     }
 
     #[test]
-    fn both_headers_must_agree_to_be_believed() {
-        let both = |xff: &str, fwd: &str| client("10.0.0.1", &[(XFF, xff), (FWD, fwd)]);
-        assert_eq!(both("203.0.113.7", "for=203.0.113.7"), ip("203.0.113.7"));
-        assert_eq!(
-            both("1.1.1.1, 203.0.113.7", "for=203.0.113.7, for=10.0.0.4"),
-            ip("203.0.113.7")
-        );
-        // The proxy wrote one of them, the client the other: which is which
-        // cannot be known.
-        assert_eq!(both("203.0.113.7", "for=198.51.100.1"), ip("10.0.0.1"));
-        assert_eq!(both("203.0.113.7", "for=_hidden"), ip("10.0.0.1"));
-        assert_eq!(both("garbage", "for=203.0.113.7"), ip("10.0.0.1"));
-        // An empty one says nothing.
-        assert_eq!(both("", "for=203.0.113.7"), ip("203.0.113.7"));
+    fn only_the_configured_header_is_read_the_other_is_the_clients_to_write() {
+        let both = |header, xff: &str, fwd: &str| {
+            let req = TestRequest::default()
+                .peer_addr(SocketAddr::new("10.0.0.1".parse().unwrap(), PEER_PORT))
+                .insert_header((XFF, xff))
+                .insert_header((FWD, fwd))
+                .to_http_request();
+            client_ip(&req, &trusted().reading(header))
+        };
+        // A client's own `Forwarded: for=_x` (passed on by an nginx that
+        // appends to X-Forwarded-For) changes nothing, nor the reverse.
+        for fwd in ["for=_x", "for=198.51.100.1", "garbage"] {
+            assert_eq!(
+                both(ForwardingHeader::XForwardedFor, "203.0.113.7", fwd),
+                ip("203.0.113.7")
+            );
+        }
+        for xff in ["198.51.100.1", "garbage", "unknown"] {
+            assert_eq!(
+                both(ForwardingHeader::Forwarded, xff, "for=203.0.113.7"),
+                ip("203.0.113.7")
+            );
+        }
     }
 }

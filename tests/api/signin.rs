@@ -401,3 +401,19 @@ fn an_untrusted_peer_cannot_escape_its_limit_with_forwarding_headers() {
     assert!(log.contains("client=127.0.0.2"), "{log}");
     assert!(!log.contains("client=203.0.113."), "{log}");
 }
+
+#[test]
+fn a_clients_own_forwarded_header_does_not_move_it_off_its_forwarded_address() {
+    // nginx appends to X-Forwarded-For and passes Forwarded on as sent.
+    let app = behind_a_proxy();
+    let res = reqwest::blocking::Client::new()
+        .post(format!("{}/api/auth/login", app.url))
+        .header("X-Forwarded-For", "203.0.113.5")
+        .header("Forwarded", "for=_x")
+        .json(&json!({ "name": "nobody", "password": "wrong password 1" }))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let log = app.log();
+    assert!(log.contains("client=203.0.113.5"), "{log}");
+}
