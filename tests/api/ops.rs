@@ -214,3 +214,38 @@ fn check_config_refuses_what_serve_refuses_with_the_same_message() {
     }
     assert!(!db.exists(), "checking created the database");
 }
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify_without_warnings() {
+    let unit =
+        std::fs::read_to_string(repo().join("contrib/systemd/invite-server.service")).unwrap();
+    let exec = "ExecStart=/usr/local/bin/invite-server --config /etc/invite-server/config.toml \
+                --db /var/lib/invite-server/invite-server.db serve\n";
+    assert!(unit.contains(exec), "the unit's ExecStart changed:\n{unit}");
+    // verify wants ExecStart's binary to exist: the one just built.
+    let dir = TempDir::new().unwrap();
+    let copy = unit.replace(
+        "ExecStart=/usr/local/bin/invite-server ",
+        &format!("ExecStart={} ", helpers::BIN),
+    );
+    let path = write(&dir, "invite-server.service", &copy);
+    let out = run({
+        let mut c = Command::new("/usr/bin/systemd-analyze");
+        c.arg("verify").arg(&path);
+        c
+    });
+    let said = stderr_of(&out);
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed: {said}"
+    );
+    let about_unit: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("invite-server"))
+        .collect();
+    assert!(
+        about_unit.is_empty(),
+        "warnings about the unit:\n{}",
+        about_unit.join("\n")
+    );
+}
