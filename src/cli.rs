@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context};
 use chrono::{SecondsFormat, Utc};
 use clap::{Parser, Subcommand};
+use clap_complete::Shell;
 
 use crate::config::{Config, HostConfig, ListenAddr};
 use crate::domain::{AccountName, KeyId, Password};
@@ -59,6 +60,20 @@ pub enum Command {
     /// Mint invites directly, without a key.
     #[command(subcommand)]
     Invites(InvitesCommand),
+    /// Load and check the configuration as `serve` would, and print it as
+    /// TOML with secrets redacted.
+    CheckConfig {
+        /// Address to check instead of `listen`, as `serve --listen` takes it.
+        #[arg(long, env = "INVITE_SERVER_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
+        listen: Option<ListenAddr>,
+    },
+    /// Print a shell completion script, e.g. `invite-server completions bash`.
+    Completions {
+        /// The shell to complete for.
+        shell: Shell,
+    },
+    /// Print the manual page (roff), e.g. `invite-server man | man -l -`.
+    Man,
 }
 
 /// `invite-server keys ...`
@@ -153,6 +168,9 @@ pub fn main() -> ExitCode {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(done) = run_without_config(&cli.command) {
+        return done;
+    }
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(db) = cli.db {
         config.database = db;
@@ -194,15 +212,53 @@ fn host<'c>(config: &'c Config, name: &str) -> anyhow::Result<&'c HostConfig> {
 async fn dispatch(mut config: Config, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { listen } => {
-            if let Some(l) = listen {
-                config.listen = l.0;
-            }
+            apply_listen(&mut config, listen);
             serve(config).await
         }
         Command::Keys(cmd) => keys(&config, cmd).await,
         Command::Accounts(cmd) => accounts(&config, cmd).await,
         Command::Invites(cmd) => invites(&config, cmd).await,
+        Command::CheckConfig { listen } => check_config(config, listen),
+        // Handled by `run_without_config`, before any configuration is read.
+        Command::Completions { .. } | Command::Man => Ok(()),
     }
+}
+
+/// `--listen` (or INVITE_SERVER_LISTEN) over the configured `listen`: one
+/// function, so `check-config` checks what `serve` would use.
+fn apply_listen(config: &mut Config, listen: Option<ListenAddr>) {
+    if let Some(l) = listen {
+        config.listen = l.0;
+    }
+}
+
+/// Runs the commands that print something generated from the command line
+/// itself; they work even when the configuration is broken. `None` for the
+/// commands that need the configuration.
+fn run_without_config(command: &Command) -> Option<anyhow::Result<()>> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Completions { shell } => {
+            Some(crate::ops::completions(*shell, &mut out).map_err(Into::into))
+        }
+        Command::Man => Some(crate::ops::man(&mut out).map_err(Into::into)),
+        _ => None,
+    }
+}
+
+/// `check-config`: the configuration `serve` would run with (errors are
+/// `Config::load`'s, as for `serve`), printed with secrets redacted.
+fn check_config(mut config: Config, listen: Option<ListenAddr>) -> anyhow::Result<()> {
+    apply_listen(&mut config, listen);
+    // The links of the built-in host follow the listen address, as `serve`
+    // makes them follow the address it binds.
+    config.follow_listen_address(config.listen);
+    let text = crate::ops::effective_config_toml(&config)?;
+    // Not print!, which panics when stdout is a closed pipe.
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

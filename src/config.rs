@@ -218,6 +218,11 @@ impl InvitePageTemplate {
         }
     }
 
+    /// The template as written, e.g. `{public_url}/invite?{token}`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// Fills in the template.
     pub fn render(&self, public_url: &str, host: &str, token: &str) -> String {
         self.0
@@ -339,6 +344,11 @@ impl TrustedProxies {
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.nets.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The trusted addresses and networks, as configured.
+    pub fn networks(&self) -> &[IpNet] {
+        &self.0
     }
 
     /// True when no peer is trusted: every client is its TCP peer.
@@ -590,6 +600,12 @@ impl Config {
                 host.public_url = PublicUrl::for_listen(addr);
             }
         }
+    }
+
+    /// True when no `[hosts]` was configured and the built-in `localhost`
+    /// is served, its links following the listen address.
+    pub fn serves_builtin_host(&self) -> bool {
+        self.builtin_host
     }
 
     /// The configuration of a host, if this server serves it.
