@@ -300,7 +300,7 @@ impl TryFrom<String> for ProxyNet {
 /// Only one is read: a proxy appends to the header it writes and passes the
 /// other on as the client sent it, so believing both would let a client pick
 /// the address its requests count against.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub enum ForwardingHeader {
     /// `X-Forwarded-For: client, proxy1` (nginx's `$proxy_add_x_forwarded_for`).
     #[default]
@@ -348,7 +348,7 @@ impl TrustedProxies {
 
     /// The trusted addresses and networks, as configured.
     pub fn networks(&self) -> &[IpNet] {
-        &self.0
+        &self.nets
     }
 
     /// True when no peer is trusted: every client is its TCP peer.

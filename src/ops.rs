@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::cli::Cli;
-use crate::config::{Config, HostConfig};
+use crate::config::{Config, ForwardingHeader, HostConfig};
 
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "<redacted>";
@@ -155,6 +155,7 @@ pub fn effective_config_toml(config: &Config) -> anyhow::Result<String> {
             .iter()
             .map(proxy_text)
             .collect(),
+        trusted_proxy_header: config.trusted_proxies.header,
         max_connections: config.max_connections,
         login_attempts_per_account_per_minute: config.login_attempts_per_account_per_minute,
         password_hash_queue: config.password_hash_queue,
@@ -256,6 +257,7 @@ struct Effective<'c> {
     session_idle_expiry: String,
     login_attempts_per_minute: u32,
     trusted_proxies: Vec<String>,
+    trusted_proxy_header: ForwardingHeader,
     max_connections: usize,
     login_attempts_per_account_per_minute: u32,
     password_hash_queue: usize,
