@@ -436,9 +436,19 @@ impl TryFrom<String> for AbsoluteUrl {
     type Error = Invalid;
     fn try_from(s: String) -> Result<Self, Invalid> {
         match Url::parse(&s) {
+            // Shown to every new account: a password in it would be shown too.
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => Err(Invalid::new(
+                "invalid URL: it must not contain a user name or password \
+                 (it is shown to everyone who registers)",
+            )),
             Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(Self(s)),
             _ => Err(Invalid::new(format!(
-                "invalid URL `{s}`: it must start with http:// or https://"
+                "invalid URL `{}`: it must start with http:// or https://",
+                if s.contains('@') {
+                    "(not repeated: it contains `@`)"
+                } else {
+                    &s
+                }
             ))),
         }
     }
@@ -879,6 +889,16 @@ mod tests {
             "[hosts.\"a.test\"]\npublic_url = \"https://a.test\"\n[hosts.\"b.test\"]\npublic_url = \"https://b.test:8443\"\n[hosts.\"c.test\"]\npublic_url = \"http://c.test:8443/c\"\n[hosts.\"d.test\"]\npublic_url = \"https://shared.test:8443\"\n",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn an_after_registration_url_with_user_info_is_refused_without_repeating_it() {
+        let e = AbsoluteUrl::try_from("https://user:s3cret@chat.test/".to_owned())
+            .unwrap_err()
+            .0;
+        assert!(e.contains("user name or password"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(AbsoluteUrl::try_from("https://chat.test/welcome".to_owned()).is_ok());
     }
 
     #[test]

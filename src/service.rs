@@ -149,6 +149,17 @@ pub fn public_inviter(invite: &InviteRecord) -> Option<&str> {
     }
 }
 
+/// The kind of source an invitee is told of: `api` (a key), `account` or
+/// `cli`. Never the key's id, half of an operator's credential, nor an
+/// account's row id, which would count accounts.
+pub fn public_source(invite: &InviteRecord) -> &'static str {
+    match invite.source.split('/').next() {
+        Some("account") => "account",
+        Some("cli") => "cli",
+        _ => "api",
+    }
+}
+
 /// The key that signs registration forms, made on the first start over a
 /// database and read back on every later one.
 pub async fn form_key(store: &dyn Store) -> Result<FormKey, StoreError> {

@@ -325,7 +325,10 @@ async fn show_invite(
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(json!({
-            "issuer": { "id": invite.source, "name": service::public_inviter(&invite) },
+            "issuer": {
+                "id": service::public_source(&invite),
+                "name": service::public_inviter(&invite),
+            },
             "issued_at": rfc3339(invite.created_at),
             "expires_at": rfc3339(invite.expires_at),
         })))

@@ -50,7 +50,15 @@ pub fn redact_query(raw: &str) -> String {
                 None => (part, None),
             };
             match value {
-                _ if HARMLESS.contains(&name) => part.to_owned(),
+                // A harmless name with a value that is not a flag word could
+                // carry anything a client put there (`redirect=x%26key%3D..`).
+                None if HARMLESS.contains(&name) => part.to_owned(),
+                Some(v)
+                    if HARMLESS.contains(&name)
+                        && crate::query::flag(Some(Some(v)), name).is_ok() =>
+                {
+                    part.to_owned()
+                }
                 Some(_) if KNOWN.contains(&name) => format!("{name}=[redacted]"),
                 _ => "[redacted]".to_owned(),
             }
@@ -137,6 +145,11 @@ mod tests {
         );
         assert_eq!(redact_query("c-vhJjyB5Pb4HpAf"), "[redacted]");
         assert_eq!(redact_query("redirect"), "redirect");
+        assert_eq!(redact_query("redirect=TRUE"), "redirect=TRUE");
+        assert_eq!(
+            redact_query("redirect=x%26key%3Dsecretsecret"),
+            "redirect=[redacted]"
+        );
         assert!(!redact_query("k%65y=secret").contains("secret"));
         assert_eq!(redact_query("AbCdEfGhIjKlMnOpQrStUvWx="), "[redacted]");
     }
