@@ -390,7 +390,7 @@ fn an_outstanding_invite_is_described_without_authentication_and_nothing_changes
     // The key's name ("test key") is the operator's label and its id half
     // of the operator's credential: neither is shown.
     assert_eq!(body["issuer"], json!({ "id": "api", "name": null }));
-    assert!(!body.to_string().contains(key_id.as_str()), "{body}");
+    assert!(!body.to_string().contains(key_id), "{body}");
     let issued = assert_micros_utc(body["issued_at"].as_str().unwrap());
     let expires = assert_micros_utc(body["expires_at"].as_str().unwrap());
     assert_eq!(issued.timestamp_micros(), before.4);
