@@ -122,6 +122,74 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY CHECK (id = 1),
         form_key BLOB NOT NULL CHECK (length(form_key) = 32)
      );",
+    // 4: managing what was minted. Every column added has a default that
+    // keeps old rows meaning what they meant: an invite is for one account
+    // and was spent once when it was used; a key mints and never expires.
+    // - invites: multi-use (uses_allowed/uses_spent), reset invites (kind,
+    //   reset_account_id), an operator's note, a fixed account name,
+    //   revocation, and when the invite ended (its last use or its
+    //   revocation; expiry is expires_at), for purging ended invites.
+    // - invite_uses: who registered with an invite, and when; kept when the
+    //   account goes (account_id then NULL), so the audit trail stays.
+    // - accounts: the invite they came with, and whether they are disabled.
+    //   invited_by becomes readable without a lookup: `key <id>`,
+    //   `account <name>` or `cli`.
+    // - api_keys: scope, expiry, a mint rate, last use, and how many of its
+    //   invites purging removed (so counts of minted invites survive it).
+    // - audit_log: who did what to which record, for operators.
+    "ALTER TABLE invites ADD COLUMN kind TEXT NOT NULL DEFAULT 'account'
+        CHECK (kind IN ('account', 'reset'));
+     ALTER TABLE invites ADD COLUMN uses_allowed INTEGER NOT NULL DEFAULT 1
+        CHECK (uses_allowed >= 1);
+     ALTER TABLE invites ADD COLUMN uses_spent INTEGER NOT NULL DEFAULT 0
+        CHECK (uses_spent >= 0);
+     ALTER TABLE invites ADD COLUMN note TEXT;
+     ALTER TABLE invites ADD COLUMN fixed_name TEXT;
+     ALTER TABLE invites ADD COLUMN reset_account_id INTEGER;
+     ALTER TABLE invites ADD COLUMN revoked_at INTEGER;
+     ALTER TABLE invites ADD COLUMN ended_at INTEGER;
+     UPDATE invites SET uses_spent = 1, ended_at = used_at WHERE used_at IS NOT NULL;
+     CREATE INDEX invites_by_host ON invites (host, id);
+     CREATE INDEX invites_by_source ON invites (source, id);
+     CREATE TABLE invite_uses (
+        invite_id INTEGER NOT NULL,
+        account_id INTEGER,
+        name TEXT NOT NULL,
+        used_at INTEGER NOT NULL
+     );
+     CREATE INDEX invite_uses_by_invite ON invite_uses (invite_id);
+     CREATE INDEX invite_uses_by_account ON invite_uses (account_id);
+     INSERT INTO invite_uses (invite_id, account_id, name, used_at)
+        SELECT i.id, a.id, a.name, i.used_at
+        FROM invites i JOIN accounts a ON a.id = i.used_by
+        WHERE i.used_at IS NOT NULL;
+     ALTER TABLE accounts ADD COLUMN invite_id INTEGER;
+     ALTER TABLE accounts ADD COLUMN disabled_at INTEGER;
+     UPDATE accounts SET invite_id = (SELECT i.id FROM invites i WHERE i.used_by = accounts.id);
+     UPDATE accounts SET invited_by = 'key ' || substr(invited_by, 11)
+        WHERE invited_by LIKE 'api/token/%';
+     UPDATE accounts SET invited_by = 'account ' || coalesce(
+            (SELECT a.name FROM accounts a
+             WHERE a.id = CAST(substr(accounts.invited_by, 9) AS INTEGER)),
+            '#' || substr(invited_by, 9))
+        WHERE invited_by LIKE 'account/%';
+     ALTER TABLE api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'mint'
+        CHECK (scope IN ('mint', 'admin'));
+     ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
+     ALTER TABLE api_keys ADD COLUMN rate_limit INTEGER CHECK (rate_limit >= 1);
+     ALTER TABLE api_keys ADD COLUMN rate_period_secs INTEGER CHECK (rate_period_secs >= 1);
+     ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
+     ALTER TABLE api_keys ADD COLUMN invites_purged INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail TEXT
+     );
+     CREATE INDEX audit_log_by_host ON audit_log (host, id);",
 ];
 
 /// Why the database could not be opened.
