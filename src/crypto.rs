@@ -2,6 +2,7 @@
 //! (API key secrets, invite tokens, identity tokens) comes from here, and is
 //! stored only as the SHA-256 digest computed here.
 
+use crate::domain::InviteId;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -143,6 +144,67 @@ impl FormKey {
     }
 }
 
+/// Names what the key derived for invite ids is for.
+const INVITE_ID_CONTEXT: &[u8] = b"invite-server invite ids v1\0";
+
+impl FormKey {
+    /// The permutation between invite row ids and the invite ids operators
+    /// see, keyed by this database's secret (so every node agrees).
+    pub fn invite_ids(&self) -> InviteIds {
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        mac.update(INVITE_ID_CONTEXT);
+        let key: [u8; 32] = mac.finalize().into_bytes().into();
+        InviteIds {
+            ff1: fpe::ff1::FF1::<aes::Aes256>::new(&key, 2).expect("radix 2 is within FF1's range"),
+        }
+    }
+}
+
+/// Turns an invite's row id into its public [`InviteId`] and back: NIST
+/// FF1 format-preserving encryption over the 64 bits of the row id (the
+/// `fpe` crate), so the id needs no column or index of its own, names the
+/// row directly, and reveals nothing of the token (whose first half is the
+/// row id) without the database's secret.
+pub struct InviteIds {
+    ff1: fpe::ff1::FF1<aes::Aes256>,
+}
+
+impl InviteIds {
+    /// The public id of the invite stored as `row_id`.
+    pub fn public(&self, row_id: i64) -> InviteId {
+        let plain = fpe::ff1::BinaryNumeralString::from_bytes_le(&row_id.to_le_bytes());
+        let bytes = self
+            .ff1
+            .encrypt(&[], &plain)
+            .map(|c| c.to_bytes_le())
+            .ok()
+            .and_then(|v| <[u8; 8]>::try_from(v).ok())
+            // 64 binary numerals are within FF1's limits for radix 2.
+            .expect("FF1 keeps 64 bits 64 bits");
+        InviteId::from_bytes(bytes)
+    }
+
+    /// The row id an invite id names.
+    pub fn row_id(&self, id: &InviteId) -> i64 {
+        let cipher = fpe::ff1::BinaryNumeralString::from_bytes_le(&id.to_bytes());
+        let bytes = self
+            .ff1
+            .decrypt(&[], &cipher)
+            .map(|p| p.to_bytes_le())
+            .ok()
+            .and_then(|v| <[u8; 8]>::try_from(v).ok())
+            .expect("FF1 keeps 64 bits 64 bits");
+        i64::from_le_bytes(bytes)
+    }
+}
+
+impl std::fmt::Debug for InviteIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InviteIds(..)")
+    }
+}
+
 impl std::fmt::Debug for FormKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("FormKey(..)")
@@ -164,6 +226,18 @@ mod tests {
         assert!(!key.verify(42, "nonce", "nonce"));
         assert!(!key.verify(42, "nonce", ""));
         assert!(!key.verify(42, "nonce", &tag[1..]));
+    }
+
+    #[test]
+    fn invite_ids_are_a_keyed_permutation_of_row_ids() {
+        let ids = FormKey::from_bytes([7; 32]).invite_ids();
+        let other = FormKey::from_bytes([8; 32]).invite_ids();
+        for row in [0_i64, 1, 2, 1 << 32, (1 << 62) + 12_345, i64::MAX, -1] {
+            let id = ids.public(row);
+            assert_eq!(ids.row_id(&id), row);
+            assert_ne!(other.public(row), id);
+        }
+        assert_ne!(ids.public(1), ids.public(2));
     }
 
     #[test]

@@ -4,12 +4,14 @@
 mod account_name;
 mod api_key;
 mod host_name;
+mod invite_id;
 mod password;
 mod token;
 
 pub use account_name::AccountName;
 pub use api_key::{ApiKey, KeyId, KeySecret};
 pub use host_name::HostName;
+pub use invite_id::InviteId;
 pub use password::Password;
 pub use token::{IdentityToken, InviteLookup, InviteSecret, InviteToken, LEGACY_INVITE_ID_LIMIT};
 
