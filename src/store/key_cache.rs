@@ -197,6 +197,17 @@ impl<S: Store> Store for KeyCache<S> {
         self.inner.find_account(host, name).await
     }
 
+    async fn set_password(
+        &self,
+        account_id: i64,
+        password_hash: String,
+        keep: Option<SecretDigest>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .set_password(account_id, password_hash, keep)
+            .await
+    }
+
     async fn delete_account(&self, host: &HostName, name: &AccountName) -> Result<(), StoreError> {
         self.inner.delete_account(host, name).await
     }
@@ -316,6 +327,14 @@ mod tests {
             _: &HostName,
             _: &AccountName,
         ) -> Result<AccountRecord, StoreError> {
+            unsupported()
+        }
+        async fn set_password(
+            &self,
+            _: i64,
+            _: String,
+            _: Option<SecretDigest>,
+        ) -> Result<(), StoreError> {
             unsupported()
         }
         async fn delete_account(&self, _: &HostName, _: &AccountName) -> Result<(), StoreError> {

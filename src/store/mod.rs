@@ -225,6 +225,15 @@ pub trait Store: Send + Sync + 'static {
         name: &AccountName,
     ) -> Result<AccountRecord, StoreError>;
     /// Deletes an account and its sessions.
+    /// Sets an account's password hash and ends every one of its sessions
+    /// but `keep` (the session that made the change, if it stays signed in),
+    /// in one transaction. `NotFound` when the account is gone.
+    async fn set_password(
+        &self,
+        account_id: i64,
+        password_hash: String,
+        keep: Option<SecretDigest>,
+    ) -> Result<(), StoreError>;
     async fn delete_account(&self, host: &HostName, name: &AccountName) -> Result<(), StoreError>;
 
     /// Opens a session for an account.

@@ -1444,6 +1444,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_password(
+        &self,
+        account_id: i64,
+        password_hash: String,
+        keep: Option<SecretDigest>,
+    ) -> Result<(), StoreError> {
+        self.write(Undo::Savepoint, move |conn| {
+            let changed = conn
+                .prepare_cached("UPDATE accounts SET password_hash = ?1 WHERE id = ?2")
+                .and_then(|mut st| st.execute(params![password_hash, account_id]))
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            // A zero-length digest matches no session: keep none.
+            let keep = keep.map_or_else(Vec::new, |d| d.as_bytes().to_vec());
+            conn.prepare_cached(
+                "DELETE FROM sessions WHERE account_id = ?1 AND token_digest != ?2",
+            )
+            .and_then(|mut st| st.execute(params![account_id, keep]))
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn delete_account(&self, host: &HostName, name: &AccountName) -> Result<(), StoreError> {
         let (host, name) = (host.clone(), name.clone());
         // One statement: the sessions go by ON DELETE CASCADE within it.
@@ -1788,6 +1814,45 @@ mod tests {
             .query_row("SELECT count(*) FROM invites", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 2);
+    }
+
+    #[tokio::test]
+    async fn a_new_password_ends_every_session_but_the_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let alice = store.create_account(account("alice")).await.unwrap();
+        let session = |s: &str| NewSession {
+            token_digest: SecretDigest::of(s),
+            created_at: Utc::now(),
+        };
+        for s in ["kept", "other", "third"] {
+            store.create_session(alice.id, session(s)).await.unwrap();
+        }
+        store
+            .set_password(
+                alice.id,
+                "$argon2id$new".into(),
+                Some(SecretDigest::of("kept")),
+            )
+            .await
+            .unwrap();
+        let kept = store.find_session(SecretDigest::of("kept")).await.unwrap();
+        assert_eq!(kept.account.password_hash, "$argon2id$new");
+        for s in ["other", "third"] {
+            let gone = store.find_session(SecretDigest::of(s)).await.unwrap_err();
+            assert_eq!(gone, StoreError::NotFound);
+        }
+        store
+            .set_password(alice.id, "$argon2id$again".into(), None)
+            .await
+            .unwrap();
+        let gone = store
+            .find_session(SecretDigest::of("kept"))
+            .await
+            .unwrap_err();
+        assert_eq!(gone, StoreError::NotFound);
+        let missing = store.set_password(-1, "x".into(), None).await.unwrap_err();
+        assert_eq!(missing, StoreError::NotFound);
     }
 
     #[tokio::test]
