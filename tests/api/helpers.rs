@@ -171,6 +171,25 @@ impl TestApp {
         }
     }
 
+    /// Sends SIGTERM and waits (at most `within`) for the server to exit;
+    /// its exit status, or `None` if it was still running (it is then killed).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// Stops the server and hands back its directory and database path.
     pub fn into_parts(mut self) -> (TempDir, PathBuf) {
         self.kill();

@@ -14,6 +14,7 @@ mod ops;
 mod pages;
 mod prosody;
 mod races;
+mod shutdown;
 mod signin;
 mod smoke;
 mod storage;
