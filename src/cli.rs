@@ -11,8 +11,8 @@ use chrono::{SecondsFormat, Utc};
 use clap::{Parser, Subcommand};
 use clap_complete::Shell;
 
-use crate::config::{Config, HostConfig, ListenAddr};
-use crate::domain::{AccountName, KeyId, Password};
+use crate::config::{Config, ConfigDuration, HostConfig, ListenAddr};
+use crate::domain::{AccountName, KeyId, KeyScope, MintRate, Password};
 use crate::passwords::Hasher;
 use crate::service;
 use crate::startup::Application;
@@ -86,22 +86,38 @@ pub enum KeysCommand {
         /// A label to remember what the key is for (may start with `-`).
         #[arg(allow_hyphen_values = true)]
         name: Option<String>,
+        /// What the key may do: `mint` invites only, or also manage the
+        /// host's invites and accounts (`admin`).
+        #[arg(long, default_value = "mint", value_name = "SCOPE", value_parser = parse_scope)]
+        scope: KeyScope,
+        /// Refuse the key after this long, e.g. `90d`, `12h` (s, m, h, d, w).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expires_in: Option<ConfigDuration>,
+        /// The most invites the key may mint per period, e.g. `60/h`
+        /// (s, m, h, d); counted by each server process on its own.
+        #[arg(long, value_name = "N/PERIOD", value_parser = parse_rate)]
+        rate: Option<MintRate>,
     },
     /// List a host's keys: `<id>\t<name>` per line.
     List {
         /// The host whose keys to list.
         host: String,
-        /// Print JSON instead of lines.
+        /// Print JSON (with scope, expiry, last use and invites minted)
+        /// instead of lines.
         #[arg(long)]
         json: bool,
     },
-    /// Delete a key; requests with it are refused from then on.
+    /// Delete a key; requests with it are refused from then on, and the
+    /// invites it minted that are still pending are revoked.
     Delete {
         /// The host the key belongs to.
         host: String,
         /// The key's id: the part before the `/` (may start with `-`).
         #[arg(allow_hyphen_values = true)]
         id: String,
+        /// Leave the key's pending invites usable.
+        #[arg(long)]
+        keep_invites: bool,
     },
 }
 
@@ -148,6 +164,18 @@ pub enum InvitesCommand {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
         count: u64,
     },
+}
+
+fn parse_scope(s: &str) -> Result<KeyScope, String> {
+    KeyScope::parse(s).map_err(|e| e.0)
+}
+
+fn parse_duration(s: &str) -> Result<ConfigDuration, String> {
+    ConfigDuration::parse(s).map_err(|e| e.0)
+}
+
+fn parse_rate(s: &str) -> Result<MintRate, String> {
+    MintRate::parse(s).map_err(|e| e.0)
 }
 
 fn parse_listen(s: &str) -> Result<ListenAddr, String> {
@@ -278,9 +306,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The actor the audit log names for whatever an operator does here.
+const CLI_ACTOR: &str = "cli";
+
 async fn keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
-        KeysCommand::Create { host: h, name } => {
+        KeysCommand::Create {
+            host: h,
+            name,
+            scope,
+            expires_in,
+            rate,
+        } => {
             let host = host(config, &h)?;
             // `keys list` prints one line per key: the name must fit on it.
             if name
@@ -290,32 +327,51 @@ async fn keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 bail!("a key name is one line of at most 200 characters, without tabs");
             }
             let store = open_store(config)?;
-            let key = service::create_key(&store, host, name).await?;
+            let options = service::keys::KeyOptions {
+                name,
+                scope,
+                expires_in: expires_in.map(|d| d.0),
+                rate,
+            };
+            let key = service::keys::create(&store, host, options, CLI_ACTOR).await?;
             println!("{}", key.expose());
         }
         KeysCommand::List { host: h, json } => {
             let host = host(config, &h)?;
             let keys = open_store(config)?.list_keys(&host.name).await?;
             if json {
+                let time =
+                    |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
                 let list: Vec<_> = keys
                     .iter()
-                    .map(|k| {
+                    .map(|listed| {
+                        let k = &listed.key;
                         serde_json::json!({
                             "id": k.id.as_str(),
                             "name": k.name,
                             "host": k.host.as_str(),
-                            "created_at": k.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                            "created_at": time(k.created_at),
+                            "scope": k.scope.as_str(),
+                            "expires_at": k.expires_at.map(time),
+                            "rate": k.rate.map(|r| r.to_string()),
+                            "last_used_at": k.last_used_at.map(time),
+                            "invites_minted": listed.invites_minted,
                         })
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 for k in keys {
+                    let k = k.key;
                     println!("{}\t{}", k.id, k.name.as_deref().unwrap_or("<unknown>"));
                 }
             }
         }
-        KeysCommand::Delete { host: h, id } => {
+        KeysCommand::Delete {
+            host: h,
+            id,
+            keep_invites,
+        } => {
             let host = host(config, &h)?;
             if id.contains('/') {
                 // The whole key was pasted; its secret is not needed (and is
@@ -323,7 +379,9 @@ async fn keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 bail!("give only the key's id, the part before the `/`; nothing was deleted");
             }
             let id = KeyId::parse(&id).map_err(|_| anyhow!("key not found"))?;
-            let deleted = open_store(config)?.delete_key(&host.name, &id).await;
+            let store = open_store(config)?;
+            let deleted =
+                service::keys::delete(&store, &host.name, &id, keep_invites, CLI_ACTOR).await;
             named_not_found(deleted, "key not found")?;
         }
     }

@@ -57,6 +57,7 @@ impl Application {
             config,
             store,
             form_key,
+            mint_limiter: service::keys::MintLimiter::default(),
         });
         let server = HttpServer::new(move || {
             App::new()

@@ -13,6 +13,7 @@ use super::{AppState, MAX_BODY};
 use crate::config::HostConfig;
 use crate::domain::{AccountName, InviteToken, Password};
 use crate::passwords::HashError;
+use crate::service::keys::{self, KeyRefusal};
 use crate::service::{self, Minter, Unusable};
 use crate::store::{AccountRecord, StoreError};
 
@@ -84,6 +85,9 @@ pub enum ApiError {
     /// after the seconds given.
     #[error("too many sign-in attempts; try again in {}", seconds(*.0))]
     TooManyRequests(u64),
+    /// The API key's mint rate is used up; retry after the seconds given.
+    #[error("this API key's mint rate is used up; try again in {}", seconds(*.0))]
+    KeyRateLimited(u64),
     /// The store failed, or the hasher failed or is busy; nothing was changed.
     /// Answered with `Retry-After: 1`.
     #[error("temporarily unavailable; nothing was changed, try again")]
@@ -109,7 +113,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::NameTaken => "name_taken",
             Self::TooLarge => "body_too_large",
-            Self::TooManyRequests(_) => "too_many_requests",
+            Self::TooManyRequests(_) | Self::KeyRateLimited(_) => "too_many_requests",
             Self::Unavailable => "unavailable",
         }
     }
@@ -132,7 +136,7 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::NameTaken => StatusCode::CONFLICT,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests(_) | Self::KeyRateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -141,7 +145,7 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((header::CACHE_CONTROL, "no-store"));
         match self {
-            Self::TooManyRequests(secs) => {
+            Self::TooManyRequests(secs) | Self::KeyRateLimited(secs) => {
                 res.insert_header((header::RETRY_AFTER, secs.to_string()));
             }
             // Every 503 says when to come back, as /invites_api's do: a full
@@ -226,7 +230,7 @@ async fn create_invite(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let _: Option<serde_json::Map<String, serde_json::Value>> = json_body(&req, body, true)?;
-    let (account, key_record);
+    let (account, verified);
     let (minter, host) =
         if let Some(signed_in) = auth::signed_in(&state, &req).await.map_err(store_failed)? {
             // With a cookie, the request must say it is JSON: an HTML form
@@ -252,27 +256,30 @@ async fn create_invite(
                     ApiError::Unauthorized("sign in, or send an API key as Authorization: Bearer")
                 }
                 KeyError::BadRequest(why) => ApiError::bad("bad_request", why),
-                KeyError::Malformed(_) | KeyError::Invalid => {
-                    ApiError::Unauthorized("the API key is not valid")
-                }
-                KeyError::Store(e) => store_failed(e),
+                KeyError::Malformed(_) => ApiError::Unauthorized("the API key is not valid"),
             })?;
-            let record = auth::verify_key(&state, &key).await.map_err(|e| match e {
-                KeyError::Store(e) => store_failed(e),
-                _ => ApiError::Unauthorized("the API key is not valid"),
+            let key = keys::verify(&*state.store, &key)
+                .await
+                .map_err(key_refused)?;
+            let host = state.config.hosts.get(&key.record.host).ok_or_else(|| {
+                ApiError::Forbidden(format!("host {} is no longer served here", key.record.host))
             })?;
-            let host = state.config.hosts.get(&record.host).ok_or_else(|| {
-                ApiError::Forbidden(format!("host {} is no longer served here", record.host))
-            })?;
-            key_record = record;
-            (Minter::Key(&key_record), host)
+            state
+                .mint_limiter
+                .check(&key)
+                .map_err(ApiError::KeyRateLimited)?;
+            verified = key;
+            (Minter::Key(&verified.record), host)
         };
     let issuer = minter.source().to_text();
     let minted = service::mint_invite(&*state.store, host, minter)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::Unauthorized("the account or key no longer exists"),
-            other => store_failed(other),
+        .map_err(|e| match minter {
+            Minter::Key(record) => key_refused(keys::refusal_at_commit(record, e)),
+            Minter::Account(_) => match e {
+                StoreError::NotFound => ApiError::Unauthorized("the account no longer exists"),
+                other => store_failed(other),
+            },
         })?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -283,6 +290,17 @@ async fn create_invite(
             "expires_at": rfc3339(minted.expires_at),
             "url": minted.url,
         })))
+}
+
+/// The answer to a key that [`keys::verify`] (or the mint's own re-check)
+/// refused: an expired key is told so, as a 403, since its holder proved it
+/// has the secret; a wrong or deleted one is only "not valid".
+fn key_refused(refusal: KeyRefusal) -> ApiError {
+    match refusal {
+        KeyRefusal::Invalid => ApiError::Unauthorized("the API key is not valid"),
+        KeyRefusal::Expired => ApiError::Forbidden("the API key has expired".into()),
+        KeyRefusal::Store(e) => store_failed(e),
+    }
 }
 
 fn served_host<'s>(

@@ -1,5 +1,6 @@
 //! Who is asking: API keys (Bearer or `?key=`) and identity cookies. Shared by
-//! every surface; each maps these errors into its own answer.
+//! every surface; each maps these errors into its own answer. Whether a key
+//! is good is not decided here but in [`crate::service::keys::verify`].
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header::{self, HeaderValue};
@@ -10,7 +11,7 @@ use super::AppState;
 use crate::config::HostConfig;
 use crate::domain::{ApiKey, IdentityToken};
 use crate::query::{QueryError, QueryParams};
-use crate::store::{AccountRecord, KeyRecord, StoreError};
+use crate::store::{AccountRecord, StoreError};
 
 /// The name of the sign-in cookie on http hosts.
 pub const IDENTITY_COOKIE: &str = "identity";
@@ -41,10 +42,6 @@ pub enum KeyError {
     Malformed(String),
     /// The request is malformed in a way unrelated to the key itself.
     BadRequest(String),
-    /// A well-formed key that is wrong, unknown or deleted.
-    Invalid,
-    /// The store failed.
-    Store(StoreError),
 }
 
 impl From<QueryError> for KeyError {
@@ -115,20 +112,6 @@ pub fn api_key(req: &HttpRequest, query: Option<&QueryParams>) -> Result<ApiKey,
         }
     };
     ApiKey::parse(text).map_err(|e| KeyError::Malformed(e.0))
-}
-
-/// Checks a key against the store: its record when the secret matches.
-pub async fn verify_key(state: &AppState, key: &ApiKey) -> Result<KeyRecord, KeyError> {
-    let record = match state.store.find_key(&key.id).await {
-        Ok(r) => r,
-        Err(StoreError::NotFound) => return Err(KeyError::Invalid),
-        Err(e) => return Err(KeyError::Store(e)),
-    };
-    if record.secret_digest.matches(&key.secret.digest()) {
-        Ok(record)
-    } else {
-        Err(KeyError::Invalid)
-    }
 }
 
 /// The configured host a request is addressed to: the one whose public URL's

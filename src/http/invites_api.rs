@@ -13,8 +13,8 @@ use super::auth::{self, KeyError};
 use super::body::{Body, BodyError};
 use super::{AppState, MAX_BODY};
 use crate::query::{self, QueryParams};
+use crate::service::keys::{self, KeyRefusal};
 use crate::service::{self, Minter};
-use crate::store::StoreError;
 
 /// The methods this endpoint allows, as sent in `Allow` and CORS headers.
 const ALLOWED_METHODS: &str = "OPTIONS, GET, POST";
@@ -41,6 +41,9 @@ pub enum MintError {
     /// A key was presented but does not allow minting.
     #[error("Forbidden: {0}")]
     Forbidden(String),
+    /// The key's mint rate is used up; retry after the seconds given.
+    #[error("Too many requests: this key's mint rate is used up; try again in {0} s")]
+    RateLimited(u64),
     /// The method is not one this endpoint serves.
     #[error("Method not allowed: use GET or POST")]
     MethodNotAllowed,
@@ -58,6 +61,7 @@ impl ResponseError for MintError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NoCredentials(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -76,6 +80,9 @@ impl ResponseError for MintError {
             }
             Self::Unavailable => {
                 res.insert_header((header::RETRY_AFTER, "1"));
+            }
+            Self::RateLimited(secs) => {
+                res.insert_header((header::RETRY_AFTER, secs.to_string()));
             }
             Self::BadRequest(_) | Self::Forbidden(_) | Self::TooLarge => {}
         }
@@ -110,20 +117,20 @@ async fn mint(
     let query = QueryParams::parse(req.query_string())?;
     let redirect = query::flag(query.get("redirect")?, "redirect")?;
     let key = auth::api_key(&req, Some(&query))?;
-    let record = auth::verify_key(&state, &key).await?;
-    let host = state.config.hosts.get(&record.host).ok_or_else(|| {
+    let key = keys::verify(&*state.store, &key).await?;
+    let host = state.config.hosts.get(&key.record.host).ok_or_else(|| {
         MintError::Forbidden(format!(
             "this key's host {} is no longer served here",
-            record.host
+            key.record.host
         ))
     })?;
-    let minted = service::mint_invite(&*state.store, host, Minter::Key(&record))
+    state
+        .mint_limiter
+        .check(&key)
+        .map_err(MintError::RateLimited)?;
+    let minted = service::mint_invite(&*state.store, host, Minter::Key(&key.record))
         .await
-        // NotFound: the key was deleted between the lookup and the commit.
-        .map_err(|e| match e {
-            StoreError::NotFound => KeyError::Invalid,
-            other => KeyError::Store(other),
-        })?;
+        .map_err(|e| keys::refusal_at_commit(&key.record, e))?;
     let status = if redirect {
         StatusCode::SEE_OTHER
     } else {
@@ -140,8 +147,18 @@ impl From<KeyError> for MintError {
             KeyError::Missing(why) => Self::NoCredentials(why),
             KeyError::Malformed(why) => Self::Forbidden(format!("malformed key: {why}")),
             KeyError::BadRequest(why) => Self::BadRequest(why),
-            KeyError::Invalid => Self::Forbidden("the key is not valid (wrong or deleted)".into()),
-            KeyError::Store(e) => {
+        }
+    }
+}
+
+impl From<KeyRefusal> for MintError {
+    fn from(e: KeyRefusal) -> Self {
+        match e {
+            KeyRefusal::Invalid => {
+                Self::Forbidden("the key is not valid (wrong or deleted)".into())
+            }
+            KeyRefusal::Expired => Self::Forbidden("the key has expired".into()),
+            KeyRefusal::Store(e) => {
                 tracing::error!(error = %e, "minting failed in the store");
                 Self::Unavailable
             }

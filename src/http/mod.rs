@@ -37,6 +37,8 @@ pub struct AppState {
     pub login_limiter: LoginLimiter,
     /// Signs registration forms; read from the database once at startup.
     pub form_key: FormKey,
+    /// Counts mints against the rates of keys that have one.
+    pub mint_limiter: crate::service::keys::MintLimiter,
 }
 
 /// The largest request body any endpoint reads; larger ones get 413.

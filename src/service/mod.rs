@@ -1,13 +1,13 @@
 //! Operations shared by the HTTP handlers and the admin commands, so both make
 //! keys, invites and sessions the same way.
 
+pub mod keys;
+
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, HostConfig};
 use crate::crypto::{self, FormKey, RngError};
-use crate::domain::{
-    AccountName, ApiKey, HostName, IdentityToken, InviteSecret, InviteToken, Password,
-};
+use crate::domain::{AccountName, HostName, IdentityToken, InviteSecret, InviteToken, Password};
 use crate::passwords::Hasher;
 use crate::store::{
     AccountRecord, InviteRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession, Store,
@@ -117,25 +117,6 @@ pub async fn mint_invite(
     let (unsaved, record) = new_invite(host, minter.source(), issuer_name, Utc::now())?;
     let id = store.create_invite(record).await?;
     Ok(unsaved.saved_as(id, host))
-}
-
-/// Makes and stores a new API key for `host`; the secret is returned this once.
-pub async fn create_key(
-    store: &dyn Store,
-    host: &HostConfig,
-    name: Option<String>,
-) -> Result<ApiKey, StoreError> {
-    let key = ApiKey::generate()?;
-    store
-        .create_key(KeyRecord {
-            id: key.id.clone(),
-            host: host.name.clone(),
-            name: name.filter(|n| !n.trim().is_empty()),
-            created_at: Utc::now(),
-            secret_digest: key.secret.digest(),
-        })
-        .await?;
-    Ok(key)
 }
 
 /// The name invitees are shown as their inviter: the inviting account's, and

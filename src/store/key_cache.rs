@@ -27,6 +27,10 @@
 //! fills only the unknown set and never pushes real keys out. Past its bound
 //! a set starts over empty: a simpler policy than least-recently-used (and no
 //! dependency), and enough, since the cost of a miss is one database read.
+//!
+//! The cache also throttles [`Store::touch_key`]: a key's last use is written
+//! at most once a [`TOUCH_EVERY`] per key, so `last_used_at` stays current to
+//! within that without a write per mint (a write is the costly part of one).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -35,8 +39,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AccountRecord, InviteRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession,
-    SessionRecord, Store, StoreError, Unhealthy,
+    AccountRecord, InviteRecord, InviteSource, KeyRecord, ListedKey, NewAccount, NewInvite,
+    NewSession, SessionRecord, Store, StoreError, Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
@@ -45,6 +49,8 @@ use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
 const MAX_KNOWN: usize = 4096;
 /// Unknown ids remembered at most.
 const MAX_UNKNOWN: usize = 4096;
+/// A key's use is written at most this often.
+const TOUCH_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// What the cache remembers, under one lock so that a hit of either kind
 /// costs the same.
@@ -52,6 +58,8 @@ const MAX_UNKNOWN: usize = 4096;
 struct Entries {
     known: HashMap<KeyId, KeyRecord>,
     unknown: HashSet<KeyId>,
+    /// When each key's use was last written (bounded as `known` is).
+    touched: HashMap<KeyId, DateTime<Utc>>,
 }
 
 impl Entries {
@@ -98,16 +106,16 @@ impl<S: Store> KeyCache<S> {
 
 #[async_trait]
 impl<S: Store> Store for KeyCache<S> {
-    async fn create_key(&self, key: KeyRecord) -> Result<(), StoreError> {
+    async fn create_key(&self, key: KeyRecord, actor: &str) -> Result<(), StoreError> {
         let id = key.id.clone();
-        let created = self.inner.create_key(key).await;
+        let created = self.inner.create_key(key, actor).await;
         if created.is_ok() {
             self.entries().unknown.remove(&id);
         }
         created
     }
 
-    async fn list_keys(&self, host: &HostName) -> Result<Vec<KeyRecord>, StoreError> {
+    async fn list_keys(&self, host: &HostName) -> Result<Vec<ListedKey>, StoreError> {
         self.inner.list_keys(host).await
     }
 
@@ -134,10 +142,16 @@ impl<S: Store> Store for KeyCache<S> {
         }
     }
 
-    async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError> {
-        let deleted = self.inner.delete_key(host, id).await;
+    async fn delete_key(
+        &self,
+        host: &HostName,
+        id: &KeyId,
+        revoke_invites: bool,
+        actor: &str,
+    ) -> Result<u64, StoreError> {
+        let deleted = self.inner.delete_key(host, id, revoke_invites, actor).await;
         match &deleted {
-            Ok(()) => self.entries().remember_unknown(id.clone()),
+            Ok(_) => self.entries().remember_unknown(id.clone()),
             // Perhaps a key of another host: not known to be gone, only
             // not to be trusted from memory.
             Err(_) => {
@@ -147,6 +161,29 @@ impl<S: Store> Store for KeyCache<S> {
         deleted
     }
 
+    async fn touch_key(&self, id: &KeyId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        {
+            let mut entries = self.entries();
+            if entries
+                .touched
+                .get(id)
+                .is_some_and(|&at| now - at < TOUCH_EVERY)
+            {
+                return Ok(());
+            }
+            if entries.touched.len() >= MAX_KNOWN {
+                entries.touched.clear();
+            }
+            entries.touched.insert(id.clone(), now);
+        }
+        let touched = self.inner.touch_key(id, now).await;
+        if touched.is_err() {
+            // Not written: the next use tries again.
+            self.entries().touched.remove(id);
+        }
+        touched
+    }
+
     async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError> {
         let minter = match &invite.source {
             InviteSource::Key(id) => Some(id.clone()),
@@ -154,9 +191,10 @@ impl<S: Store> Store for KeyCache<S> {
         };
         let result = self.inner.create_invite(invite).await;
         if let (Err(StoreError::NotFound), Some(id)) = (&result, minter) {
-            // The store's re-check found the key gone (deleted, perhaps by
-            // another process); a key's host never changes, so it is gone.
-            self.entries().remember_unknown(id);
+            // The store's re-check refused the key: deleted (perhaps by
+            // another process) or expired. Either way the remembered record
+            // is stale; the next lookup asks the store, which tells which.
+            self.entries().known.remove(&id);
         }
         result
     }
@@ -253,6 +291,7 @@ mod tests {
     struct CountingStore {
         keys: Mutex<HashMap<KeyId, KeyRecord>>,
         lookups: AtomicUsize,
+        touches: AtomicUsize,
     }
 
     impl CountingStore {
@@ -267,11 +306,11 @@ mod tests {
 
     #[async_trait]
     impl Store for CountingStore {
-        async fn create_key(&self, key: KeyRecord) -> Result<(), StoreError> {
+        async fn create_key(&self, key: KeyRecord, _: &str) -> Result<(), StoreError> {
             self.keys.lock().unwrap().insert(key.id.clone(), key);
             Ok(())
         }
-        async fn list_keys(&self, _: &HostName) -> Result<Vec<KeyRecord>, StoreError> {
+        async fn list_keys(&self, _: &HostName) -> Result<Vec<ListedKey>, StoreError> {
             unsupported()
         }
         async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
@@ -283,15 +322,25 @@ mod tests {
                 .cloned()
                 .ok_or(StoreError::NotFound)
         }
-        async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError> {
+        async fn delete_key(
+            &self,
+            host: &HostName,
+            id: &KeyId,
+            _: bool,
+            _: &str,
+        ) -> Result<u64, StoreError> {
             let mut keys = self.keys.lock().unwrap();
             match keys.get(id) {
                 Some(k) if &k.host == host => {
                     keys.remove(id);
-                    Ok(())
+                    Ok(0)
                 }
                 _ => Err(StoreError::NotFound),
             }
+        }
+        async fn touch_key(&self, _: &KeyId, _: DateTime<Utc>) -> Result<(), StoreError> {
+            self.touches.fetch_add(1, Ordering::SeqCst);
+            Ok(())
         }
         async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError> {
             match &invite.source {
@@ -368,6 +417,10 @@ mod tests {
             name: None,
             created_at: Utc::now(),
             secret_digest: SecretDigest::of("secret"),
+            scope: crate::domain::KeyScope::Mint,
+            expires_at: None,
+            rate: None,
+            last_used_at: None,
         }
     }
 
@@ -386,7 +439,7 @@ mod tests {
     async fn knowing(id: &str) -> (KeyCache<CountingStore>, KeyRecord) {
         let cache = KeyCache::new(CountingStore::default());
         let k = key(id);
-        cache.create_key(k.clone()).await.unwrap();
+        cache.create_key(k.clone(), "cli").await.unwrap();
         cache.find_key(&k.id).await.unwrap();
         (cache, k)
     }
@@ -395,7 +448,7 @@ mod tests {
     async fn known_keys_and_unknown_ids_each_reach_the_store_once() {
         let cache = KeyCache::new(CountingStore::default());
         let known = key("KnownKey0001");
-        cache.create_key(known.clone()).await.unwrap();
+        cache.create_key(known.clone(), "cli").await.unwrap();
         let unknown = KeyId::parse("UnknownId001").unwrap();
         for _ in 0..5 {
             assert_eq!(cache.find_key(&known.id).await.unwrap().id, known.id);
@@ -415,14 +468,14 @@ mod tests {
             cache.find_key(&k.id).await.unwrap_err(),
             StoreError::NotFound
         );
-        cache.create_key(k.clone()).await.unwrap();
+        cache.create_key(k.clone(), "cli").await.unwrap();
         assert_eq!(cache.find_key(&k.id).await.unwrap().id, k.id);
     }
 
     #[tokio::test]
     async fn a_deleted_key_is_answered_as_unknown_without_asking_the_store() {
         let (cache, k) = knowing("GoneKey00001").await;
-        cache.delete_key(&host(), &k.id).await.unwrap();
+        cache.delete_key(&host(), &k.id, true, "cli").await.unwrap();
         let before = cache.inner.lookups();
         assert_eq!(
             cache.find_key(&k.id).await.unwrap_err(),
@@ -436,7 +489,7 @@ mod tests {
         let (cache, k) = knowing("OtherHost001").await;
         let elsewhere = HostName::parse("example.org").unwrap();
         assert_eq!(
-            cache.delete_key(&elsewhere, &k.id).await,
+            cache.delete_key(&elsewhere, &k.id, true, "cli").await,
             Err(StoreError::NotFound)
         );
         assert_eq!(cache.find_key(&k.id).await.unwrap().id, k.id);
@@ -459,6 +512,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_key_in_steady_use_is_written_as_used_once_a_minute() {
+        let (cache, k) = knowing("Touched00001").await;
+        let now = Utc::now();
+        for s in 0..60 {
+            cache
+                .touch_key(&k.id, now + chrono::Duration::seconds(s))
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.inner.touches.load(Ordering::SeqCst), 1);
+        cache
+            .touch_key(&k.id, now + chrono::Duration::seconds(60))
+            .await
+            .unwrap();
+        assert_eq!(cache.inner.touches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
     async fn random_unknown_ids_stay_bounded_and_never_push_known_keys_out() {
         let (cache, k) = knowing("StaysKnown01").await;
         for i in 0..(MAX_UNKNOWN + 10) {
@@ -478,13 +549,13 @@ mod tests {
         let server = KeyCache::new(SqliteStore::open(&path).unwrap());
         let cli = SqliteStore::open(&path).unwrap();
         let id = KeyId::parse("AAAAAAAAAAAA").unwrap();
-        cli.create_key(key(id.as_str())).await.unwrap();
+        cli.create_key(key(id.as_str()), "cli").await.unwrap();
         server.find_key(&id).await.unwrap();
         let mut first = minted_with(&id);
         first.token_digest = SecretDigest::of("1");
         server.create_invite(first).await.unwrap();
 
-        cli.delete_key(&host(), &id).await.unwrap();
+        cli.delete_key(&host(), &id, true, "cli").await.unwrap();
         // The server still remembers the key, but the insert re-checks it.
         assert!(server.find_key(&id).await.is_ok());
         assert_eq!(

@@ -12,7 +12,7 @@ pub use key_cache::KeyCache;
 pub use sqlite::{OpenError, SqliteStore};
 
 use crate::crypto::{FormKey, SecretDigest};
-use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
+use crate::domain::{AccountName, HostName, InviteLookup, KeyId, KeyScope, MintRate};
 
 /// What can go wrong in the store. `NotFound` and the conflicts are answers;
 /// `Backend` is a failure of the store itself.
@@ -75,6 +75,31 @@ pub struct KeyRecord {
     pub created_at: DateTime<Utc>,
     /// SHA-256 of the secret.
     pub secret_digest: SecretDigest,
+    /// What it may do.
+    pub scope: KeyScope,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// How fast it may mint, if limited.
+    pub rate: Option<MintRate>,
+    /// When it was last used to mint, to within a minute (see
+    /// [`Store::touch_key`]); `None` if never.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl KeyRecord {
+    /// Whether the key has expired at `now`.
+    pub fn expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// A key as `keys list` shows it: its record and how many invites it minted.
+#[derive(Debug, Clone)]
+pub struct ListedKey {
+    /// The key.
+    pub key: KeyRecord,
+    /// Invites it minted: those still stored and those purged since.
+    pub invites_minted: u64,
 }
 
 /// A new invite to store.
@@ -111,12 +136,17 @@ pub struct InviteRecord {
     pub expires_at: DateTime<Utc>,
     /// When it was used, if it was.
     pub used_at: Option<DateTime<Utc>>,
+    /// When it was revoked (by deleting its key, for one), if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 impl InviteRecord {
     /// Whether it can still be used at `now`, and if not, why.
     pub fn usable_at(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
-        if self.used_at.is_some() {
+        // TODO(merge): the invites helper's own revoked answer (410
+        // "withdrawn" on the page); until then a revoked invite is refused
+        // as one that can no longer be used.
+        if self.used_at.is_some() || self.revoked_at.is_some() {
             Err(StoreError::InviteUsed)
         } else if self.expires_at <= now {
             Err(StoreError::InviteExpired)
@@ -181,16 +211,30 @@ pub struct SessionRecord {
 /// Every write that returns `Ok` is durable: it has been committed to disk.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a new API key.
-    async fn create_key(&self, key: KeyRecord) -> Result<(), StoreError>;
-    /// The keys of a host, oldest first.
-    async fn list_keys(&self, host: &HostName) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Stores a new API key, and an audit row naming `actor` (`cli`,
+    /// `key <id>`, `account <name>`) in the same transaction.
+    async fn create_key(&self, key: KeyRecord, actor: &str) -> Result<(), StoreError>;
+    /// The keys of a host with what they minted, oldest first.
+    async fn list_keys(&self, host: &HostName) -> Result<Vec<ListedKey>, StoreError>;
     /// Looks a key up by id. May answer from a cache and so return a key that
     /// another process has just deleted; [`Store::create_invite`] re-checks
     /// the key in its own transaction, which is what makes a deletion final.
     async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError>;
-    /// Deletes a key of a host; `NotFound` if the host has no such key.
-    async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError>;
+    /// Deletes a key of a host and, with `revoke_invites`, revokes its
+    /// pending invites, with an audit row naming `actor`, all in one
+    /// transaction; how many invites it revoked. `NotFound` if the host has
+    /// no such key.
+    async fn delete_key(
+        &self,
+        host: &HostName,
+        id: &KeyId,
+        revoke_invites: bool,
+        actor: &str,
+    ) -> Result<u64, StoreError>;
+    /// Records that a key was used at `now`. A store may skip the write when
+    /// it recorded a use of that key less than a minute ago ([`KeyCache`]
+    /// does), so a key in steady use costs one write a minute, not one per mint.
+    async fn touch_key(&self, id: &KeyId, now: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Stores an invite and returns the id the store gave it, which becomes
     /// part of its token. Ids grow with `created_at` and carry random low

@@ -25,11 +25,14 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row}
 use tokio::sync::oneshot;
 
 use super::{
-    AccountRecord, InviteRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession,
-    SessionRecord, Store, StoreError, Unhealthy,
+    AccountRecord, InviteRecord, InviteSource, KeyRecord, ListedKey, NewAccount, NewInvite,
+    NewSession, SessionRecord, Store, StoreError, Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
+
+#[path = "sqlite/keys.rs"]
+mod keys;
 
 /// How long any connection waits for another process's write lock (the CLI and
 /// the server share the file) before giving up.
@@ -1067,19 +1070,8 @@ fn digest_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<SecretDigest> {
     SecretDigest::from_slice(&row.get::<_, Vec<u8>>(idx)?).ok_or_else(|| corrupt(idx, "bad digest"))
 }
 
-const KEY_COLUMNS: &str = "id, host, name, created_at, secret_digest";
-
-fn key_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
-    Ok(KeyRecord {
-        id: KeyId::parse(&row.get::<_, String>(0)?).map_err(|_| corrupt(0, "bad key id"))?,
-        host: host_at(row, 1)?,
-        name: row.get(2)?,
-        created_at: time_at(row, 3)?,
-        secret_digest: digest_at(row, 4)?,
-    })
-}
-
-const INVITE_COLUMNS: &str = "id, host, source, issuer_name, created_at, expires_at, used_at";
+const INVITE_COLUMNS: &str =
+    "id, host, source, issuer_name, created_at, expires_at, used_at, revoked_at";
 
 fn invite_row(row: &Row<'_>) -> rusqlite::Result<InviteRecord> {
     Ok(InviteRecord {
@@ -1091,6 +1083,10 @@ fn invite_row(row: &Row<'_>) -> rusqlite::Result<InviteRecord> {
         expires_at: time_at(row, 5)?,
         used_at: match row.get::<_, Option<i64>>(6)? {
             Some(_) => Some(time_at(row, 6)?),
+            None => None,
+        },
+        revoked_at: match row.get::<_, Option<i64>>(7)? {
+            Some(_) => Some(time_at(row, 7)?),
             None => None,
         },
     })
@@ -1147,7 +1143,7 @@ fn find_invite(conn: &Connection, lookup: &InviteLookup) -> Result<InviteRecord,
                      WHERE id = ?1 AND token_format = 2"
                 ))
                 .and_then(|mut st| {
-                    st.query_row([id], |row| Ok((invite_row(row)?, digest_at(row, 7)?)))
+                    st.query_row([id], |row| Ok((invite_row(row)?, digest_at(row, 8)?)))
                         .optional()
                 }))?;
             // A right id with a wrong secret is no invite at all.
@@ -1201,16 +1197,22 @@ fn insert_invite_with_ids(
     // The guard makes the check and the insert one atomic step inside the batch:
     // once `keys delete` has committed, no later mint with that key can land.
     let (guard, minter) = match &inv.source {
-        InviteSource::Key(id) => (
-            "WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ?7 AND host = ?2)",
-            Value::Text(id.to_string()),
-        ),
+        // An expired key is refused here too, at commit time, so a key
+        // that expires between its lookup and this write mints nothing.
+        InviteSource::Key(id) => (KEY_GUARD.as_str(), Value::Text(id.to_string())),
         InviteSource::Account(id) => (
             "WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?7 AND host = ?2)",
             Value::Integer(*id),
         ),
         InviteSource::Cli => ("WHERE ?7 IS NULL", Value::Null),
     };
+    static KEY_GUARD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ?7 AND host = ?2
+                AND (expires_at IS NULL OR expires_at > {}))",
+            keys::SQL_NOW_MICROS
+        )
+    });
     let sql = format!(
         "INSERT INTO invites
             (id, token_digest, host, source, issuer_name, created_at, expires_at, token_format)
@@ -1297,61 +1299,42 @@ fn insert_session(conn: &Connection, account_id: i64, s: &NewSession) -> Result<
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_key(&self, key: KeyRecord) -> Result<(), StoreError> {
-        self.write(Undo::Statement, move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO api_keys (id, host, name, created_at, secret_digest)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    key.id.as_str(),
-                    key.host.as_str(),
-                    key.name,
-                    micros(key.created_at),
-                    key.secret_digest.as_bytes().as_slice()
-                ])
-            })
-            .map_err(backend)?;
-            Ok(())
+    async fn create_key(&self, key: KeyRecord, actor: &str) -> Result<(), StoreError> {
+        let actor = actor.to_owned();
+        self.write(Undo::Savepoint, move |conn| {
+            keys::insert_key(conn, &key, &actor)
         })
         .await
     }
 
-    async fn list_keys(&self, host: &HostName) -> Result<Vec<KeyRecord>, StoreError> {
+    async fn list_keys(&self, host: &HostName) -> Result<Vec<ListedKey>, StoreError> {
         let host = host.clone();
-        self.read(move |conn| {
-            all_rows(
-                conn,
-                &format!(
-                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE host = ?1 ORDER BY created_at, id"
-                ),
-                &host,
-                key_row,
-            )
-        })
-        .await
+        self.read(move |conn| keys::list_keys(conn, &host)).await
     }
 
     async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
         let id = id.clone();
-        self.read(move |conn| {
-            one(conn
-                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))
-                .and_then(|mut st| st.query_row([id.as_str()], key_row).optional()))
+        self.read(move |conn| keys::find_key(conn, &id)).await
+    }
+
+    async fn delete_key(
+        &self,
+        host: &HostName,
+        id: &KeyId,
+        revoke_invites: bool,
+        actor: &str,
+    ) -> Result<u64, StoreError> {
+        let (host, id, actor) = (host.clone(), id.clone(), actor.to_owned());
+        self.write(Undo::Savepoint, move |conn| {
+            keys::delete_key(conn, &host, &id, revoke_invites, &actor, Utc::now())
         })
         .await
     }
 
-    async fn delete_key(&self, host: &HostName, id: &KeyId) -> Result<(), StoreError> {
-        let (host, id) = (host.clone(), id.clone());
-        self.write(Undo::Statement, move |conn| {
-            deleted(conn.execute(
-                "DELETE FROM api_keys WHERE id = ?1 AND host = ?2",
-                params![id.as_str(), host.as_str()],
-            ))
-        })
-        .await
+    async fn touch_key(&self, id: &KeyId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.write(Undo::Statement, move |conn| keys::touch_key(conn, &id, now))
+            .await
     }
 
     async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError> {
