@@ -1,6 +1,8 @@
 //! Operations shared by the HTTP handlers and the admin commands, so both make
 //! keys, invites and sessions the same way.
 
+pub mod signin;
+
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, HostConfig};

@@ -10,6 +10,7 @@ mod hostile;
 mod invites_api;
 mod json_api;
 mod keys_cli;
+mod login_pages;
 mod ops;
 mod pages;
 mod prosody;
