@@ -425,6 +425,46 @@ struct RawHost {
     site_name: Option<String>,
     after_registration_url: Option<AbsoluteUrl>,
     after_registration_text: Option<String>,
+    allowed_redirects: Option<Vec<RedirectOrigin>>,
+}
+
+/// An origin the sign-in page may send people on to: `scheme://host[:port]`,
+/// http or https, with nothing else (no user name, path, query or fragment),
+/// so that a listed origin grants exactly that site and no more.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct RedirectOrigin(String);
+
+impl TryFrom<String> for RedirectOrigin {
+    type Error = Invalid;
+    fn try_from(s: String) -> Result<Self, Invalid> {
+        let refused = |why: &str| {
+            // A password in the entry must not reach a log: `@` is never repeated.
+            let shown = if s.contains('@') {
+                "(not repeated: it contains `@`)".to_owned()
+            } else {
+                s.escape_default().to_string()
+            };
+            Invalid::new(format!(
+                "invalid allowed_redirects entry `{shown}`: {why}; write an origin such as \
+                 \"https://chat.example.org\""
+            ))
+        };
+        let url = Url::parse(&s).map_err(|_| refused("it is not a URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(refused("it must start with http:// or https://"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refused("it must not contain a user name or password"));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(refused(
+                "it must be an origin alone, without a path, query or fragment",
+            ));
+        }
+        // The serialisation browsers compare: lower case, default port dropped.
+        Ok(Self(url.origin().ascii_serialization()))
+    }
 }
 
 /// Where to send someone after registration: an absolute http(s) URL.
@@ -471,6 +511,9 @@ pub struct HostConfig {
     pub after_registration_url: Option<String>,
     /// What to do after registering, in words.
     pub after_registration_text: Option<String>,
+    /// Origins other than this host's own that `/login?next=` may lead to,
+    /// as `scheme://host[:port]`.
+    pub allowed_redirects: Vec<String>,
 }
 
 impl HostConfig {
@@ -567,6 +610,12 @@ impl Config {
                     invite_expiry: h.invite_expiry.map_or(default_expiry, |d| d.0),
                     after_registration_url: h.after_registration_url.map(|u| u.0),
                     after_registration_text: h.after_registration_text,
+                    allowed_redirects: h
+                        .allowed_redirects
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|o| o.0)
+                        .collect(),
                 };
                 (name, host)
             })
@@ -638,6 +687,7 @@ fn builtin_hosts(listen: SocketAddr) -> BTreeMap<HostName, RawHost> {
         site_name: None,
         after_registration_url: None,
         after_registration_text: None,
+        allowed_redirects: None,
     };
     BTreeMap::from([(name, host)])
 }
@@ -899,6 +949,33 @@ mod tests {
         assert!(e.contains("user name or password"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
         assert!(AbsoluteUrl::try_from("https://chat.test/welcome".to_owned()).is_ok());
+    }
+
+    #[test]
+    fn allowed_redirects_take_origins_alone_in_the_form_browsers_compare() {
+        let ok = |s: &str| RedirectOrigin::try_from(s.to_owned()).map(|o| o.0);
+        assert_eq!(ok("HTTPS://Chat.Test:443").unwrap(), "https://chat.test");
+        assert_eq!(
+            ok("http://127.0.0.1:8080/").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        for bad in [
+            "chat.test",
+            "ftp://chat.test",
+            "https://chat.test/app",
+            "https://chat.test/?a",
+            "https://chat.test/#a",
+            "javascript:alert(1)",
+            "https:",
+        ] {
+            let e = ok(bad).unwrap_err().0;
+            assert!(e.contains("allowed_redirects"), "{bad}: {e}");
+        }
+        let e = ok("https://user:s3cret@chat.test").unwrap_err().0;
+        assert!(
+            e.contains("user name or password") && !e.contains("s3cret"),
+            "{e}"
+        );
     }
 
     #[test]

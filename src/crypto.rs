@@ -144,6 +144,39 @@ impl FormKey {
     }
 }
 
+/// Names what page-form tags (sign-in, account) are for, apart from
+/// registration forms, so a tag of one kind never passes as the other.
+const PAGE_FORM_CONTEXT: &[u8] = b"invite-server page form v1\0";
+
+impl FormKey {
+    fn page_mac(&self, purpose: &str, nonce: &str) -> HmacSha256 {
+        // Cannot fail: HMAC takes a key of any length.
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        mac.update(PAGE_FORM_CONTEXT);
+        // Length-prefixed, so (purpose, nonce) pairs cannot run together.
+        mac.update(&(purpose.len() as u64).to_be_bytes());
+        mac.update(purpose.as_bytes());
+        mac.update(nonce.as_bytes());
+        mac
+    }
+
+    /// The form field for a page with no invite (`purpose` names the form,
+    /// e.g. `login`) in a browser whose cookie holds `nonce`.
+    pub fn sign_page(&self, purpose: &str, nonce: &str) -> String {
+        encode_base64url(&self.page_mac(purpose, nonce).finalize().into_bytes())
+    }
+
+    /// Whether `field` is the one [`FormKey::sign_page`] gives for this
+    /// purpose and nonce; compared in constant time.
+    pub fn verify_page(&self, purpose: &str, nonce: &str, field: &str) -> bool {
+        match decode_base64url::<32>(field) {
+            Some(tag) => self.page_mac(purpose, nonce).verify_slice(&tag).is_ok(),
+            None => false,
+        }
+    }
+}
+
 /// Names what the key derived for invite ids is for.
 const INVITE_ID_CONTEXT: &[u8] = b"invite-server invite ids v1\0";
 
@@ -226,6 +259,19 @@ mod tests {
         assert!(!key.verify(42, "nonce", "nonce"));
         assert!(!key.verify(42, "nonce", ""));
         assert!(!key.verify(42, "nonce", &tag[1..]));
+    }
+
+    #[test]
+    fn a_page_form_tag_verifies_only_for_its_purpose_and_nonce() {
+        let key = FormKey::from_bytes([7; 32]);
+        let tag = key.sign_page("login", "nonce");
+        assert!(key.verify_page("login", "nonce", &tag));
+        assert!(!key.verify_page("account", "nonce", &tag));
+        assert!(!key.verify_page("login", "other", &tag));
+        assert!(!key.verify_page("loginn", "once", &tag));
+        // A registration form's tag is never a page form's, nor the reverse.
+        assert!(!key.verify(0, "nonce", &tag));
+        assert!(!key.verify_page("", "nonce", &key.sign(0, "nonce")));
     }
 
     #[test]

@@ -133,11 +133,7 @@ fn raise_open_file_limit(max_connections: usize) {
 fn security_headers() -> DefaultHeaders {
     DefaultHeaders::new()
         .add(("X-Content-Type-Options", "nosniff"))
-        .add((
-            "Content-Security-Policy",
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ))
+        .add(("Content-Security-Policy", http::CONTENT_SECURITY_POLICY))
         .add(("Referrer-Policy", "no-referrer"))
         .add(("X-Frame-Options", "DENY"))
 }

@@ -12,8 +12,8 @@ use super::body::{self, Body, BodyError};
 use super::{AppState, MAX_BODY};
 use crate::config::HostConfig;
 use crate::domain::{AccountName, InviteToken, Password};
-use crate::passwords::HashError;
 use crate::service::keys::{self, KeyRefusal};
+use crate::service::signin::{self, SignInError};
 use crate::service::{self, Minter, Unusable};
 use crate::store::{AccountRecord, StoreError};
 
@@ -388,92 +388,39 @@ async fn accept_invite(
 
 const BAD_LOGIN: &str = "wrong name or password";
 
-/// The host a sign-in is for: the one the request is addressed to; `name@host`
-/// must name that same host. On a multi-host server reached by an address
-/// that names none of them, `name@host` decides. `None` when they disagree
-/// (answered, after the same work, like a wrong password).
-fn login_host<'s>(
-    state: &'s AppState,
-    req: &HttpRequest,
-    host_part: Option<&str>,
-) -> Result<Option<&'s HostConfig>, ApiError> {
-    match (auth::addressed_host(state, req), host_part) {
-        (Some(addressed), Some(h)) => Ok(state
-            .config
-            .host(h)
-            .filter(|named| named.name == addressed.name)),
-        (Some(addressed), None) => Ok(Some(addressed)),
-        (None, Some(h)) => Ok(state.config.host(h)),
-        (None, None) => Err(ApiError::bad(
-            "ambiguous_host",
-            "this server has several hosts: sign in as name@host",
-        )),
-    }
-}
-
 /// `POST /api/auth/login`: signs in with name and password.
 async fn login(
     req: HttpRequest,
     body: Body,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(ip) = super::client_ip(&req, &state.config.trusted_proxies) {
-        state
-            .login_limiter
-            .check_address(ip)
-            .map_err(ApiError::TooManyRequests)?;
-    }
+    let map = |e| match e {
+        SignInError::TooMany(secs) => ApiError::TooManyRequests(secs),
+        SignInError::AmbiguousHost => ApiError::bad(
+            "ambiguous_host",
+            "this server has several hosts: sign in as name@host",
+        ),
+        SignInError::Wrong => ApiError::Unauthorized(BAD_LOGIN),
+        SignInError::Unavailable => ApiError::Unavailable,
+    };
+    let attempt = super::login::sign_in_context(&state, &req)
+        .count_attempt()
+        .map_err(map)?;
     let creds: Credentials = json_body(&req, body, false)?
         .ok_or_else(|| ApiError::bad("bad_json", "the body must be a JSON object"))?;
-    let (name_part, host_part) = match creds.name.rsplit_once('@') {
-        Some((n, h)) => (n, Some(h)),
-        None => (creds.name.as_str(), None),
-    };
-    let host = login_host(&state, &req, host_part)?;
-    let name = AccountName::parse(name_part);
-    if let (Some(host), Ok(name)) = (host, &name) {
-        // Counted whether or not the account exists, so the answer does not
-        // tell which names do.
-        state
-            .login_limiter
-            .check_account(&host.name, name)
-            .map_err(ApiError::TooManyRequests)?;
-    }
-    // Unknown names and hosts still cost one hash, so timing reveals neither.
-    let account = match (host, name) {
-        (Some(host), Ok(name)) => match state.store.find_account(&host.name, &name).await {
-            Ok(a) => Some(a),
-            Err(StoreError::NotFound) => None,
-            Err(e) => return Err(store_failed(e)),
-        },
-        _ => None,
-    };
-    let verified = state
-        .hasher
-        .verify(
-            creds.password,
-            account.as_ref().map(|a| a.password_hash.clone()),
-        )
-        .await
-        .map_err(|e| {
-            // A full queue is load, not a fault: the request log shows the 503.
-            if !matches!(e, HashError::Busy) {
-                tracing::error!(error = %e, "password verification failed");
-            }
-            ApiError::Unavailable
-        })?;
-    let (account, host) = match (account, host) {
-        (Some(a), Some(h)) if verified => (a, h),
-        _ => return Err(ApiError::Unauthorized(BAD_LOGIN)),
-    };
-    let (identity, session) = service::new_session().map_err(|_| ApiError::Unavailable)?;
-    match state.store.create_session(account.id, session).await {
-        Ok(()) => Ok(HttpResponse::NoContent()
-            .cookie(auth::identity_cookie(&identity, host))
-            .finish()),
-        Err(StoreError::NotFound) => Err(ApiError::Unauthorized(BAD_LOGIN)),
-        Err(e) => Err(store_failed(e)),
-    }
+    let signed = signin::sign_in(
+        &*state.store,
+        &state.hasher,
+        &state.config,
+        attempt,
+        &creds.name,
+        creds.password,
+    )
+    .await
+    .map_err(map)?;
+    Ok(HttpResponse::NoContent()
+        .cookie(auth::identity_cookie(&signed.identity, signed.host))
+        .finish())
 }
 
 /// `POST /api/auth/logout`: ends the session; the old cookie stops working.

@@ -7,6 +7,7 @@ mod client_addr;
 mod health;
 mod invites_api;
 mod logging;
+mod login;
 mod pages;
 mod ratelimit;
 
@@ -41,6 +42,12 @@ pub struct AppState {
     pub mint_limiter: crate::service::keys::MintLimiter,
 }
 
+/// The Content-Security-Policy every answer carries unless it sets its own:
+/// pages load nothing from elsewhere, run no script, cannot be framed, and
+/// post forms only to this server.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
+     img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 /// The largest request body any endpoint reads; larger ones get 413.
 pub const MAX_BODY: usize = 16 * 1024;
 
@@ -49,6 +56,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/health").route(web::get().to(health::health)))
         .service(invites_api::resource())
         .service(pages::resource())
+        .configure(login::routes)
         .service(web::resource("/static/style.css").route(web::get().to(pages::stylesheet)))
         .service(api::scope());
 }

@@ -71,6 +71,8 @@ struct MessagePage<'a> {
     heading: &'a str,
     message: &'a str,
     advice: Option<&'a str>,
+    /// Offers the sign-in page (to someone whose invite is spent).
+    sign_in: bool,
 }
 
 #[derive(Template)]
@@ -169,6 +171,7 @@ impl ResponseError for PageError {
             heading,
             message,
             advice,
+            sign_in: matches!(self, Self::Used { .. }),
         };
         let mut res = render(self.status_code(), &page);
         no_store(&mut res);
@@ -176,7 +179,7 @@ impl ResponseError for PageError {
     }
 }
 
-fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
+pub(super) fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
     match page.render() {
         Ok(html) => HttpResponse::build(status)
             .content_type("text/html; charset=utf-8")
@@ -191,7 +194,7 @@ fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
 }
 
 /// Pages that carry a token must not be kept by caches or leak via Referer.
-fn no_store(res: &mut HttpResponse) {
+pub(super) fn no_store(res: &mut HttpResponse) {
     res.headers_mut().insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
@@ -199,7 +202,7 @@ fn no_store(res: &mut HttpResponse) {
 }
 
 /// The path prefix of a host's public URL, for links to the stylesheet.
-fn base_path(host: &HostConfig) -> String {
+pub(super) fn base_path(host: &HostConfig) -> String {
     url::Url::parse(host.public_url.as_str())
         .map(|u| u.path().trim_end_matches('/').to_owned())
         .unwrap_or_default()
@@ -278,7 +281,7 @@ fn qr_svg(url: &str) -> String {
 }
 
 /// The CSRF nonce in the request's cookie for `host`, if it is well formed.
-fn csrf_nonce(req: &HttpRequest, host: &HostConfig) -> Option<String> {
+pub(super) fn csrf_nonce(req: &HttpRequest, host: &HostConfig) -> Option<String> {
     req.cookie(csrf_cookie(host))
         .map(|c| c.value().to_owned())
         .filter(|v| v.len() == 43 && crypto::is_base64url(v))
@@ -299,10 +302,7 @@ fn form_page(
         invite,
         host,
     } = usable;
-    let nonce = match csrf_nonce(req, host) {
-        Some(n) => n,
-        None => crypto::random_base64url(32).map_err(|_| PageError::Unavailable)?,
-    };
+    let nonce = form_nonce(req, host)?;
     let csrf = key.sign(invite.id, &nonce);
     let base = base_path(host);
     let page = InvitePage {
@@ -319,6 +319,21 @@ fn form_page(
     };
     let mut res = render(status, &page);
     no_store(&mut res);
+    set_form_nonce(&mut res, host, nonce);
+    Ok(res)
+}
+
+/// The browser's CSRF nonce if it has one (so a second tab or the back
+/// button still works), or a new one.
+pub(super) fn form_nonce(req: &HttpRequest, host: &HostConfig) -> Result<String, PageError> {
+    match csrf_nonce(req, host) {
+        Some(n) => Ok(n),
+        None => crypto::random_base64url(32).map_err(|_| PageError::Unavailable),
+    }
+}
+
+/// Sets the CSRF nonce cookie a page's forms were signed for.
+pub(super) fn set_form_nonce(res: &mut HttpResponse, host: &HostConfig, nonce: String) {
     let cookie = Cookie::build(csrf_cookie(host), nonce)
         .http_only(true)
         .same_site(SameSite::Strict)
@@ -327,7 +342,20 @@ fn form_page(
         .finish();
     // A cookie that cannot be added only costs the form a resubmission.
     let _ = res.add_cookie(&cookie);
-    Ok(res)
+}
+
+/// A form body, which must be sent as `application/x-www-form-urlencoded`.
+pub(super) fn form_body<T: for<'de> Deserialize<'de>>(
+    req: &HttpRequest,
+    raw: &[u8],
+) -> Result<T, PageError> {
+    if body::content_type(req).as_deref() != Some("application/x-www-form-urlencoded") {
+        return Err(PageError::BadRequest(
+            "The form must be sent as application/x-www-form-urlencoded.".into(),
+        ));
+    }
+    serde_urlencoded::from_bytes(raw)
+        .map_err(|_| PageError::BadRequest("The form data could not be read.".into()))
 }
 
 /// `GET /invite?TOKEN`: the landing page. Changes nothing on the server.
@@ -359,13 +387,7 @@ async fn register(
     let raw = body.bytes()?;
     let usable = usable_invite(&state, &req).await?;
     let host = usable.host;
-    if body::content_type(&req).as_deref() != Some("application/x-www-form-urlencoded") {
-        return Err(PageError::BadRequest(
-            "The form must be sent as application/x-www-form-urlencoded.".into(),
-        ));
-    }
-    let form: RegisterForm = serde_urlencoded::from_bytes(&raw)
-        .map_err(|_| PageError::BadRequest("The form data could not be read.".into()))?;
+    let form: RegisterForm = form_body(&req, &raw)?;
     let retry = |status: StatusCode, why: String| {
         form_page(
             &req,
@@ -454,7 +476,7 @@ async fn register(
     }
 }
 
-fn capitalise(s: &str) -> String {
+pub(super) fn capitalise(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),

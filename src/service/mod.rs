@@ -2,6 +2,7 @@
 //! keys, invites and sessions the same way.
 
 pub mod keys;
+pub mod signin;
 
 use chrono::{DateTime, Utc};
 

@@ -270,6 +270,14 @@ impl<S: Store> Store for KeyCache<S> {
         self.inner.delete_session(token_digest).await
     }
 
+    async fn end_other_sessions(
+        &self,
+        account_id: i64,
+        keep: SecretDigest,
+    ) -> Result<u64, StoreError> {
+        self.inner.end_other_sessions(account_id, keep).await
+    }
+
     async fn form_key(&self, candidate: [u8; FormKey::LEN]) -> Result<FormKey, StoreError> {
         self.inner.form_key(candidate).await
     }
@@ -399,6 +407,9 @@ mod tests {
             unsupported()
         }
         async fn delete_session(&self, _: SecretDigest) -> Result<(), StoreError> {
+            unsupported()
+        }
+        async fn end_other_sessions(&self, _: i64, _: SecretDigest) -> Result<u64, StoreError> {
             unsupported()
         }
         async fn form_key(&self, _: [u8; FormKey::LEN]) -> Result<FormKey, StoreError> {

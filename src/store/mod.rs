@@ -292,6 +292,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Ends a session.
     async fn delete_session(&self, token_digest: SecretDigest) -> Result<(), StoreError>;
+    /// Ends every session of an account but `keep` (the one asking), and
+    /// says how many ended.
+    async fn end_other_sessions(
+        &self,
+        account_id: i64,
+        keep: SecretDigest,
+    ) -> Result<u64, StoreError>;
 
     /// The key that signs registration forms, one per database so that every
     /// server on it accepts the others' forms: `candidate` (fresh from the OS

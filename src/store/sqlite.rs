@@ -33,6 +33,8 @@ use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
 
 #[path = "sqlite/keys.rs"]
 mod keys;
+#[path = "sqlite/sessions.rs"]
+mod sessions;
 
 /// How long any connection waits for another process's write lock (the CLI and
 /// the server share the file) before giving up.
@@ -1515,6 +1517,17 @@ impl Store for SqliteStore {
                 .and_then(|mut st| st.execute([token_digest.as_bytes().as_slice()]))
                 .map_err(backend)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn end_other_sessions(
+        &self,
+        account_id: i64,
+        keep: SecretDigest,
+    ) -> Result<u64, StoreError> {
+        self.write(Undo::Statement, move |conn| {
+            sessions::end_others(conn, account_id, &keep)
         })
         .await
     }

@@ -333,3 +333,61 @@ fn mismatched_passwords_in_chromium_bring_the_form_back_with_the_reason_and_the_
     });
     assert_eq!(app.count("SELECT COUNT(*) FROM accounts"), 1);
 }
+
+#[test]
+fn in_chromium_signing_in_lands_on_next_and_the_account_page_changes_the_password() {
+    let app = TestApp::spawn();
+    crate::helpers::register_account(&app, "walker");
+    let other = crate::helpers::login(&app, "walker", GOOD_PASSWORD);
+    let other = crate::helpers::set_cookie_value(&other, "identity").unwrap();
+    let driver = ChromeDriver::start();
+    let rt = runtime();
+    let new_password = "orchid velvet harbour 57";
+
+    rt.block_on(async {
+        let c = driver.session().await;
+        c.goto(&format!("{}/login?next=/health", app.url))
+            .await
+            .unwrap();
+        fill(&c, "name", "walker").await;
+        fill(&c, "password", GOOD_PASSWORD).await;
+        submit(&c).await;
+        c.wait()
+            .at_most(Duration::from_secs(30))
+            .for_url(&url::Url::parse(&format!("{}/health", app.url)).unwrap())
+            .await
+            .expect("sign-in did not land on next");
+
+        c.goto(&format!("{}/account", app.url)).await.unwrap();
+        assert_eq!(registered_address(&c).await, "walker@localhost");
+        fill(&c, "current", GOOD_PASSWORD).await;
+        fill(&c, "password", new_password).await;
+        fill(&c, "password2", new_password).await;
+        c.find(Locator::Css("#change"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let notice = c
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Css("p.notice"))
+            .await
+            .expect("no notice")
+            .text()
+            .await
+            .unwrap();
+        assert!(notice.contains("Your password was changed"), "{notice}");
+        c.close().await.unwrap();
+    });
+    assert_eq!(auth_check(&app, Some(&other)).status(), 401);
+    assert_eq!(
+        crate::helpers::login(&app, "walker", GOOD_PASSWORD).status(),
+        401
+    );
+    assert_eq!(
+        crate::helpers::login(&app, "walker", new_password).status(),
+        204
+    );
+}

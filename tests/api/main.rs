@@ -11,6 +11,7 @@ mod invites_api;
 mod json_api;
 mod keys_cli;
 mod keys_lifecycle;
+mod login_pages;
 mod ops;
 mod pages;
 mod prosody;
