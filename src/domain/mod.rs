@@ -5,6 +5,7 @@ mod account_name;
 mod api_key;
 mod host_name;
 mod invite_id;
+mod invite_options;
 mod password;
 mod token;
 
@@ -12,6 +13,7 @@ pub use account_name::AccountName;
 pub use api_key::{ApiKey, KeyId, KeySecret};
 pub use host_name::HostName;
 pub use invite_id::InviteId;
+pub use invite_options::{InviteOptions, RawInviteOptions, MAX_NOTE_CHARS};
 pub use password::Password;
 pub use token::{IdentityToken, InviteLookup, InviteSecret, InviteToken, LEGACY_INVITE_ID_LIMIT};
 

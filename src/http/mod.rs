@@ -15,7 +15,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpResponse};
 
 use crate::config::Config;
-use crate::crypto::FormKey;
+use crate::crypto::{FormKey, InviteIds};
 use crate::passwords::Hasher;
 
 use crate::store::Store;
@@ -37,6 +37,9 @@ pub struct AppState {
     pub login_limiter: LoginLimiter,
     /// Signs registration forms; read from the database once at startup.
     pub form_key: FormKey,
+    /// Turns invite row ids into public invite ids; made from the form key
+    /// once at startup.
+    pub invite_ids: InviteIds,
 }
 
 /// The largest request body any endpoint reads; larger ones get 413.
