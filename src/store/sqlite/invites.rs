@@ -307,3 +307,69 @@ pub(super) fn purge(
     )?;
     Ok(purged)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::SqliteStore;
+    use crate::crypto::SecretDigest;
+    use crate::store::{NewInvite, Store};
+    use chrono::Utc;
+
+    #[tokio::test]
+    async fn revoking_and_purging_write_one_audit_row_each_with_the_actor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let host = crate::domain::HostName::parse("example.com").unwrap();
+        let now = Utc::now();
+        let id = store
+            .create_invite(NewInvite {
+                token_digest: SecretDigest::of("t"),
+                host: host.clone(),
+                source: crate::store::InviteSource::Cli,
+                issuer_name: None,
+                created_at: now,
+                expires_at: now + chrono::Duration::days(1),
+                uses_allowed: 1,
+                note: None,
+                fixed_name: None,
+                pending_limit: None,
+            })
+            .await
+            .unwrap();
+        store
+            .revoke_invite(&host, id, "cli".into(), now)
+            .await
+            .unwrap();
+        let purged = store
+            .purge(
+                &host,
+                now + chrono::Duration::seconds(1),
+                now,
+                "server".into(),
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(purged.invites, 1);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let rows: Vec<(String, String, String, Option<String>)> = conn
+            .prepare("SELECT actor, action, subject, detail FROM audit_log ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(
+            (rows[0].0.as_str(), rows[0].1.as_str()),
+            ("cli", "invite.revoke")
+        );
+        assert_eq!(rows[0].2, format!("invite #{id}"));
+        assert_eq!(
+            (rows[1].0.as_str(), rows[1].1.as_str()),
+            ("server", "invites.purge")
+        );
+        assert_eq!(rows[1].3.as_deref(), Some("1 invites, 0 sessions"));
+    }
+}
