@@ -12,9 +12,11 @@ use clap::{Parser, Subcommand};
 use clap_complete::Shell;
 
 use crate::config::{Config, ConfigDuration, HostConfig, ListenAddr};
-use crate::domain::{AccountName, KeyId, KeyScope, MintRate, Password};
+use crate::domain::{
+    AccountName, InviteId, InviteOptions, KeyId, KeyScope, MintRate, Password, RawInviteOptions,
+};
 use crate::passwords::Hasher;
-use crate::service;
+use crate::service::{self, invites};
 use crate::startup::Application;
 use crate::store::{InviteSource, KeyCache, NewAccount, SqliteStore, Store, StoreError};
 
@@ -163,6 +165,68 @@ pub enum InvitesCommand {
         /// How many to mint.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
         count: u64,
+        /// How long each stays valid (`30m`, `12h`, `7d`); at most the host's
+        /// `max_invite_expiry`; default its `invite_expiry`.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+        /// How many accounts may register with each, 1 to the host's
+        /// `max_invite_uses`; default 1.
+        #[arg(long, value_name = "N", allow_hyphen_values = true)]
+        uses: Option<String>,
+        /// A note for operators (at most 200 characters), never shown to invitees.
+        #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+        note: Option<String>,
+        /// The only account name that may register with it.
+        #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
+        name: Option<String>,
+        /// Print a JSON array of {invite_id, url, expires_at, uses}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a host's invites, newest first: id, status, uses spent/allowed,
+    /// created, expires, source, note, tab-separated.
+    List {
+        /// The host whose invites to list.
+        host: String,
+        /// Which invites: pending, used, expired, revoked or all.
+        #[arg(long, default_value = "pending", value_parser = ["pending", "used", "expired", "revoked", "all"])]
+        status: String,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one invite, with the accounts registered with it and when.
+    Show {
+        /// The host the invite is for.
+        host: String,
+        /// The invite id, as `invites list` shows it.
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke invites: their links stop working at once. Prints nothing.
+    Revoke {
+        /// The host the invites are for.
+        host: String,
+        /// The invite ids, as `invites list` shows them.
+        #[arg(required = true, allow_hyphen_values = true)]
+        ids: Vec<String>,
+    },
+    /// Delete invites that ended (spent, expired or revoked) more than
+    /// --older-than ago, and sessions past their idle expiry; prints how
+    /// many of each. Accounts keep their record of who invited them.
+    Purge {
+        /// The host to purge.
+        host: String,
+        /// How long ago an invite must have ended to be deleted (`0`: all
+        /// that have ended).
+        #[arg(long, default_value = "30d", value_name = "DURATION")]
+        older_than: String,
+        /// Print JSON instead of a line.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -478,28 +542,213 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
 }
 
 async fn invites(config: &Config, cmd: InvitesCommand) -> anyhow::Result<()> {
-    let InvitesCommand::Create { host: h, count } = cmd;
-    let host = host(config, &h)?;
+    match cmd {
+        InvitesCommand::Create {
+            host: h,
+            count,
+            ttl,
+            uses,
+            note,
+            name,
+            json,
+        } => {
+            let host = host(config, &h)?;
+            let raw = RawInviteOptions {
+                ttl,
+                uses,
+                note,
+                name,
+            };
+            let options = InviteOptions::validate(&raw, host)?;
+            create_invites(config, host, &options, count, json).await
+        }
+        InvitesCommand::List {
+            host: h,
+            status,
+            json,
+        } => {
+            let host = host(config, &h)?;
+            let status = invites::parse_status(&status)?;
+            let store = open_store(config)?;
+            let ids = service::form_key(&store).await?.invite_ids();
+            let now = Utc::now();
+            let list = invites::list_all(&store, host, status, now).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            if json {
+                let list: Vec<_> = list
+                    .iter()
+                    .map(|d| invites::invite_json(d, &ids, now))
+                    .collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+            } else {
+                for d in &list {
+                    writeln!(out, "{}", invites::invite_line(d, &ids, now))?;
+                }
+            }
+            out.flush()?;
+            Ok(())
+        }
+        InvitesCommand::Show { host: h, id, json } => {
+            let host = host(config, &h)?;
+            let id = InviteId::parse(&id).map_err(|_| anyhow!("invite not found"))?;
+            let store = open_store(config)?;
+            let ids = service::form_key(&store).await?.invite_ids();
+            let now = Utc::now();
+            let found = invites::find(&store, &ids, host, &id).await;
+            let d = named_not_found(found, "invite not found")?;
+            let v = invites::invite_details_json(&d, &ids, now);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let shown = |k: &str| match &v[k] {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                for k in [
+                    "invite_id",
+                    "host",
+                    "status",
+                    "kind",
+                    "source",
+                    "note",
+                    "name",
+                    "uses_allowed",
+                    "uses_spent",
+                    "created_at",
+                    "expires_at",
+                    "revoked_at",
+                ] {
+                    println!("{k}\t{}", shown(k));
+                }
+                for u in &d.uses {
+                    println!(
+                        "account\t{}\t{}",
+                        u.name,
+                        u.used_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                    );
+                }
+            }
+            Ok(())
+        }
+        InvitesCommand::Revoke {
+            host: h,
+            ids: given,
+        } => {
+            let host = host(config, &h)?;
+            let store = open_store(config)?;
+            let ids = service::form_key(&store).await?.invite_ids();
+            // Each id on its own: one unknown id does not keep the others
+            // from being revoked, and every failure is reported.
+            let mut failed = 0;
+            for text in &given {
+                let revoked = match InviteId::parse(text) {
+                    Ok(id) => invites::revoke(&store, &ids, host, &id, "cli").await,
+                    Err(_) => Err(StoreError::NotFound),
+                };
+                let why = match revoked {
+                    Ok(()) => continue,
+                    Err(StoreError::NotFound) => "invite not found".to_owned(),
+                    Err(StoreError::InviteUsed) => "invite already used".to_owned(),
+                    Err(StoreError::InviteExpired) => "invite already expired".to_owned(),
+                    Err(e) => return Err(e.into()),
+                };
+                failed += 1;
+                if given.len() > 1 {
+                    eprintln!("Error: {why}: {}", text.escape_default());
+                } else {
+                    bail!("{why}");
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} of {} invites not revoked", given.len());
+            }
+            Ok(())
+        }
+        InvitesCommand::Purge {
+            host: h,
+            older_than,
+            json,
+        } => {
+            let host = host(config, &h)?;
+            // 0 purges everything that has ended; otherwise the config's syntax.
+            let older_than = match older_than.trim() {
+                "0" => std::time::Duration::ZERO,
+                d => {
+                    ConfigDuration::parse(d)
+                        .map_err(|e| anyhow!("--older-than: {e}; nothing was purged"))?
+                        .0
+                }
+            };
+            let store = open_store(config)?;
+            let p = invites::purge(&store, config, host, older_than, "cli").await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "invites": p.invites, "sessions": p.sessions })
+                );
+            } else {
+                println!("purged {} invites, {} sessions", p.invites, p.sessions);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `invites create`: mints `count` invites in chunks, printing each only
+/// once it is committed (a URL on stdout is an invite on disk).
+async fn create_invites(
+    config: &Config,
+    host: &HostConfig,
+    options: &InviteOptions,
+    count: u64,
+    json: bool,
+) -> anyhow::Result<()> {
     let store = open_store(config)?;
+    let ids = if json {
+        Some(service::form_key(&store).await?.invite_ids())
+    } else {
+        None
+    };
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     let mut left = count;
+    let mut first = true;
+    if json {
+        write!(out, "[")?;
+    }
     while left > 0 {
         let n = left.min(BULK_CHUNK as u64) as usize;
         let now = Utc::now();
         let mut records = Vec::with_capacity(n);
         let mut unsaved = Vec::with_capacity(n);
         for _ in 0..n {
-            let (invite, record) = service::new_invite(host, InviteSource::Cli, None, now)?;
+            let (invite, record) =
+                service::new_invite(host, InviteSource::Cli, None, options, now)?;
             unsaved.push(invite);
             records.push(record);
         }
-        // Print only what is committed: a URL on stdout is an invite on disk.
-        let ids = store.create_invites(records).await?;
-        for (invite, id) in unsaved.into_iter().zip(ids) {
-            writeln!(out, "{}", invite.saved_as(id, host).url)?;
+        let saved = store.create_invites(records).await?;
+        for (invite, id) in unsaved.into_iter().zip(saved) {
+            let minted = invite.saved_as(id, host);
+            match &ids {
+                Some(ids) => {
+                    let v = serde_json::json!({
+                        "invite_id": ids.public(minted.row_id).as_str(),
+                        "url": minted.url,
+                        "expires_at": minted.expires_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                        "uses": minted.uses,
+                    });
+                    write!(out, "{}\n  {v}", if first { "" } else { "," })?;
+                    first = false;
+                }
+                None => writeln!(out, "{}", minted.url)?,
+            }
         }
         left -= n as u64;
+    }
+    if json {
+        writeln!(out, "\n]")?;
     }
     out.flush()?;
     Ok(())

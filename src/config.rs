@@ -414,6 +414,11 @@ struct RawConfig {
     hosts: Option<Spanned<BTreeMap<HostName, RawHost>>>,
     login_attempts_per_account_per_minute: Option<u32>,
     password_hash_queue: Option<HashQueue>,
+    max_invite_expiry: Option<ConfigDuration>,
+    max_invite_uses: Option<MaxInviteUses>,
+    account_invites: Option<u32>,
+    retention: Option<ConfigDuration>,
+    purge_interval: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -426,6 +431,9 @@ struct RawHost {
     after_registration_url: Option<AbsoluteUrl>,
     after_registration_text: Option<String>,
     allowed_redirects: Option<Vec<RedirectOrigin>>,
+    max_invite_expiry: Option<ConfigDuration>,
+    max_invite_uses: Option<MaxInviteUses>,
+    account_invites: Option<u32>,
 }
 
 /// An origin the sign-in page may send people on to: `scheme://host[:port]`,
@@ -464,6 +472,25 @@ impl TryFrom<String> for RedirectOrigin {
         }
         // The serialisation browsers compare: lower case, default port dropped.
         Ok(Self(url.origin().ascii_serialization()))
+    }
+}
+
+/// The most accounts one invite may create: 1 to [`MaxInviteUses::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct MaxInviteUses(pub u32);
+
+impl MaxInviteUses {
+    /// The largest accepted: an invite for more people than this is a public
+    /// sign-up page, better served by one.
+    pub const MAX: usize = 1_000_000;
+}
+
+impl TryFrom<i64> for MaxInviteUses {
+    type Error = Invalid;
+    fn try_from(n: i64) -> Result<Self, Invalid> {
+        // Bounded to a million, which fits u32.
+        bounded_count(n, "max_invite_uses", Self::MAX).map(|n| Self(n as u32))
     }
 }
 
@@ -514,6 +541,13 @@ pub struct HostConfig {
     /// Origins other than this host's own that `/login?next=` may lead to,
     /// as `scheme://host[:port]`.
     pub allowed_redirects: Vec<String>,
+    /// The longest an invite may be minted to stay valid (never below
+    /// `invite_expiry`, the default).
+    pub max_invite_expiry: Duration,
+    /// The most accounts one invite may be minted to create.
+    pub max_invite_uses: u32,
+    /// The most pending invites one account may hold; 0 forbids accounts to mint.
+    pub account_invites: u32,
 }
 
 impl HostConfig {
@@ -549,6 +583,10 @@ pub struct Config {
     /// No `[hosts]` was configured: the one host is the built-in `localhost`,
     /// whose links follow the listen address.
     builtin_host: bool,
+    /// `serve` purges invites that ended longer ago than this.
+    pub retention: Duration,
+    /// How often `serve` purges.
+    pub purge_interval: Duration,
 }
 
 impl Config {
@@ -575,6 +613,11 @@ impl Config {
                 .login_attempts_per_account_per_minute
                 .or(raw.login_attempts_per_account_per_minute);
             raw.password_hash_queue = user.password_hash_queue.or(raw.password_hash_queue);
+            raw.max_invite_expiry = user.max_invite_expiry.or(raw.max_invite_expiry);
+            raw.max_invite_uses = user.max_invite_uses.or(raw.max_invite_uses);
+            raw.account_invites = user.account_invites.or(raw.account_invites);
+            raw.retention = user.retention.or(raw.retention);
+            raw.purge_interval = user.purge_interval.or(raw.purge_interval);
             if user.hosts.is_some() {
                 raw.hosts = user.hosts;
             }
@@ -591,6 +634,11 @@ impl Config {
         let listen = raw
             .listen
             .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5280)), |l| l.0);
+        let max_expiry = raw
+            .max_invite_expiry
+            .map_or(Duration::from_secs(30 * 86_400), |d| d.0);
+        let max_uses = raw.max_invite_uses.map_or(100, |m| m.0);
+        let account_invites = raw.account_invites.unwrap_or(10);
         let builtin_host = raw.hosts.is_none();
         let hosts = raw
             .hosts
@@ -608,6 +656,13 @@ impl Config {
                         InvitePageTemplate(InvitePageTemplate::DEFAULT.to_owned())
                     }),
                     invite_expiry: h.invite_expiry.map_or(default_expiry, |d| d.0),
+                    // The default must be mintable: the limit never falls below it.
+                    max_invite_expiry: h
+                        .max_invite_expiry
+                        .map_or(max_expiry, |d| d.0)
+                        .max(h.invite_expiry.map_or(default_expiry, |d| d.0)),
+                    max_invite_uses: h.max_invite_uses.map_or(max_uses, |m| m.0),
+                    account_invites: h.account_invites.unwrap_or(account_invites),
                     after_registration_url: h.after_registration_url.map(|u| u.0),
                     after_registration_text: h.after_registration_text,
                     allowed_redirects: h
@@ -647,6 +702,12 @@ impl Config {
                 .map_or(crate::passwords::DEFAULT_QUEUE, |q| q.0),
             hosts,
             builtin_host,
+            retention: raw
+                .retention
+                .map_or(Duration::from_secs(90 * 86_400), |d| d.0),
+            purge_interval: raw
+                .purge_interval
+                .map_or(Duration::from_secs(3600), |d| d.0),
         }
     }
 
@@ -688,6 +749,9 @@ fn builtin_hosts(listen: SocketAddr) -> BTreeMap<HostName, RawHost> {
         after_registration_url: None,
         after_registration_text: None,
         allowed_redirects: None,
+        max_invite_expiry: None,
+        max_invite_uses: None,
+        account_invites: None,
     };
     BTreeMap::from([(name, host)])
 }

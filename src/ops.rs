@@ -159,6 +159,19 @@ pub fn effective_config_toml(config: &Config) -> anyhow::Result<String> {
         max_connections: config.max_connections,
         login_attempts_per_account_per_minute: config.login_attempts_per_account_per_minute,
         password_hash_queue: config.password_hash_queue,
+        // Like invite_expiry: per host when hosts are configured.
+        max_invite_expiry: builtin
+            .then(|| config.hosts.values().next().map(|h| h.max_invite_expiry))
+            .flatten()
+            .map(duration_text),
+        max_invite_uses: builtin
+            .then(|| config.hosts.values().next().map(|h| h.max_invite_uses))
+            .flatten(),
+        account_invites: builtin
+            .then(|| config.hosts.values().next().map(|h| h.account_invites))
+            .flatten(),
+        retention: duration_text(config.retention),
+        purge_interval: duration_text(config.purge_interval),
         // The built-in host cannot be written as a [hosts] table: one would
         // stop its links following the listen address.
         hosts: (!builtin).then(|| {
@@ -262,6 +275,14 @@ struct Effective<'c> {
     login_attempts_per_account_per_minute: u32,
     password_hash_queue: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
+    max_invite_expiry: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_invite_uses: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_invites: Option<u32>,
+    retention: String,
+    purge_interval: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     hosts: Option<BTreeMap<&'c str, EffectiveHost<'c>>>,
 }
 
@@ -276,6 +297,9 @@ struct EffectiveHost<'c> {
     after_registration_url: Option<&'c str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     after_registration_text: Option<&'c str>,
+    max_invite_expiry: String,
+    max_invite_uses: u32,
+    account_invites: u32,
 }
 
 impl<'c> EffectiveHost<'c> {
@@ -287,6 +311,9 @@ impl<'c> EffectiveHost<'c> {
             site_name: &h.site_name,
             after_registration_url: h.after_registration_url.as_deref(),
             after_registration_text: h.after_registration_text.as_deref(),
+            max_invite_expiry: duration_text(h.max_invite_expiry),
+            max_invite_uses: h.max_invite_uses,
+            account_invites: h.account_invites,
         }
     }
 }

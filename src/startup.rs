@@ -54,11 +54,13 @@ impl Application {
                 config.login_attempts_per_account_per_minute,
             ),
             hasher: Hasher::with_queue(config.password_hash_queue),
-            config,
-            store,
+            invite_ids: form_key.invite_ids(),
+            config: Arc::clone(&config),
+            store: Arc::clone(&store),
             form_key,
             mint_limiter: service::keys::MintLimiter::default(),
         });
+        spawn_purger(store, config);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -98,6 +100,21 @@ impl Application {
     pub async fn run(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Purges ended invites and idle sessions every `purge_interval`, the first
+/// time one interval after startup. Runs on the system's runtime beside the
+/// server; a failure is logged by the purge and the next round tries again.
+fn spawn_purger(store: Arc<dyn Store>, config: Arc<Config>) {
+    actix_web::rt::spawn(async move {
+        let mut tick = actix_web::rt::time::interval(config.purge_interval);
+        // The first tick completes at once: skip it, the database was just opened.
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            service::invites::purge_every_host(&*store, &config).await;
+        }
+    });
 }
 
 /// Workers (one per core, but never more than connections allowed) and the

@@ -11,7 +11,7 @@ use super::auth::{self, KeyError};
 use super::body::{self, Body, BodyError};
 use super::{AppState, MAX_BODY};
 use crate::config::HostConfig;
-use crate::domain::{AccountName, InviteToken, Password};
+use crate::domain::{AccountName, InviteOptions, InviteToken, Password, RawInviteOptions};
 use crate::service::keys::{self, KeyRefusal};
 use crate::service::signin::{self, SignInError};
 use crate::service::{self, Minter, Unusable};
@@ -75,6 +75,9 @@ pub enum ApiError {
     /// The method is not served here; the methods that are, for `Allow`.
     #[error("method not allowed: use {0}")]
     MethodNotAllowed(&'static str),
+    /// The signed-in account holds as many pending invites as the host allows.
+    #[error("{0}")]
+    InviteQuota(String),
     /// The name is taken; the invite stays usable.
     #[error("that name is taken; choose another")]
     NameTaken,
@@ -112,6 +115,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::NameTaken => "name_taken",
+            Self::InviteQuota(_) => "invite_quota",
             Self::TooLarge => "body_too_large",
             Self::TooManyRequests(_) | Self::KeyRateLimited(_) => "too_many_requests",
             Self::Unavailable => "unavailable",
@@ -131,7 +135,7 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::InviteQuota(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::NameTaken => StatusCode::CONFLICT,
@@ -229,7 +233,7 @@ async fn create_invite(
     body: Body,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let _: Option<serde_json::Map<String, serde_json::Value>> = json_body(&req, body, true)?;
+    let wanted: MintBody = json_body(&req, body, true)?.unwrap_or_default();
     let (account, verified);
     let (minter, host) =
         if let Some(signed_in) = auth::signed_in(&state, &req).await.map_err(store_failed)? {
@@ -271,15 +275,21 @@ async fn create_invite(
             verified = key;
             (Minter::Key(&verified.record), host)
         };
+    let options = InviteOptions::validate(&wanted.into_raw(), host)
+        .map_err(|e| ApiError::bad("invalid_option", e.0))?;
     let issuer = minter.source().to_text();
-    let minted = service::mint_invite(&*state.store, host, minter)
+    let minted = service::mint_invite(&*state.store, host, minter, &options)
         .await
-        .map_err(|e| match minter {
-            Minter::Key(record) => key_refused(keys::refusal_at_commit(record, e)),
-            Minter::Account(_) => match e {
-                StoreError::NotFound => ApiError::Unauthorized("the account no longer exists"),
-                other => store_failed(other),
-            },
+        .map_err(|e| match (minter, e) {
+            (_, StoreError::InviteQuota) => ApiError::InviteQuota(format!(
+                "you may hold at most {} pending invites on {}; wait until some are used or expire",
+                host.account_invites, host.name
+            )),
+            (Minter::Key(record), e) => key_refused(keys::refusal_at_commit(record, e)),
+            (Minter::Account(_), StoreError::NotFound) => {
+                ApiError::Unauthorized("the account no longer exists")
+            }
+            (Minter::Account(_), other) => store_failed(other),
         })?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -289,6 +299,8 @@ async fn create_invite(
             "issued_at": rfc3339(minted.created_at),
             "expires_at": rfc3339(minted.expires_at),
             "url": minted.url,
+            "invite_id": state.invite_ids.public(minted.row_id).as_str(),
+            "uses": minted.uses,
         })))
 }
 
@@ -300,6 +312,27 @@ fn key_refused(refusal: KeyRefusal) -> ApiError {
         KeyRefusal::Invalid => ApiError::Unauthorized("the API key is not valid"),
         KeyRefusal::Expired => ApiError::Forbidden("the API key has expired".into()),
         KeyRefusal::Store(e) => store_failed(e),
+    }
+}
+
+/// The invite options `POST /api/invite` takes; `{}` (or no body) mints
+/// with the host's defaults, as before options existed.
+#[derive(Debug, Default, Deserialize)]
+struct MintBody {
+    ttl: Option<String>,
+    uses: Option<serde_json::Number>,
+    note: Option<String>,
+    name: Option<String>,
+}
+
+impl MintBody {
+    fn into_raw(self) -> RawInviteOptions {
+        RawInviteOptions {
+            ttl: self.ttl,
+            uses: self.uses.map(|n| n.to_string()),
+            note: self.note,
+            name: self.name,
+        }
     }
 }
 
@@ -326,9 +359,10 @@ async fn usable_invite<'s>(
         .await
         .map_err(|e| match e {
             Unusable::Store(e) => store_failed(e),
-            Unusable::NotFound | Unusable::Used(_) | Unusable::Expired(_) => {
-                ApiError::NotFound(INVITE_NOT_FOUND)
-            }
+            Unusable::NotFound
+            | Unusable::Used(_)
+            | Unusable::Expired(_)
+            | Unusable::Revoked(_) => ApiError::NotFound(INVITE_NOT_FOUND),
         })
 }
 
@@ -349,6 +383,8 @@ async fn show_invite(
             },
             "issued_at": rfc3339(invite.created_at),
             "expires_at": rfc3339(invite.expires_at),
+            "uses_remaining": invite.uses_remaining(),
+            "name": invite.fixed_name,
         })))
 }
 
@@ -379,9 +415,16 @@ async fn accept_invite(
             .cookie(auth::identity_cookie(&identity, host))
             .finish()),
         Err(StoreError::NameTaken) => Err(ApiError::NameTaken),
-        Err(StoreError::NotFound | StoreError::InviteUsed | StoreError::InviteExpired) => {
-            Err(ApiError::NotFound(INVITE_NOT_FOUND))
-        }
+        Err(StoreError::NameNotAllowed) => Err(ApiError::bad(
+            "name_not_allowed",
+            "this invite is for one name only: register with the name it names",
+        )),
+        Err(
+            StoreError::NotFound
+            | StoreError::InviteUsed
+            | StoreError::InviteExpired
+            | StoreError::InviteRevoked,
+        ) => Err(ApiError::NotFound(INVITE_NOT_FOUND)),
         Err(e) => Err(store_failed(e)),
     }
 }

@@ -12,6 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use super::auth::{self, KeyError};
 use super::body::{Body, BodyError};
 use super::{AppState, MAX_BODY};
+use crate::domain::{InviteOptions, RawInviteOptions};
 use crate::query::{self, QueryParams};
 use crate::service::keys::{self, KeyRefusal};
 use crate::service::{self, Minter};
@@ -124,13 +125,21 @@ async fn mint(
             key.record.host
         ))
     })?;
+    let raw = RawInviteOptions {
+        ttl: option(&query, "ttl")?,
+        uses: option(&query, "uses")?,
+        note: option(&query, "note")?,
+        name: option(&query, "name")?,
+    };
+    let options = InviteOptions::validate(&raw, host).map_err(|e| MintError::BadRequest(e.0))?;
     state
         .mint_limiter
         .check(&key)
         .map_err(MintError::RateLimited)?;
-    let minted = service::mint_invite(&*state.store, host, Minter::Key(&key.record))
+    let minted = service::mint_invite(&*state.store, host, Minter::Key(&key.record), &options)
         .await
         .map_err(|e| keys::refusal_at_commit(&key.record, e))?;
+    let invite_id = state.invite_ids.public(minted.row_id);
     let status = if redirect {
         StatusCode::SEE_OTHER
     } else {
@@ -138,7 +147,14 @@ async fn mint(
     };
     Ok(HttpResponse::build(status)
         .insert_header((header::LOCATION, minted.url))
+        .insert_header(("Invite-Id", invite_id.as_str()))
         .finish())
+}
+
+/// An invite option from the query; written without a value, it is empty
+/// (and so refused by validation, not silently ignored).
+fn option(query: &QueryParams, name: &str) -> Result<Option<String>, MintError> {
+    Ok(query.get(name)?.map(|v| v.unwrap_or("").to_owned()))
 }
 
 impl From<KeyError> for MintError {
@@ -211,6 +227,11 @@ async fn cors(
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("Content-Type, Authorization"),
+    );
+    // So a browser client can read the new invite's link and id.
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, Invite-Id"),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpResponse};
 
 use crate::config::Config;
-use crate::crypto::FormKey;
+use crate::crypto::{FormKey, InviteIds};
 use crate::passwords::Hasher;
 
 use crate::store::Store;
@@ -40,6 +40,9 @@ pub struct AppState {
     pub form_key: FormKey,
     /// Counts mints against the rates of keys that have one.
     pub mint_limiter: crate::service::keys::MintLimiter,
+    /// Turns invite row ids into public invite ids; made from the form key
+    /// once at startup.
+    pub invite_ids: InviteIds,
 }
 
 /// The Content-Security-Policy every answer carries unless it sets its own:

@@ -59,6 +59,10 @@ struct InvitePage<'a> {
     expires_human: String,
     error: Option<String>,
     name: &'a str,
+    /// The only name this invite registers, shown read-only.
+    fixed_name: bool,
+    /// How many accounts it can still create.
+    uses_remaining: u32,
     csrf: &'a str,
     qr_svg: String,
 }
@@ -97,6 +101,8 @@ pub enum PageError {
     /// The invite expired.
     #[error("invite expired")]
     Expired { site_name: String, base: String },
+    #[error("invite withdrawn")]
+    Revoked { site_name: String, base: String },
     /// The body was too large.
     #[error("request too large")]
     TooLarge,
@@ -112,7 +118,7 @@ impl ResponseError for PageError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::Used { .. } | Self::Expired { .. } => StatusCode::GONE,
+            Self::Used { .. } | Self::Expired { .. } | Self::Revoked { .. } => StatusCode::GONE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -141,6 +147,13 @@ impl ResponseError for PageError {
                 base.as_str(),
                 "This invite has expired",
                 "Invites are only valid for a limited time, and this one has run out.",
+                Some(ask),
+            ),
+            Self::Revoked { site_name, base } => (
+                site_name.as_str(),
+                base.as_str(),
+                "This invite was withdrawn",
+                "The people who run this site withdrew this invite, so it can no longer be used.",
                 Some(ask),
             ),
             Self::TooLarge => (
@@ -253,6 +266,10 @@ async fn usable_invite<'s>(
                 site_name: host.site_name.clone(),
                 base: base_path(host),
             },
+            Unusable::Revoked(host) => PageError::Revoked {
+                site_name: host.site_name.clone(),
+                base: base_path(host),
+            },
             Unusable::Store(e) => store_failed(e),
         })
 }
@@ -313,7 +330,9 @@ fn form_page(
         expires_iso: invite.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         expires_human: human_time(invite.expires_at),
         error,
-        name,
+        name: invite.fixed_name.as_deref().unwrap_or(name),
+        fixed_name: invite.fixed_name.is_some(),
+        uses_remaining: invite.uses_remaining(),
         csrf: &csrf,
         qr_svg: qr_svg(&host.invite_url(token.expose())),
     };
@@ -471,6 +490,14 @@ async fn register(
             site_name: host.site_name.clone(),
             base: base_path(host),
         }),
+        Err(StoreError::InviteRevoked) => Err(PageError::Revoked {
+            site_name: host.site_name.clone(),
+            base: base_path(host),
+        }),
+        Err(StoreError::NameNotAllowed) => retry(
+            StatusCode::BAD_REQUEST,
+            "This invite is for one name only; please register with that name.".into(),
+        ),
         Err(StoreError::NotFound) => Err(PageError::NotFound),
         Err(e) => Err(store_failed(e)),
     }

@@ -1,6 +1,7 @@
 //! Operations shared by the HTTP handlers and the admin commands, so both make
 //! keys, invites and sessions the same way.
 
+pub mod invites;
 pub mod keys;
 pub mod signin;
 
@@ -8,7 +9,9 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, HostConfig};
 use crate::crypto::{self, FormKey, RngError};
-use crate::domain::{AccountName, HostName, IdentityToken, InviteSecret, InviteToken, Password};
+use crate::domain::{
+    AccountName, HostName, IdentityToken, InviteOptions, InviteSecret, InviteToken, Password,
+};
 use crate::passwords::Hasher;
 use crate::store::{
     AccountRecord, InviteRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession, Store,
@@ -32,6 +35,10 @@ pub struct MintedInvite {
     pub created_at: DateTime<Utc>,
     /// When it stops being valid.
     pub expires_at: DateTime<Utc>,
+    /// The store's row id, whose public form is the invite id.
+    pub row_id: i64,
+    /// How many accounts may register with it.
+    pub uses: u32,
 }
 
 /// An invite built but not yet stored: its token is finished by the id the
@@ -41,6 +48,7 @@ pub struct UnsavedInvite {
     secret: InviteSecret,
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
+    uses: u32,
 }
 
 impl UnsavedInvite {
@@ -52,21 +60,25 @@ impl UnsavedInvite {
             token,
             created_at: self.created_at,
             expires_at: self.expires_at,
+            row_id: id,
+            uses: self.uses,
         }
     }
 }
 
-/// Builds (but does not store) a new invite for `host`.
+/// Builds (but does not store) a new invite for `host` with `options`
+/// (validated against the host's limits by [`InviteOptions::validate`]).
 pub fn new_invite(
     host: &HostConfig,
     source: InviteSource,
     issuer_name: Option<String>,
+    options: &InviteOptions,
     now: DateTime<Utc>,
 ) -> Result<(UnsavedInvite, NewInvite), RngError> {
     let secret = InviteSecret::generate()?;
-    // The configured expiry is bounded to 100 years, well inside chrono's range.
+    // Durations are bounded to 100 years, well inside chrono's range.
     let expires_at =
-        now + chrono::Duration::from_std(host.invite_expiry).unwrap_or(chrono::Duration::days(7));
+        now + chrono::Duration::from_std(options.ttl).unwrap_or(chrono::Duration::days(7));
     let record = NewInvite {
         token_digest: secret.digest(),
         host: host.name.clone(),
@@ -74,11 +86,16 @@ pub fn new_invite(
         issuer_name,
         created_at: now,
         expires_at,
+        uses_allowed: options.uses,
+        note: options.note.clone(),
+        fixed_name: options.name.clone(),
+        pending_limit: None,
     };
     let unsaved = UnsavedInvite {
         secret,
         created_at: now,
         expires_at,
+        uses: options.uses,
     };
     Ok((unsaved, record))
 }
@@ -103,19 +120,24 @@ impl Minter<'_> {
 }
 
 /// Mints and stores one invite. `NotFound` when the minting key or account is
-/// gone by the time the write commits. Only an account's name is recorded as
-/// the inviter: a key's name is the operator's private label, and invitees of
-/// a key are shown the site's name instead.
+/// gone by the time the write commits; `InviteQuota` when an account holds
+/// the host's `account_invites` pending invites already (checked in the
+/// insert itself). Only an account's name is recorded as the inviter: a
+/// key's name is the operator's private label, and invitees of a key are
+/// shown the site's name instead.
 pub async fn mint_invite(
     store: &dyn Store,
     host: &HostConfig,
     minter: Minter<'_>,
+    options: &InviteOptions,
 ) -> Result<MintedInvite, StoreError> {
-    let issuer_name = match minter {
-        Minter::Key(_) => None,
-        Minter::Account(account) => Some(account.name.to_string()),
+    let (issuer_name, pending_limit) = match minter {
+        Minter::Key(_) => (None, None),
+        Minter::Account(account) => (Some(account.name.to_string()), Some(host.account_invites)),
     };
-    let (unsaved, record) = new_invite(host, minter.source(), issuer_name, Utc::now())?;
+    let (unsaved, mut record) =
+        new_invite(host, minter.source(), issuer_name, options, Utc::now())?;
+    record.pending_limit = pending_limit;
     let id = store.create_invite(record).await?;
     Ok(unsaved.saved_as(id, host))
 }
@@ -225,6 +247,8 @@ pub enum Unusable<'c> {
     Used(&'c HostConfig),
     /// Past its expiry.
     Expired(&'c HostConfig),
+    /// Withdrawn by an operator.
+    Revoked(&'c HostConfig),
     /// The store failed.
     Store(StoreError),
 }
@@ -252,6 +276,7 @@ pub async fn usable_invite<'c>(
     match invite.usable_at(Utc::now()) {
         Ok(()) => Ok((token, invite, host)),
         Err(StoreError::InviteExpired) => Err(Unusable::Expired(host)),
+        Err(StoreError::InviteRevoked) => Err(Unusable::Revoked(host)),
         Err(_) => Err(Unusable::Used(host)),
     }
 }

@@ -39,8 +39,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AccountRecord, InviteRecord, InviteSource, KeyRecord, ListedKey, NewAccount, NewInvite,
-    NewSession, SessionRecord, Store, StoreError, Unhealthy,
+    AccountRecord, InviteDetails, InviteRecord, InviteSource, KeyRecord, ListedKey, NewAccount,
+    NewInvite, NewSession, Purged, SessionRecord, StatusFilter, Store, StoreError, Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
@@ -206,6 +206,42 @@ impl<S: Store> Store for KeyCache<S> {
     async fn find_invite(&self, lookup: InviteLookup) -> Result<InviteRecord, StoreError> {
         self.inner.find_invite(lookup).await
     }
+    async fn list_invites(
+        &self,
+        host: &HostName,
+        status: StatusFilter,
+        after: Option<i64>,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<InviteDetails>, StoreError> {
+        self.inner
+            .list_invites(host, status, after, limit, now)
+            .await
+    }
+    async fn invite_details(&self, host: &HostName, id: i64) -> Result<InviteDetails, StoreError> {
+        self.inner.invite_details(host, id).await
+    }
+    async fn revoke_invite(
+        &self,
+        host: &HostName,
+        id: i64,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.revoke_invite(host, id, actor, now).await
+    }
+    async fn purge(
+        &self,
+        host: &HostName,
+        ended_before: DateTime<Utc>,
+        idle_before: DateTime<Utc>,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError> {
+        self.inner
+            .purge(host, ended_before, idle_before, actor, now)
+            .await
+    }
 
     async fn redeem_invite(
         &self,
@@ -364,6 +400,38 @@ mod tests {
         async fn find_invite(&self, _: InviteLookup) -> Result<InviteRecord, StoreError> {
             unsupported()
         }
+        async fn list_invites(
+            &self,
+            _: &HostName,
+            _: StatusFilter,
+            _: Option<i64>,
+            _: u32,
+            _: DateTime<Utc>,
+        ) -> Result<Vec<InviteDetails>, StoreError> {
+            unsupported()
+        }
+        async fn invite_details(&self, _: &HostName, _: i64) -> Result<InviteDetails, StoreError> {
+            unsupported()
+        }
+        async fn revoke_invite(
+            &self,
+            _: &HostName,
+            _: i64,
+            _: String,
+            _: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            unsupported()
+        }
+        async fn purge(
+            &self,
+            _: &HostName,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+            _: String,
+            _: DateTime<Utc>,
+        ) -> Result<Purged, StoreError> {
+            unsupported()
+        }
         async fn redeem_invite(
             &self,
             _: InviteLookup,
@@ -443,6 +511,10 @@ mod tests {
             issuer_name: None,
             created_at: Utc::now(),
             expires_at: Utc::now() + chrono::Duration::days(1),
+            uses_allowed: 1,
+            note: None,
+            fixed_name: None,
+            pending_limit: None,
         }
     }
 

@@ -27,6 +27,15 @@ pub enum StoreError {
     /// The invite is past its expiry.
     #[error("the invite has expired")]
     InviteExpired,
+    /// The invite was revoked by an operator.
+    #[error("the invite was withdrawn")]
+    InviteRevoked,
+    /// The invite is for one fixed account name, and another was asked for.
+    #[error("this invite is for another name")]
+    NameNotAllowed,
+    /// The minting account holds as many pending invites as it may.
+    #[error("the account holds as many pending invites as it may")]
+    InviteQuota,
     /// An account of that name exists on that host.
     #[error("that name is taken")]
     NameTaken,
@@ -117,6 +126,95 @@ pub struct NewInvite {
     pub created_at: DateTime<Utc>,
     /// When it stops being valid.
     pub expires_at: DateTime<Utc>,
+    /// How many accounts may register with it.
+    pub uses_allowed: u32,
+    /// The operator's note.
+    pub note: Option<String>,
+    /// The only account name that may register with it.
+    pub fixed_name: Option<AccountName>,
+    /// The most pending invites the minter may hold, this one included,
+    /// checked in the same statement as the insert; `None` for no limit.
+    pub pending_limit: Option<u32>,
+}
+
+/// What an invite is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteKind {
+    /// Registers new accounts.
+    Account,
+    /// Resets an existing account's password.
+    Reset,
+}
+
+impl InviteKind {
+    /// The stored and reported form: `account` or `reset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Account => "account",
+            Self::Reset => "reset",
+        }
+    }
+}
+
+/// Where an invite stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteStatus {
+    /// Can still be used.
+    Pending,
+    /// Every use is spent.
+    Used,
+    /// Past its expiry.
+    Expired,
+    /// Withdrawn by an operator.
+    Revoked,
+}
+
+impl InviteStatus {
+    /// The reported form: `pending`, `used`, `expired` or `revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Used => "used",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// One account registered with an invite.
+#[derive(Debug, Clone)]
+pub struct InviteUse {
+    /// The account's name (kept after the account is deleted).
+    pub name: String,
+    /// When it registered.
+    pub used_at: DateTime<Utc>,
+}
+
+/// An invite with the accounts registered with it, as operators list it.
+#[derive(Debug, Clone)]
+pub struct InviteDetails {
+    /// The invite.
+    pub invite: InviteRecord,
+    /// The accounts registered with it, oldest first.
+    pub uses: Vec<InviteUse>,
+}
+
+/// Which invites a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Only those of this status.
+    Only(InviteStatus),
+    /// All of them.
+    All,
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Purged {
+    /// Invites deleted.
+    pub invites: u64,
+    /// Sessions deleted.
+    pub sessions: u64,
 }
 
 /// An invite as stored.
@@ -134,25 +232,47 @@ pub struct InviteRecord {
     pub created_at: DateTime<Utc>,
     /// When it stops being valid.
     pub expires_at: DateTime<Utc>,
-    /// When it was used, if it was.
-    pub used_at: Option<DateTime<Utc>>,
-    /// When it was revoked (by deleting its key, for one), if it was.
+    /// What it is for.
+    pub kind: InviteKind,
+    /// How many accounts may register with it.
+    pub uses_allowed: u32,
+    /// How many have.
+    pub uses_spent: u32,
+    /// The operator's note.
+    pub note: Option<String>,
+    /// The only account name that may register with it.
+    pub fixed_name: Option<String>,
+    /// When an operator withdrew it.
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
 impl InviteRecord {
+    /// Where it stands at `now`; revocation first, then spent uses, then expiry.
+    pub fn status_at(&self, now: DateTime<Utc>) -> InviteStatus {
+        if self.revoked_at.is_some() {
+            InviteStatus::Revoked
+        } else if self.uses_spent >= self.uses_allowed {
+            InviteStatus::Used
+        } else if self.expires_at <= now {
+            InviteStatus::Expired
+        } else {
+            InviteStatus::Pending
+        }
+    }
+
     /// Whether it can still be used at `now`, and if not, why.
     pub fn usable_at(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
-        // TODO(merge): the invites helper's own revoked answer (410
-        // "withdrawn" on the page); until then a revoked invite is refused
-        // as one that can no longer be used.
-        if self.used_at.is_some() || self.revoked_at.is_some() {
-            Err(StoreError::InviteUsed)
-        } else if self.expires_at <= now {
-            Err(StoreError::InviteExpired)
-        } else {
-            Ok(())
+        match self.status_at(now) {
+            InviteStatus::Pending => Ok(()),
+            InviteStatus::Used => Err(StoreError::InviteUsed),
+            InviteStatus::Expired => Err(StoreError::InviteExpired),
+            InviteStatus::Revoked => Err(StoreError::InviteRevoked),
         }
+    }
+
+    /// Uses left (0 once it is not pending).
+    pub fn uses_remaining(&self) -> u32 {
+        self.uses_allowed.saturating_sub(self.uses_spent)
     }
 }
 
@@ -247,6 +367,40 @@ pub trait Store: Send + Sync + 'static {
     async fn create_invites(&self, invites: Vec<NewInvite>) -> Result<Vec<i64>, StoreError>;
     /// Looks up the invite a token names; `NotFound` when the secret does not match.
     async fn find_invite(&self, lookup: InviteLookup) -> Result<InviteRecord, StoreError>;
+    /// A host's invites of `status` at `now`, newest first: at most `limit`,
+    /// starting after the row id `after` (the last of the previous page).
+    async fn list_invites(
+        &self,
+        host: &HostName,
+        status: StatusFilter,
+        after: Option<i64>,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<InviteDetails>, StoreError>;
+    /// One invite of a host by its row id; `NotFound` for another host's.
+    async fn invite_details(&self, host: &HostName, id: i64) -> Result<InviteDetails, StoreError>;
+    /// Revokes a pending invite of a host in one conditional write, with an
+    /// audit row by `actor`. Revoking a revoked invite changes nothing and
+    /// succeeds; a used or expired one is `InviteUsed` / `InviteExpired`.
+    async fn revoke_invite(
+        &self,
+        host: &HostName,
+        id: i64,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Deletes a host's invites that ended before `ended_before` (their last
+    /// use, revocation or expiry) and its sessions unused since
+    /// `idle_before`, counting removed key invites into the keys'
+    /// `invites_purged`, with an audit row by `actor`.
+    async fn purge(
+        &self,
+        host: &HostName,
+        ended_before: DateTime<Utc>,
+        idle_before: DateTime<Utc>,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError>;
 
     /// In one transaction: checks the invite is usable at `now`, creates the
     /// account, marks the invite used and opens a session for the account.

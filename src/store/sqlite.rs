@@ -25,12 +25,17 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row}
 use tokio::sync::oneshot;
 
 use super::{
-    AccountRecord, InviteRecord, InviteSource, KeyRecord, ListedKey, NewAccount, NewInvite,
-    NewSession, SessionRecord, Store, StoreError, Unhealthy,
+    AccountRecord, InviteDetails, InviteKind, InviteRecord, InviteSource, KeyRecord, ListedKey,
+    NewAccount, NewInvite, NewSession, Purged, SessionRecord, StatusFilter, Store, StoreError,
+    Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
 
+#[path = "sqlite/audit.rs"]
+mod audit;
+#[path = "sqlite/invites.rs"]
+mod invites;
 #[path = "sqlite/keys.rs"]
 mod keys;
 #[path = "sqlite/sessions.rs"]
@@ -1072,8 +1077,8 @@ fn digest_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<SecretDigest> {
     SecretDigest::from_slice(&row.get::<_, Vec<u8>>(idx)?).ok_or_else(|| corrupt(idx, "bad digest"))
 }
 
-const INVITE_COLUMNS: &str =
-    "id, host, source, issuer_name, created_at, expires_at, used_at, revoked_at";
+const INVITE_COLUMNS: &str = "id, host, source, issuer_name, created_at, expires_at, kind, \
+     uses_allowed, uses_spent, note, fixed_name, revoked_at";
 
 fn invite_row(row: &Row<'_>) -> rusqlite::Result<InviteRecord> {
     Ok(InviteRecord {
@@ -1083,12 +1088,17 @@ fn invite_row(row: &Row<'_>) -> rusqlite::Result<InviteRecord> {
         issuer_name: row.get(3)?,
         created_at: time_at(row, 4)?,
         expires_at: time_at(row, 5)?,
-        used_at: match row.get::<_, Option<i64>>(6)? {
-            Some(_) => Some(time_at(row, 6)?),
-            None => None,
+        kind: match row.get::<_, String>(6)?.as_str() {
+            "reset" => InviteKind::Reset,
+            "account" => InviteKind::Account,
+            _ => return Err(corrupt(6, "bad invite kind")),
         },
-        revoked_at: match row.get::<_, Option<i64>>(7)? {
-            Some(_) => Some(time_at(row, 7)?),
+        uses_allowed: row.get(7)?,
+        uses_spent: row.get(8)?,
+        note: row.get(9)?,
+        fixed_name: row.get(10)?,
+        revoked_at: match row.get::<_, Option<i64>>(11)? {
+            Some(_) => Some(time_at(row, 11)?),
             None => None,
         },
     })
@@ -1145,7 +1155,7 @@ fn find_invite(conn: &Connection, lookup: &InviteLookup) -> Result<InviteRecord,
                      WHERE id = ?1 AND token_format = 2"
                 ))
                 .and_then(|mut st| {
-                    st.query_row([id], |row| Ok((invite_row(row)?, digest_at(row, 8)?)))
+                    st.query_row([id], |row| Ok((invite_row(row)?, digest_at(row, 12)?)))
                         .optional()
                 }))?;
             // A right id with a wrong secret is no invite at all.
@@ -1202,23 +1212,30 @@ fn insert_invite_with_ids(
         // An expired key is refused here too, at commit time, so a key
         // that expires between its lookup and this write mints nothing.
         InviteSource::Key(id) => (KEY_GUARD.as_str(), Value::Text(id.to_string())),
+        // The quota is counted in the same statement: two mints racing for
+        // an account's last free slot cannot both land.
         InviteSource::Account(id) => (
-            "WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?7 AND host = ?2)",
+            "WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?7 AND host = ?2)
+               AND (?12 IS NULL OR (SELECT count(*) FROM invites
+                    WHERE source = ?3 AND revoked_at IS NULL
+                      AND uses_spent < uses_allowed AND expires_at > ?5) < ?12)",
             Value::Integer(*id),
         ),
-        InviteSource::Cli => ("WHERE ?7 IS NULL", Value::Null),
+        InviteSource::Cli => ("WHERE ?7 IS NULL AND ?12 IS NULL", Value::Null),
     };
     static KEY_GUARD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ?7 AND host = ?2
-                AND (expires_at IS NULL OR expires_at > {}))",
+                AND (expires_at IS NULL OR expires_at > {}))
+             AND ?12 IS NULL",
             keys::SQL_NOW_MICROS
         )
     });
     let sql = format!(
         "INSERT INTO invites
-            (id, token_digest, host, source, issuer_name, created_at, expires_at, token_format)
-         SELECT ?8, ?1, ?2, ?3, ?4, ?5, ?6, 2 {guard}"
+            (id, token_digest, host, source, issuer_name, created_at, expires_at, token_format,
+             uses_allowed, note, fixed_name)
+         SELECT ?8, ?1, ?2, ?3, ?4, ?5, ?6, 2, ?9, ?10, ?11 {guard}"
     );
     let mut st = conn.prepare_cached(&sql).map_err(backend)?;
     let source = inv.source.to_text();
@@ -1232,9 +1249,13 @@ fn insert_invite_with_ids(
             micros(inv.expires_at),
             minter,
             id,
+            inv.uses_allowed,
+            inv.note,
+            inv.fixed_name.as_ref().map(AccountName::as_str),
+            inv.pending_limit,
         ]);
         match inserted {
-            Ok(0) => return Err(StoreError::NotFound),
+            Ok(0) => return Err(invites::why_not_minted(conn, inv, &minter)),
             Ok(_) => return Ok(id),
             // Another invite has this id: draw again. A failed statement
             // undoes only itself.
@@ -1355,6 +1376,54 @@ impl Store for SqliteStore {
         self.read(move |conn| find_invite(conn, &lookup)).await
     }
 
+    async fn list_invites(
+        &self,
+        host: &HostName,
+        status: StatusFilter,
+        after: Option<i64>,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<InviteDetails>, StoreError> {
+        let host = host.clone();
+        self.read(move |conn| invites::list(conn, &host, status, after, limit, now))
+            .await
+    }
+
+    async fn invite_details(&self, host: &HostName, id: i64) -> Result<InviteDetails, StoreError> {
+        let host = host.clone();
+        self.read(move |conn| invites::details(conn, &host, id))
+            .await
+    }
+
+    async fn revoke_invite(
+        &self,
+        host: &HostName,
+        id: i64,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let host = host.clone();
+        self.write(Undo::Savepoint, move |conn| {
+            invites::revoke(conn, &host, id, &actor, now)
+        })
+        .await
+    }
+
+    async fn purge(
+        &self,
+        host: &HostName,
+        ended_before: DateTime<Utc>,
+        idle_before: DateTime<Utc>,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError> {
+        let host = host.clone();
+        self.write(Undo::Savepoint, move |conn| {
+            invites::purge(conn, &host, ended_before, idle_before, &actor, now)
+        })
+        .await
+    }
+
     async fn redeem_invite(
         &self,
         lookup: InviteLookup,
@@ -1363,29 +1432,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<AccountRecord, StoreError> {
         self.write(Undo::Savepoint, move |conn| {
-            let invite = find_invite(conn, &lookup)?;
-            invite.usable_at(now)?;
-            if invite.host != account.host {
-                return Err(StoreError::NotFound);
-            }
-            let account = insert_account(
-                conn,
-                &NewAccount {
-                    invited_by: invite.source.clone(),
-                    ..account
-                },
-            )?;
-            let used = conn
-                .prepare_cached(
-                    "UPDATE invites SET used_at = ?1, used_by = ?2 WHERE id = ?3 AND used_at IS NULL",
-                )
-                .and_then(|mut st| st.execute(params![micros(now), account.id, invite.id]))
-                .map_err(backend)?;
-            if used != 1 {
-                return Err(StoreError::InviteUsed);
-            }
-            insert_session(conn, account.id, &session)?;
-            Ok(account)
+            invites::redeem(conn, &lookup, account, &session, now)
         })
         .await
     }
@@ -1740,6 +1787,10 @@ mod tests {
             issuer_name: None,
             created_at,
             expires_at: created_at + chrono::Duration::days(1),
+            uses_allowed: 1,
+            note: None,
+            fixed_name: None,
+            pending_limit: None,
         }
     }
 

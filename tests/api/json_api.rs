@@ -180,7 +180,15 @@ fn minting_with_a_bearer_key_answers_200_with_id_issuer_times_and_url() {
     let keys = object_keys(&body);
     assert_eq!(
         keys,
-        BTreeSet::from(["id", "issuer", "issued_at", "expires_at", "url"]),
+        BTreeSet::from([
+            "id",
+            "issuer",
+            "issued_at",
+            "expires_at",
+            "url",
+            "invite_id",
+            "uses"
+        ]),
         "{body}"
     );
     let id = body["id"].as_str().unwrap();
@@ -274,7 +282,8 @@ fn minting_while_signed_in_answers_200_with_the_account_as_issuer() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(invited_by, format!("account/{alice}"));
+    // Readable without a lookup (issue 9).
+    assert_eq!(invited_by, "account alice");
 }
 
 #[test]
@@ -384,7 +393,13 @@ fn an_outstanding_invite_is_described_without_authentication_and_nothing_changes
     let keys = object_keys(&body);
     assert_eq!(
         keys,
-        BTreeSet::from(["issuer", "issued_at", "expires_at"]),
+        BTreeSet::from([
+            "issuer",
+            "issued_at",
+            "expires_at",
+            "uses_remaining",
+            "name"
+        ]),
         "{body}"
     );
     // The key's name ("test key") is the operator's label and its id half
@@ -467,7 +482,7 @@ fn accepting_an_invite_answers_204_with_a_cookie_for_the_new_account() {
         .unwrap();
     assert_eq!(name, "alice");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
-    assert_eq!(invited_by, format!("api/token/{key_id}"));
+    assert_eq!(invited_by, format!("key {key_id}"));
     let (used_at, used_by, ..) = invite_row(&app, &token);
     assert!(used_at.is_some());
     assert_eq!(used_by, Some(id));

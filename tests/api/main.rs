@@ -7,6 +7,7 @@ mod config;
 mod crash;
 mod helpers;
 mod hostile;
+mod invites;
 mod invites_api;
 mod json_api;
 mod keys_cli;

@@ -250,6 +250,10 @@ mod tests {
             issuer_name: None,
             created_at: Utc::now(),
             expires_at,
+            uses_allowed: 1,
+            note: None,
+            fixed_name: None,
+            pending_limit: None,
         }
     }
 
