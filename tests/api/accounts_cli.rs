@@ -233,7 +233,7 @@ fn accounts_list_prints_one_hosts_accounts_as_lines_and_as_json() {
     let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert_eq!(lines[0][0], "alice", "{text}");
-    assert_eq!(lines[0][2], format!("api/token/{key_id}"));
+    assert_eq!(lines[0][2], format!("key {key_id}"));
     assert_eq!(lines[1][0], "bob");
     assert_eq!(lines[1][2], "cli");
     for line in &lines {
@@ -250,7 +250,7 @@ fn accounts_list_prints_one_hosts_accounts_as_lines_and_as_json() {
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["name"], "alice");
     assert_eq!(list[0]["host"], "localhost");
-    assert_eq!(list[0]["invited_by"], format!("api/token/{key_id}"));
+    assert_eq!(list[0]["invited_by"], format!("key {key_id}"));
     assert_eq!(list[1]["name"], "bob");
     assert_eq!(list[1]["invited_by"], "cli");
     for a in list {

@@ -274,7 +274,7 @@ fn minting_while_signed_in_answers_200_with_the_account_as_issuer() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(invited_by, format!("account/{alice}"));
+    assert_eq!(invited_by, "account alice");
 }
 
 #[test]
@@ -467,7 +467,7 @@ fn accepting_an_invite_answers_204_with_a_cookie_for_the_new_account() {
         .unwrap();
     assert_eq!(name, "alice");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
-    assert_eq!(invited_by, format!("api/token/{key_id}"));
+    assert_eq!(invited_by, format!("key {key_id}"));
     let (used_at, used_by, ..) = invite_row(&app, &token);
     assert!(used_at.is_some());
     assert_eq!(used_by, Some(id));

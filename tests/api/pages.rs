@@ -444,11 +444,11 @@ fn registering_through_the_form_creates_the_account_uses_the_invite_and_signs_in
     assert_eq!(host, "localhost");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains(GOOD_PASSWORD));
-    assert_eq!(invited_by, format!("api/token/{key_id}"));
+    assert_eq!(invited_by, format!("key {key_id}"));
     let (used_at, used_by, source, ..) = invite_row(&app, &url);
     assert!(used_at.is_some(), "the invite was not consumed");
     assert_eq!(used_by, Some(id));
-    assert_eq!(source, invited_by);
+    assert_eq!(source, format!("api/token/{key_id}"));
     assert_eq!(app.count(ACCOUNTS), 1);
     assert_eq!(
         app.count(&format!(

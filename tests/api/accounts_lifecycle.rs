@@ -1,0 +1,307 @@
+//! The account lifecycle (issue 9): who invited an account, `accounts show`,
+//! `disable`/`enable`, `passwd`, `delete` revoking what the account minted,
+//! and password-reset invites, all through the CLI and HTTP.
+
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::helpers::{
+    accept_invite, auth_check, client, login, mint_for, register_account, stored_form, token_of,
+    TestApp, GOOD_PASSWORD,
+};
+use crate::helpers::{stderr_of as stderr, stdout_of as stdout};
+
+const NEW_PASSWORD: &str = "marble orchid vessel 58";
+
+fn ok(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    stdout(out)
+}
+
+fn fails_with(out: &Output, message: &str) {
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr(out).contains(message), "{message:?} not in {out:?}");
+    assert_eq!(stdout(out), "", "output on failure");
+}
+
+fn accounts_json(app: &TestApp) -> Vec<Value> {
+    let out = app.cli(&["accounts", "list", "localhost", "--json"]);
+    let list: Value = serde_json::from_str(&ok(&out)).expect("JSON");
+    list.as_array().expect("an array").clone()
+}
+
+fn by_name<'a>(list: &'a [Value], name: &str) -> &'a Value {
+    list.iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not listed: {list:?}"))
+}
+
+/// Mints an invite as the signed-in account; returns its token.
+fn mint_as(app: &TestApp, identity: &str) -> String {
+    let res = client()
+        .post(format!("{}/api/invite", app.url))
+        .header("cookie", format!("identity={identity}"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+fn cli_invite(app: &TestApp) -> String {
+    let out = app.cli(&["invites", "create", "localhost"]);
+    token_of(ok(&out).trim())
+}
+
+fn create_account(app: &TestApp, name: &str) {
+    let out = app.cli_with_stdin(
+        &["accounts", "create", "localhost", name, "--password-stdin"],
+        Some(&format!("{GOOD_PASSWORD}\n")),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+// ------------------------------------------------------- list --json and show
+
+#[test]
+fn accounts_list_json_tells_who_invited_each_account_and_with_which_invite() {
+    let app = TestApp::spawn();
+    create_account(&app, "carol");
+    let (key, url) = mint_for(&app, "localhost");
+    let key_id = key.split('/').next().unwrap();
+    assert_eq!(
+        accept_invite(&app, &token_of(&url), "alice", GOOD_PASSWORD).status(),
+        204
+    );
+    let alice = login(&app, "alice", GOOD_PASSWORD);
+    let alice = crate::helpers::set_cookie_value(&alice, "identity").unwrap();
+    let from_alice = mint_as(&app, &alice);
+    assert_eq!(
+        accept_invite(&app, &from_alice, "bob", GOOD_PASSWORD).status(),
+        204
+    );
+    assert_eq!(
+        accept_invite(&app, &cli_invite(&app), "dave", GOOD_PASSWORD).status(),
+        204
+    );
+
+    let list = accounts_json(&app);
+    assert_eq!(
+        by_name(&list, "alice")["invited_by"],
+        format!("key {key_id}")
+    );
+    assert_eq!(by_name(&list, "bob")["invited_by"], "account alice");
+    // `cli` twice: with an invite id from `invites create`, without one
+    // from `accounts create`.
+    assert_eq!(by_name(&list, "carol")["invited_by"], "cli");
+    assert_eq!(by_name(&list, "carol")["invite_id"], Value::Null);
+    assert_eq!(by_name(&list, "dave")["invited_by"], "cli");
+    for name in ["alice", "bob", "dave"] {
+        let id = by_name(&list, name)["invite_id"]
+            .as_str()
+            .expect("an invite id");
+        assert_eq!(id.len(), 13, "{id}");
+        // Not part of the token: the id does not let anyone register.
+        assert!(!url.contains(id) && !from_alice.contains(id), "{id}");
+    }
+    for a in &list {
+        assert_eq!(a["disabled"], false, "{a}");
+        assert_eq!(a["host"], "localhost");
+        assert!(a["created_at"].as_str().unwrap().ends_with('Z'), "{a}");
+    }
+    // The plain lines keep their three fields.
+    let lines = ok(&app.cli(&["accounts", "list", "localhost"]));
+    assert!(lines.contains("bob\t"), "{lines}");
+    assert!(lines.lines().all(|l| l.split('\t').count() == 3), "{lines}");
+}
+
+#[test]
+fn accounts_show_prints_the_chain_and_keeps_it_after_the_invite_is_gone() {
+    let app = TestApp::spawn();
+    let (key, url) = mint_for(&app, "localhost");
+    let key_id = key.split('/').next().unwrap();
+    assert_eq!(
+        accept_invite(&app, &token_of(&url), "alice", GOOD_PASSWORD).status(),
+        204
+    );
+    let show = |json: bool| {
+        let mut args = vec!["accounts", "show", "localhost", "alice"];
+        if json {
+            args.push("--json");
+        }
+        ok(&app.cli(&args))
+    };
+    let before: Value = serde_json::from_str(&show(true)).unwrap();
+    assert_eq!(before["invited_by"], format!("key {key_id}"));
+    let invite_id = before["invite_id"].as_str().unwrap().to_owned();
+    let minted = before["invite_minted_at"].as_str().expect("minted at");
+    let registered = before["registered_at"].as_str().unwrap();
+    assert!(minted <= registered, "{before}");
+    let text = show(false);
+    for line in [
+        "account\talice@localhost".to_owned(),
+        format!("invite\t{invite_id}"),
+        format!("invited by\tkey {key_id}"),
+        format!("invite minted\t{minted}"),
+        format!("registered\t{registered}"),
+        "disabled\t-".to_owned(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in {text}");
+    }
+
+    // Stands in for `invites purge`: the invite row goes, the chain stays.
+    let (row, _) = stored_form(&token_of(&url));
+    rusqlite::Connection::open(&app.db)
+        .unwrap()
+        .execute("DELETE FROM invites WHERE id = ?1", [row])
+        .unwrap();
+    let mut after: Value = serde_json::from_str(&show(true)).unwrap();
+    // Now known from the invite id, to the millisecond.
+    let kept = after["invite_minted_at"].take();
+    assert_eq!(kept.as_str().unwrap()[..23], minted[..23], "{kept}");
+    let mut before = before.clone();
+    before["invite_minted_at"] = Value::Null;
+    assert_eq!(after, before);
+
+    fails_with(
+        &app.cli(&["accounts", "show", "localhost", "nobody"]),
+        "Error: account not found",
+    );
+}
+
+// ---------------------------------------------------------- disable, enable
+
+#[test]
+fn a_disabled_account_cannot_sign_in_and_its_sessions_end_until_it_is_enabled() {
+    let app = TestApp::spawn();
+    let identity = register_account(&app, "alice");
+    assert_eq!(auth_check(&app, Some(&identity)).status(), 200);
+
+    assert_eq!(
+        ok(&app.cli(&["accounts", "disable", "localhost", "alice"])),
+        ""
+    );
+    // Refused on the very next request, by the session lookup itself.
+    assert_eq!(auth_check(&app, Some(&identity)).status(), 401);
+    let res = login(&app, "alice", GOOD_PASSWORD);
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().unwrap();
+    // The same answer as a wrong password: it tells no one the account exists.
+    assert_eq!(body["message"], "wrong name or password");
+    let listed = accounts_json(&app);
+    assert_eq!(by_name(&listed, "alice")["disabled"], true);
+    // Twice is fine.
+    ok(&app.cli(&["accounts", "disable", "localhost", "alice"]));
+
+    assert_eq!(
+        ok(&app.cli(&["accounts", "enable", "localhost", "alice"])),
+        ""
+    );
+    // The old session stays ended; signing in works again.
+    assert_eq!(auth_check(&app, Some(&identity)).status(), 401);
+    let res = login(&app, "alice", GOOD_PASSWORD);
+    assert_eq!(res.status(), 204);
+    let fresh = crate::helpers::set_cookie_value(&res, "identity").unwrap();
+    assert_eq!(auth_check(&app, Some(&fresh)).status(), 200);
+    assert_eq!(by_name(&accounts_json(&app), "alice")["disabled"], false);
+
+    for cmd in ["disable", "enable"] {
+        fails_with(
+            &app.cli(&["accounts", cmd, "localhost", "nobody"]),
+            "Error: account not found",
+        );
+    }
+}
+
+// ------------------------------------------------------------------- passwd
+
+#[test]
+fn accounts_passwd_sets_the_password_and_ends_every_session() {
+    let app = TestApp::spawn();
+    let identity = register_account(&app, "alice");
+    let out = app.cli_with_stdin(
+        &[
+            "accounts",
+            "passwd",
+            "localhost",
+            "alice",
+            "--password-stdin",
+        ],
+        Some(&format!("{NEW_PASSWORD}\n")),
+    );
+    assert_eq!(ok(&out), "");
+    assert_eq!(auth_check(&app, Some(&identity)).status(), 401);
+    assert_eq!(login(&app, "alice", GOOD_PASSWORD).status(), 401);
+    assert_eq!(login(&app, "alice", NEW_PASSWORD).status(), 204);
+}
+
+#[test]
+fn accounts_passwd_refuses_a_weak_password_an_unknown_name_and_a_missing_terminal() {
+    let app = TestApp::spawn();
+    register_account(&app, "alice");
+    let passwd = |name: &str, stdin: Option<&str>, flag: bool| {
+        let mut args = vec!["accounts", "passwd", "localhost", name];
+        if flag {
+            args.push("--password-stdin");
+        }
+        app.cli_with_stdin(&args, stdin)
+    };
+    fails_with(&passwd("alice", Some("short\n"), true), "Error: ");
+    fails_with(
+        &passwd("nobody", Some(&format!("{NEW_PASSWORD}\n")), true),
+        "Error: account not found",
+    );
+    fails_with(
+        &passwd("alice", Some(&format!("{NEW_PASSWORD}\n")), false),
+        "no terminal to ask for the password on: pipe it in with --password-stdin",
+    );
+    // Nothing changed.
+    assert_eq!(login(&app, "alice", GOOD_PASSWORD).status(), 204);
+}
+
+// ------------------------------------------------------------------- delete
+
+#[test]
+fn deleting_an_account_revokes_the_pending_invites_it_minted_and_no_others() {
+    let app = TestApp::spawn();
+    let alice = register_account(&app, "alice");
+    let pending = mint_as(&app, &alice);
+    let spent = mint_as(&app, &alice);
+    assert_eq!(
+        accept_invite(&app, &spent, "bob", GOOD_PASSWORD).status(),
+        204
+    );
+    let (_, from_key) = mint_for(&app, "localhost");
+
+    assert_eq!(
+        ok(&app.cli(&["accounts", "delete", "localhost", "alice"])),
+        ""
+    );
+    assert_eq!(auth_check(&app, Some(&alice)).status(), 401);
+    let page = client()
+        .get(format!("{}/api/invite/{pending}", app.url))
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), 404);
+    assert_eq!(
+        accept_invite(&app, &pending, "carol", GOOD_PASSWORD).status(),
+        404
+    );
+    // bob, whom alice invited, stays; so does an invite minted with a key.
+    assert_eq!(login(&app, "bob", GOOD_PASSWORD).status(), 204);
+    assert_eq!(
+        by_name(&accounts_json(&app), "bob")["invited_by"],
+        "account alice"
+    );
+    assert_eq!(
+        accept_invite(&app, &token_of(&from_key), "dave", GOOD_PASSWORD).status(),
+        204
+    );
+    fails_with(
+        &app.cli(&["accounts", "delete", "localhost", "alice"]),
+        "Error: account not found",
+    );
+}
