@@ -9,6 +9,7 @@ mod invites_api;
 mod logging;
 mod pages;
 mod ratelimit;
+mod reset;
 
 use std::sync::Arc;
 

@@ -10,12 +10,12 @@ use qrcode::render::svg;
 use qrcode::QrCode;
 use serde::Deserialize;
 
-use super::auth;
 use super::body::{self, Body, BodyError};
 use super::AppState;
+use super::{auth, reset};
 use crate::config::HostConfig;
 use crate::crypto::{self, FormKey};
-use crate::domain::{AccountName, InviteToken, Password};
+use crate::domain::{AccountName, IdentityToken, InviteToken, Password};
 use crate::service::{self, Unusable};
 use crate::store::{InviteRecord, StoreError};
 
@@ -24,7 +24,7 @@ use crate::store::{InviteRecord, StoreError};
 /// key is the form's hidden field (see [`FormKey`]). On https it carries the
 /// `__Host-` prefix, so no sibling subdomain can plant a value of its own
 /// (browsers refuse such a cookie unless it is Secure, host-only and on `/`).
-fn csrf_cookie(host: &HostConfig) -> &'static str {
+pub(super) fn csrf_cookie(host: &HostConfig) -> &'static str {
     if host.public_url.is_https() {
         "__Host-invite_csrf"
     } else {
@@ -176,7 +176,7 @@ impl ResponseError for PageError {
     }
 }
 
-fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
+pub(super) fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
     match page.render() {
         Ok(html) => HttpResponse::build(status)
             .content_type("text/html; charset=utf-8")
@@ -191,7 +191,7 @@ fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
 }
 
 /// Pages that carry a token must not be kept by caches or leak via Referer.
-fn no_store(res: &mut HttpResponse) {
+pub(super) fn no_store(res: &mut HttpResponse) {
     res.headers_mut().insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
@@ -199,7 +199,7 @@ fn no_store(res: &mut HttpResponse) {
 }
 
 /// The path prefix of a host's public URL, for links to the stylesheet.
-fn base_path(host: &HostConfig) -> String {
+pub(super) fn base_path(host: &HostConfig) -> String {
     url::Url::parse(host.public_url.as_str())
         .map(|u| u.path().trim_end_matches('/').to_owned())
         .unwrap_or_default()
@@ -214,16 +214,16 @@ impl From<BodyError> for PageError {
     }
 }
 
-fn store_failed(e: StoreError) -> PageError {
+pub(super) fn store_failed(e: StoreError) -> PageError {
     tracing::error!(error = %e, "store failure on an invite page");
     PageError::Unavailable
 }
 
 /// An invite that can be used now, with its token and host.
-struct Usable<'s> {
-    token: InviteToken,
-    invite: InviteRecord,
-    host: &'s HostConfig,
+pub(super) struct Usable<'s> {
+    pub(super) token: InviteToken,
+    pub(super) invite: InviteRecord,
+    pub(super) host: &'s HostConfig,
 }
 
 /// The invite named by the query string, with its host, if it can be used
@@ -254,7 +254,7 @@ async fn usable_invite<'s>(
         })
 }
 
-fn human_time(t: DateTime<Utc>) -> String {
+pub(super) fn human_time(t: DateTime<Utc>) -> String {
     t.format("%-d %B %Y at %H:%M UTC").to_string()
 }
 
@@ -278,7 +278,7 @@ fn qr_svg(url: &str) -> String {
 }
 
 /// The CSRF nonce in the request's cookie for `host`, if it is well formed.
-fn csrf_nonce(req: &HttpRequest, host: &HostConfig) -> Option<String> {
+pub(super) fn csrf_nonce(req: &HttpRequest, host: &HostConfig) -> Option<String> {
     req.cookie(csrf_cookie(host))
         .map(|c| c.value().to_owned())
         .filter(|v| v.len() == 43 && crypto::is_base64url(v))
@@ -319,20 +319,27 @@ fn form_page(
     };
     let mut res = render(status, &page);
     no_store(&mut res);
-    let cookie = Cookie::build(csrf_cookie(host), nonce)
+    // A cookie that cannot be added only costs the form a resubmission.
+    let _ = res.add_cookie(&csrf_cookie_for(host, nonce));
+    Ok(res)
+}
+
+/// The cookie that carries a form's CSRF nonce on `host`.
+pub(super) fn csrf_cookie_for<'c>(host: &HostConfig, nonce: String) -> Cookie<'c> {
+    Cookie::build(csrf_cookie(host), nonce)
         .http_only(true)
         .same_site(SameSite::Strict)
         .path("/")
         .secure(host.public_url.is_https())
-        .finish();
-    // A cookie that cannot be added only costs the form a resubmission.
-    let _ = res.add_cookie(&cookie);
-    Ok(res)
+        .finish()
 }
 
 /// `GET /invite?TOKEN`: the landing page. Changes nothing on the server.
 async fn show(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, PageError> {
     let usable = usable_invite(&state, &req).await?;
+    if usable.invite.reset_account_id.is_some() {
+        return reset::reset_form(&req, &state, StatusCode::OK, &usable, None).await;
+    }
     form_page(&req, &state.form_key, StatusCode::OK, &usable, "", None)
 }
 
@@ -363,6 +370,9 @@ async fn register(
         return Err(PageError::BadRequest(
             "The form must be sent as application/x-www-form-urlencoded.".into(),
         ));
+    }
+    if usable.invite.reset_account_id.is_some() {
+        return reset::redeem(&req, &raw, &state, &usable).await;
     }
     let form: RegisterForm = serde_urlencoded::from_bytes(&raw)
         .map_err(|_| PageError::BadRequest("The form data could not be read.".into()))?;
@@ -429,16 +439,7 @@ async fn register(
                 next_text: host.after_registration_text.as_deref(),
                 next_url: host.after_registration_url.as_deref(),
             };
-            let mut res = render(StatusCode::OK, &page);
-            no_store(&mut res);
-            let _ = res.add_cookie(&auth::identity_cookie(&identity, host));
-            let mut clear = Cookie::build(csrf_cookie(host), "")
-                .path("/")
-                .secure(host.public_url.is_https())
-                .finish();
-            clear.make_removal();
-            let _ = res.add_cookie(&clear);
-            Ok(res)
+            Ok(signed_in_page(&page, &identity, host))
         }
         Err(StoreError::NameTaken) => retry(StatusCode::CONFLICT, taken),
         Err(StoreError::InviteUsed) => Err(PageError::Used {
@@ -454,7 +455,26 @@ async fn register(
     }
 }
 
-fn capitalise(s: &str) -> String {
+/// The page after a form signed the browser in: the identity cookie set,
+/// the form's CSRF cookie removed, nothing cached.
+pub(super) fn signed_in_page(
+    page: &impl Template,
+    identity: &IdentityToken,
+    host: &HostConfig,
+) -> HttpResponse {
+    let mut res = render(StatusCode::OK, page);
+    no_store(&mut res);
+    let _ = res.add_cookie(&auth::identity_cookie(identity, host));
+    let mut clear = Cookie::build(csrf_cookie(host), "")
+        .path("/")
+        .secure(host.public_url.is_https())
+        .finish();
+    clear.make_removal();
+    let _ = res.add_cookie(&clear);
+    res
+}
+
+pub(super) fn capitalise(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),

@@ -305,3 +305,152 @@ fn deleting_an_account_revokes_the_pending_invites_it_minted_and_no_others() {
         "Error: account not found",
     );
 }
+
+// ------------------------------------------------------------- reset invites
+
+fn mint_reset(app: &TestApp, account: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["invites", "reset", "localhost", account];
+    args.extend_from_slice(extra);
+    app.cli(&args)
+}
+
+/// Opens a page and returns its HTML and CSRF cookie.
+fn open_page(url: &str) -> (u16, String, Option<String>) {
+    let res = client().get(url).send().unwrap();
+    let status = res.status().as_u16();
+    let cookie = crate::helpers::set_cookie_value(&res, "invite_csrf");
+    (status, res.text().unwrap(), cookie)
+}
+
+fn post_reset_form(
+    url: &str,
+    cookie: &str,
+    csrf: &str,
+    password: &str,
+    again: &str,
+) -> reqwest::blocking::Response {
+    let body =
+        serde_urlencoded::to_string([("csrf", csrf), ("password", password), ("password2", again)])
+            .unwrap();
+    client()
+        .post(url)
+        .header("cookie", format!("invite_csrf={cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn a_reset_invite_page_sets_the_password_ends_other_sessions_and_signs_in_once() {
+    let app = TestApp::spawn();
+    let old_session = register_account(&app, "alice");
+    let url = ok(&mint_reset(&app, "alice", &[])).trim().to_owned();
+    assert_eq!(ok(&mint_reset(&app, "alice", &[])).lines().count(), 1);
+
+    let (status, html, cookie) = open_page(&url);
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("alice@localhost"), "{html}");
+    assert!(!html.contains("name=\"name\""), "asks for a name: {html}");
+    assert_eq!(html.matches("type=\"password\"").count(), 2, "{html}");
+    let cookie = cookie.expect("a CSRF cookie");
+    let csrf = crate::helpers::csrf_field(&html);
+
+    // A forged form and differing passwords change nothing.
+    let forged = post_reset_form(&url, &cookie, "forged", NEW_PASSWORD, NEW_PASSWORD);
+    assert_eq!(forged.status(), 403);
+    let differ = post_reset_form(&url, &cookie, &csrf, NEW_PASSWORD, GOOD_PASSWORD);
+    assert_eq!(differ.status(), 400);
+    let weak = post_reset_form(&url, &cookie, &csrf, "short", "short");
+    assert_eq!(weak.status(), 400);
+    assert_eq!(login(&app, "alice", GOOD_PASSWORD).status(), 204);
+
+    let res = post_reset_form(&url, &cookie, &csrf, NEW_PASSWORD, NEW_PASSWORD);
+    assert_eq!(res.status(), 200);
+    let identity = crate::helpers::set_cookie_value(&res, "identity").expect("signed in");
+    assert!(res.text().unwrap().contains("alice@localhost"));
+    assert_eq!(auth_check(&app, Some(&identity)).status(), 200);
+    assert_eq!(auth_check(&app, Some(&old_session)).status(), 401);
+    assert_eq!(login(&app, "alice", GOOD_PASSWORD).status(), 401);
+    assert_eq!(login(&app, "alice", NEW_PASSWORD).status(), 204);
+    // Used up.
+    assert_eq!(open_page(&url).0, 410);
+    let again = post_reset_form(&url, &cookie, &csrf, GOOD_PASSWORD, GOOD_PASSWORD);
+    assert_eq!(again.status(), 410);
+    assert_eq!(login(&app, "alice", NEW_PASSWORD).status(), 204);
+}
+
+fn post_json(app: &TestApp, token: &str, body: Value) -> reqwest::blocking::Response {
+    client()
+        .post(format!("{}/api/invite/{token}", app.url))
+        .json(&body)
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn a_reset_invite_over_json_takes_only_a_password_and_answers_204_with_a_cookie() {
+    let app = TestApp::spawn();
+    let old_session = register_account(&app, "alice");
+    let reset = token_of(ok(&mint_reset(&app, "alice", &["--ttl", "2h"])).trim());
+
+    let with_name = post_json(
+        &app,
+        &reset,
+        serde_json::json!({ "name": "mallory", "password": NEW_PASSWORD }),
+    );
+    assert_eq!(with_name.status(), 400);
+    let body: Value = with_name.json().unwrap();
+    assert_eq!(body["error"], "reset_invite", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("password"),
+        "{body}"
+    );
+
+    // A password alone on an invite that creates accounts: 400, still usable.
+    let (_, account_invite) = mint_for(&app, "localhost");
+    let account_invite = token_of(&account_invite);
+    let alone = post_json(
+        &app,
+        &account_invite,
+        serde_json::json!({ "password": NEW_PASSWORD }),
+    );
+    assert_eq!(alone.status(), 400);
+    assert_eq!(
+        accept_invite(&app, &account_invite, "bob", GOOD_PASSWORD).status(),
+        204
+    );
+
+    let res = post_json(
+        &app,
+        &reset,
+        serde_json::json!({ "password": NEW_PASSWORD }),
+    );
+    assert_eq!(res.status(), 204);
+    let identity = crate::helpers::set_cookie_value(&res, "identity").expect("cookie");
+    assert_eq!(auth_check(&app, Some(&identity)).status(), 200);
+    assert_eq!(auth_check(&app, Some(&old_session)).status(), 401);
+    assert_eq!(login(&app, "alice", NEW_PASSWORD).status(), 204);
+    let twice = post_json(
+        &app,
+        &reset,
+        serde_json::json!({ "password": GOOD_PASSWORD }),
+    );
+    assert_eq!(twice.status(), 404);
+    // No account was made from it.
+    let names: Vec<_> = accounts_json(&app)
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+}
+
+#[test]
+fn invites_reset_refuses_an_unknown_account_and_a_bad_ttl() {
+    let app = TestApp::spawn();
+    register_account(&app, "alice");
+    fails_with(&mint_reset(&app, "nobody", &[]), "Error: account not found");
+    let bad = mint_reset(&app, "alice", &["--ttl", "soon"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(stderr(&bad).contains("--ttl"), "{bad:?}");
+}
