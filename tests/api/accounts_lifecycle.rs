@@ -454,3 +454,37 @@ fn invites_reset_refuses_an_unknown_account_and_a_bad_ttl() {
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
     assert!(stderr(&bad).contains("--ttl"), "{bad:?}");
 }
+
+#[test]
+fn a_reset_invite_in_headless_chromium_sets_the_password_and_signs_the_browser_in() {
+    use crate::browser::{fill, registered_address, runtime, submit, ChromeDriver};
+    use fantoccini::Locator;
+
+    let app = TestApp::spawn();
+    let old_session = register_account(&app, "alice");
+    let url = ok(&mint_reset(&app, "alice", &[])).trim().to_owned();
+    let driver = ChromeDriver::start();
+    let identity = runtime().block_on(async {
+        let c = driver.session().await;
+        c.goto(&url).await.unwrap();
+        let lead = c.find(Locator::Css("p.lead")).await.unwrap();
+        assert!(lead.text().await.unwrap().contains("alice@localhost"));
+        assert!(
+            c.find(Locator::Css("input[name=\"name\"]")).await.is_err(),
+            "the reset page asks for a name"
+        );
+        fill(&c, "password", NEW_PASSWORD).await;
+        fill(&c, "password2", NEW_PASSWORD).await;
+        submit(&c).await;
+        assert_eq!(registered_address(&c).await, "alice@localhost");
+        let cookie = c
+            .get_named_cookie("identity")
+            .await
+            .expect("the browser is not signed in");
+        c.close().await.unwrap();
+        cookie.value().to_owned()
+    });
+    assert_eq!(auth_check(&app, Some(&identity)).status(), 200);
+    assert_eq!(auth_check(&app, Some(&old_session)).status(), 401);
+    assert_eq!(login(&app, "alice", NEW_PASSWORD).status(), 204);
+}

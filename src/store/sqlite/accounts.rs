@@ -310,3 +310,76 @@ pub(super) fn redeem_reset(
     insert_session(conn, account_id, session)?;
     Ok(account)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::SqliteStore;
+    use crate::crypto::SecretDigest;
+    use crate::domain::{AccountName, HostName};
+    use crate::store::{NewAccount, NewResetInvite, Store};
+    use chrono::Utc;
+
+    #[tokio::test]
+    async fn every_operator_change_to_an_account_writes_one_audit_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let host = HostName::parse("example.com").unwrap();
+        let name = AccountName::parse("alice").unwrap();
+        store
+            .create_account(NewAccount {
+                host: host.clone(),
+                name: name.clone(),
+                password_hash: "$argon2id$x".into(),
+                created_at: Utc::now(),
+                invited_by: "cli".into(),
+                invite_id: None,
+            })
+            .await
+            .unwrap();
+        let now = Utc::now();
+        store
+            .set_account_disabled(&host, &name, true, now, "cli")
+            .await
+            .unwrap();
+        store
+            .set_account_disabled(&host, &name, false, now, "cli")
+            .await
+            .unwrap();
+        store
+            .replace_password(&host, &name, "$argon2id$y".into(), now, "cli")
+            .await
+            .unwrap();
+        store
+            .create_reset_invite(NewResetInvite {
+                token_digest: SecretDigest::of("r"),
+                host: host.clone(),
+                account: name.clone(),
+                created_at: now,
+                expires_at: now + chrono::Duration::days(1),
+                actor: "cli".into(),
+            })
+            .await
+            .unwrap();
+        store.delete_account(&host, &name, "cli").await.unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let actions: Vec<String> = conn
+            .prepare("SELECT action FROM audit_log WHERE subject = 'alice' AND actor = 'cli' ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            actions,
+            [
+                "account.create",
+                "account.disable",
+                "account.enable",
+                "account.passwd",
+                "invite.reset",
+                "account.delete"
+            ]
+        );
+    }
+}
