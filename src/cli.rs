@@ -18,7 +18,7 @@ use crate::domain::{
 use crate::passwords::Hasher;
 use crate::service::{self, invites};
 use crate::startup::Application;
-use crate::store::{InviteSource, KeyCache, NewAccount, SqliteStore, Store, StoreError};
+use crate::store::{InviteSource, KeyCache, SqliteStore, Store, StoreError};
 
 /// How many invites one transaction of `invites create --count` carries, so a
 /// bulk fill never holds the write lock long enough to stall a running server.
@@ -145,13 +145,54 @@ pub enum AccountsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete an account and sign it out everywhere.
+    /// Delete an account, sign it out everywhere, and revoke the pending
+    /// invites it minted.
     Delete {
         /// The host the account belongs to.
         host: String,
         /// The account name (may start with `-`, as registration allows).
         #[arg(allow_hyphen_values = true)]
         name: String,
+    },
+    /// Show where an account came from: its invite, who minted that invite
+    /// and when, and when the account registered.
+    Show {
+        /// The host the account belongs to.
+        host: String,
+        /// The account name (may start with `-`, as registration allows).
+        #[arg(allow_hyphen_values = true)]
+        name: String,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an account: it cannot sign in, and its sessions end.
+    Disable {
+        /// The host the account belongs to.
+        host: String,
+        /// The account name (may start with `-`, as registration allows).
+        #[arg(allow_hyphen_values = true)]
+        name: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// The host the account belongs to.
+        host: String,
+        /// The account name (may start with `-`, as registration allows).
+        #[arg(allow_hyphen_values = true)]
+        name: String,
+    },
+    /// Set an account's password (asked for, or read from stdin) and end
+    /// every one of its sessions.
+    Passwd {
+        /// The host the account belongs to.
+        host: String,
+        /// The account name (may start with `-`, as registration allows).
+        #[arg(allow_hyphen_values = true)]
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
     },
 }
 
@@ -227,6 +268,18 @@ pub enum InvitesCommand {
         /// Print JSON instead of a line.
         #[arg(long)]
         json: bool,
+    },
+    /// Mint a password-reset invite for an existing account and print its
+    /// page URL.
+    Reset {
+        /// The host of the account.
+        host: String,
+        /// The account whose password it resets (may start with `-`).
+        #[arg(allow_hyphen_values = true)]
+        account: String,
+        /// How long it stays valid, e.g. `30m`, `12h`, `7d` (default 1 day).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ttl: Option<ConfigDuration>,
     },
 }
 
@@ -452,7 +505,47 @@ async fn keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The password for `accounts create` and `accounts passwd`: the first line
+/// of stdin with `--password-stdin`, else asked twice on the terminal.
+fn read_password(password_stdin: bool) -> anyhow::Result<String> {
+    if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    // rpassword asks on the terminal, not on standard input; a script piping
+    // the password in has forgotten the flag, and without any terminal it
+    // would fail with an OS error.
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask for the password on: pipe it in with --password-stdin");
+    }
+    let ask = |prompt| {
+        rpassword::prompt_password(prompt).context(
+            "cannot read the password from the terminal (pipe it in with --password-stdin)",
+        )
+    };
+    let first = ask("Password: ")?;
+    let again = ask("Password again: ")?;
+    if first != again {
+        bail!("the passwords do not match");
+    }
+    Ok(first)
+}
+
+/// An account name the operator gave for an existing account: one that is
+/// not even a valid name is simply not found.
+fn existing_name(name: &str) -> anyhow::Result<AccountName> {
+    AccountName::parse(name).map_err(|_| anyhow!("account not found"))
+}
+
+/// Prints `value` as one pretty JSON document.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
 async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
+    use service::accounts::{self as acc, AccountChain, AccountView, CLI_ACTOR};
     match cmd {
         AccountsCommand::Create {
             host: h,
@@ -461,44 +554,10 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
         } => {
             let host = host(config, &h)?;
             let name = AccountName::parse(&name)?;
-            let text = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin().lock().read_line(&mut line)?;
-                line.trim_end_matches(['\r', '\n']).to_owned()
-            } else {
-                // rpassword asks on the terminal, not on standard input; a
-                // script piping the password in has forgotten the flag, and
-                // without any terminal it would fail with an OS error.
-                if !std::io::stdin().is_terminal() {
-                    bail!(
-                        "no terminal to ask for the password on: pipe it in with --password-stdin"
-                    );
-                }
-                let ask = |prompt| {
-                    rpassword::prompt_password(prompt).context(
-                        "cannot read the password from the terminal (pipe it in with --password-stdin)",
-                    )
-                };
-                let first = ask("Password: ")?;
-                let again = ask("Password again: ")?;
-                if first != again {
-                    bail!("the passwords do not match");
-                }
-                first
-            };
+            let text = read_password(password_stdin)?;
             let password = Password::parse(&text, &name, &host.name)?;
             let store = open_store(config)?;
-            let password_hash = Hasher::new().hash(password).await?;
-            let created = store
-                .create_account(NewAccount {
-                    host: host.name.clone(),
-                    name,
-                    password_hash,
-                    created_at: Utc::now(),
-                    invited_by: "cli".into(),
-                })
-                .await;
-            match created {
+            match acc::create(&store, &Hasher::new(), host, name, password).await {
                 Ok(a) => eprintln!("Created {}@{}", a.name, a.host),
                 Err(StoreError::NameTaken) => bail!("that name is taken"),
                 Err(e) => return Err(e.into()),
@@ -506,20 +565,12 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
         }
         AccountsCommand::List { host: h, json } => {
             let host = host(config, &h)?;
-            let accounts = open_store(config)?.list_accounts(&host.name).await?;
+            let store = open_store(config)?;
+            let accounts = store.list_accounts(&host.name).await?;
             if json {
-                let list: Vec<_> = accounts
-                    .iter()
-                    .map(|a| {
-                        serde_json::json!({
-                            "name": a.name.as_str(),
-                            "host": a.host.as_str(),
-                            "created_at": a.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-                            "invited_by": a.invited_by,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                let ids = service::form_key(&store).await?.invite_ids();
+                let list: Vec<_> = accounts.iter().map(|a| AccountView::of(a, &ids)).collect();
+                print_json(&list)?;
             } else {
                 for a in accounts {
                     println!(
@@ -531,14 +582,93 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        AccountsCommand::Show {
+            host: h,
+            name,
+            json,
+        } => {
+            let host = host(config, &h)?;
+            let name = existing_name(&name)?;
+            let store = open_store(config)?;
+            let origin = named_not_found(
+                store.account_origin(&host.name, &name).await,
+                "account not found",
+            )?;
+            let ids = service::form_key(&store).await?.invite_ids();
+            let chain = AccountChain::of(&origin, &ids);
+            if json {
+                print_json(&chain)?;
+            } else {
+                print_chain(&chain);
+            }
+        }
+        AccountsCommand::Disable { host: h, name } => {
+            set_disabled(config, &h, &name, true).await?;
+        }
+        AccountsCommand::Enable { host: h, name } => {
+            set_disabled(config, &h, &name, false).await?;
+        }
+        AccountsCommand::Passwd {
+            host: h,
+            name,
+            password_stdin,
+        } => {
+            let host = host(config, &h)?;
+            let name = existing_name(&name)?;
+            let store = open_store(config)?;
+            // Before asking: a typo in the name should not cost a prompt.
+            named_not_found(
+                store.find_account(&host.name, &name).await,
+                "account not found",
+            )?;
+            let text = read_password(password_stdin)?;
+            let password = Password::parse(&text, &name, &host.name)?;
+            let changed =
+                acc::replace_password(&store, &Hasher::new(), host, &name, password, CLI_ACTOR)
+                    .await;
+            named_not_found(changed, "account not found")?;
+        }
         AccountsCommand::Delete { host: h, name } => {
             let host = host(config, &h)?;
-            let name = AccountName::parse(&name).map_err(|_| anyhow!("account not found"))?;
-            let deleted = open_store(config)?.delete_account(&host.name, &name).await;
+            let name = existing_name(&name)?;
+            let deleted = open_store(config)?
+                .delete_account(&host.name, &name, CLI_ACTOR)
+                .await;
             named_not_found(deleted, "account not found")?;
         }
     }
     Ok(())
+}
+
+/// `accounts disable` and `accounts enable`.
+async fn set_disabled(config: &Config, h: &str, name: &str, disabled: bool) -> anyhow::Result<()> {
+    let host = host(config, h)?;
+    let name = existing_name(name)?;
+    let changed = open_store(config)?
+        .set_account_disabled(
+            &host.name,
+            &name,
+            disabled,
+            Utc::now(),
+            service::accounts::CLI_ACTOR,
+        )
+        .await;
+    named_not_found(changed, "account not found")
+}
+
+/// `accounts show`: one `field<TAB>value` line each, `-` for none.
+fn print_chain(chain: &service::accounts::AccountChain) {
+    let a = &chain.account;
+    let none = "-";
+    println!("account\t{}@{}", a.name, a.host);
+    println!("invite\t{}", a.invite_id.as_deref().unwrap_or(none));
+    println!("invited by\t{}", a.invited_by);
+    println!(
+        "invite minted\t{}",
+        chain.invite_minted_at.as_deref().unwrap_or(none)
+    );
+    println!("registered\t{}", chain.registered_at);
+    println!("disabled\t{}", chain.disabled_at.as_deref().unwrap_or(none));
 }
 
 async fn invites(config: &Config, cmd: InvitesCommand) -> anyhow::Result<()> {
@@ -665,6 +795,9 @@ async fn invites(config: &Config, cmd: InvitesCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        InvitesCommand::Reset { host, account, ttl } => {
+            reset_invite(config, &host, &account, ttl.map(|d| d.0)).await
+        }
         InvitesCommand::Purge {
             host: h,
             older_than,
@@ -750,6 +883,27 @@ async fn create_invites(
     if json {
         writeln!(out, "\n]")?;
     }
+    out.flush()?;
+    Ok(())
+}
+
+/// `invites reset HOST ACCOUNT [--ttl D]`: prints the page URL like
+/// `invites create`.
+async fn reset_invite(
+    config: &Config,
+    h: &str,
+    account: &str,
+    ttl: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
+    use service::accounts::{mint_reset, CLI_ACTOR, DEFAULT_RESET_TTL};
+    let host = host(config, h)?;
+    let name = existing_name(account)?;
+    let store = open_store(config)?;
+    let ttl = ttl.unwrap_or(DEFAULT_RESET_TTL);
+    let minted = mint_reset(&store, host, &name, ttl, CLI_ACTOR).await;
+    let minted = named_not_found(minted, "account not found")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", minted.url)?;
     out.flush()?;
     Ok(())
 }

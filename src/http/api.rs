@@ -122,7 +122,7 @@ impl ApiError {
         }
     }
 
-    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn bad(code: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest {
             code,
             message: message.into(),
@@ -166,7 +166,7 @@ impl ResponseError for ApiError {
     }
 }
 
-fn store_failed(e: StoreError) -> ApiError {
+pub(super) fn store_failed(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "store failure in the JSON API");
     ApiError::Unavailable
 }
@@ -194,7 +194,7 @@ fn json_body<T: for<'de> Deserialize<'de>>(
 }
 
 /// Parses a body already read; `None` for an empty one when that is allowed.
-fn parse_json<T: for<'de> Deserialize<'de>>(
+pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(
     req: &HttpRequest,
     raw: &[u8],
     allow_empty: bool,
@@ -345,7 +345,7 @@ fn served_host<'s>(
     })
 }
 
-const INVITE_NOT_FOUND: &str = "no such invite, or it was used or has expired";
+pub(super) const INVITE_NOT_FOUND: &str = "no such invite, or it was used or has expired";
 
 /// The invite a path names, if it can be used now, with its host; another
 /// host's invite is not found on a host's address.
@@ -404,7 +404,10 @@ async fn accept_invite(
     // A broken body is answered before the invite is looked up; the lookup
     // answers before the fields are judged, so an unknown invite is a 404.
     let raw = body.bytes()?;
-    let (token, _, host) = usable_invite(&state, &req).await?;
+    let (token, invite, host) = usable_invite(&state, &req).await?;
+    if let Some(account_id) = invite.reset_account_id {
+        return super::reset::accept_json(&req, &raw, &state, &token, account_id, host).await;
+    }
     let creds: Credentials = parse_json(&req, &raw, false)?
         .ok_or_else(|| ApiError::bad("bad_json", "the body must be a JSON object"))?;
     let name = AccountName::parse(&creds.name).map_err(|e| ApiError::bad("invalid_name", e.0))?;

@@ -10,6 +10,7 @@ mod logging;
 mod login;
 mod pages;
 mod ratelimit;
+mod reset;
 
 use std::sync::Arc;
 

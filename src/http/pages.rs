@@ -10,12 +10,12 @@ use qrcode::render::svg;
 use qrcode::QrCode;
 use serde::Deserialize;
 
-use super::auth;
 use super::body::{self, Body, BodyError};
 use super::AppState;
+use super::{auth, reset};
 use crate::config::HostConfig;
 use crate::crypto::{self, FormKey};
-use crate::domain::{AccountName, InviteToken, Password};
+use crate::domain::{AccountName, IdentityToken, InviteToken, Password};
 use crate::service::{self, Unusable};
 use crate::store::{InviteRecord, StoreError};
 
@@ -24,7 +24,7 @@ use crate::store::{InviteRecord, StoreError};
 /// key is the form's hidden field (see [`FormKey`]). On https it carries the
 /// `__Host-` prefix, so no sibling subdomain can plant a value of its own
 /// (browsers refuse such a cookie unless it is Secure, host-only and on `/`).
-fn csrf_cookie(host: &HostConfig) -> &'static str {
+pub(super) fn csrf_cookie(host: &HostConfig) -> &'static str {
     if host.public_url.is_https() {
         "__Host-invite_csrf"
     } else {
@@ -230,16 +230,16 @@ impl From<BodyError> for PageError {
     }
 }
 
-fn store_failed(e: StoreError) -> PageError {
+pub(super) fn store_failed(e: StoreError) -> PageError {
     tracing::error!(error = %e, "store failure on an invite page");
     PageError::Unavailable
 }
 
 /// An invite that can be used now, with its token and host.
-struct Usable<'s> {
-    token: InviteToken,
-    invite: InviteRecord,
-    host: &'s HostConfig,
+pub(super) struct Usable<'s> {
+    pub(super) token: InviteToken,
+    pub(super) invite: InviteRecord,
+    pub(super) host: &'s HostConfig,
 }
 
 /// The invite named by the query string, with its host, if it can be used
@@ -274,7 +274,7 @@ async fn usable_invite<'s>(
         })
 }
 
-fn human_time(t: DateTime<Utc>) -> String {
+pub(super) fn human_time(t: DateTime<Utc>) -> String {
     t.format("%-d %B %Y at %H:%M UTC").to_string()
 }
 
@@ -353,14 +353,18 @@ pub(super) fn form_nonce(req: &HttpRequest, host: &HostConfig) -> Result<String,
 
 /// Sets the CSRF nonce cookie a page's forms were signed for.
 pub(super) fn set_form_nonce(res: &mut HttpResponse, host: &HostConfig, nonce: String) {
-    let cookie = Cookie::build(csrf_cookie(host), nonce)
+    // A cookie that cannot be added only costs the form a resubmission.
+    let _ = res.add_cookie(&csrf_cookie_for(host, nonce));
+}
+
+/// The cookie that carries a form's CSRF nonce on `host`.
+pub(super) fn csrf_cookie_for<'c>(host: &HostConfig, nonce: String) -> Cookie<'c> {
+    Cookie::build(csrf_cookie(host), nonce)
         .http_only(true)
         .same_site(SameSite::Strict)
         .path("/")
         .secure(host.public_url.is_https())
-        .finish();
-    // A cookie that cannot be added only costs the form a resubmission.
-    let _ = res.add_cookie(&cookie);
+        .finish()
 }
 
 /// A form body, which must be sent as `application/x-www-form-urlencoded`.
@@ -380,6 +384,9 @@ pub(super) fn form_body<T: for<'de> Deserialize<'de>>(
 /// `GET /invite?TOKEN`: the landing page. Changes nothing on the server.
 async fn show(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, PageError> {
     let usable = usable_invite(&state, &req).await?;
+    if usable.invite.reset_account_id.is_some() {
+        return reset::reset_form(&req, &state, StatusCode::OK, &usable, None).await;
+    }
     form_page(&req, &state.form_key, StatusCode::OK, &usable, "", None)
 }
 
@@ -406,6 +413,9 @@ async fn register(
     let raw = body.bytes()?;
     let usable = usable_invite(&state, &req).await?;
     let host = usable.host;
+    if usable.invite.reset_account_id.is_some() {
+        return reset::redeem(&req, &raw, &state, &usable).await;
+    }
     let form: RegisterForm = form_body(&req, &raw)?;
     let retry = |status: StatusCode, why: String| {
         form_page(
@@ -470,16 +480,7 @@ async fn register(
                 next_text: host.after_registration_text.as_deref(),
                 next_url: host.after_registration_url.as_deref(),
             };
-            let mut res = render(StatusCode::OK, &page);
-            no_store(&mut res);
-            let _ = res.add_cookie(&auth::identity_cookie(&identity, host));
-            let mut clear = Cookie::build(csrf_cookie(host), "")
-                .path("/")
-                .secure(host.public_url.is_https())
-                .finish();
-            clear.make_removal();
-            let _ = res.add_cookie(&clear);
-            Ok(res)
+            Ok(signed_in_page(&page, &identity, host))
         }
         Err(StoreError::NameTaken) => retry(StatusCode::CONFLICT, taken),
         Err(StoreError::InviteUsed) => Err(PageError::Used {
@@ -501,6 +502,25 @@ async fn register(
         Err(StoreError::NotFound) => Err(PageError::NotFound),
         Err(e) => Err(store_failed(e)),
     }
+}
+
+/// The page after a form signed the browser in: the identity cookie set,
+/// the form's CSRF cookie removed, nothing cached.
+pub(super) fn signed_in_page(
+    page: &impl Template,
+    identity: &IdentityToken,
+    host: &HostConfig,
+) -> HttpResponse {
+    let mut res = render(StatusCode::OK, page);
+    no_store(&mut res);
+    let _ = res.add_cookie(&auth::identity_cookie(identity, host));
+    let mut clear = Cookie::build(csrf_cookie(host), "")
+        .path("/")
+        .secure(host.public_url.is_https())
+        .finish();
+    clear.make_removal();
+    let _ = res.add_cookie(&clear);
+    res
 }
 
 pub(super) fn capitalise(s: &str) -> String {

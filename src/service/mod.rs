@@ -1,6 +1,7 @@
 //! Operations shared by the HTTP handlers and the admin commands, so both make
 //! keys, invites and sessions the same way.
 
+pub mod accounts;
 pub mod invites;
 pub mod keys;
 pub mod signin;
@@ -228,8 +229,9 @@ pub async fn register(
         name,
         password_hash,
         created_at: now,
-        // The store records the invite's own source.
+        // The store records who minted the invite, and which it was.
         invited_by: String::new(),
+        invite_id: None,
     };
     let account = store
         .redeem_invite(token.lookup(), account, session, now)

@@ -39,8 +39,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AccountRecord, InviteDetails, InviteRecord, InviteSource, KeyRecord, ListedKey, NewAccount,
-    NewInvite, NewSession, Purged, SessionRecord, StatusFilter, Store, StoreError, Unhealthy,
+    AccountOrigin, AccountRecord, InviteDetails, InviteRecord, InviteSource, KeyRecord, ListedKey,
+    NewAccount, NewInvite, NewResetInvite, NewSession, Purged, SessionRecord, StatusFilter, Store,
+    StoreError, Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
@@ -282,8 +283,67 @@ impl<S: Store> Store for KeyCache<S> {
             .await
     }
 
-    async fn delete_account(&self, host: &HostName, name: &AccountName) -> Result<(), StoreError> {
-        self.inner.delete_account(host, name).await
+    async fn delete_account(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.delete_account(host, name, actor).await
+    }
+
+    async fn find_account_by_id(&self, id: i64) -> Result<AccountRecord, StoreError> {
+        self.inner.find_account_by_id(id).await
+    }
+
+    async fn account_origin(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+    ) -> Result<AccountOrigin, StoreError> {
+        self.inner.account_origin(host, name).await
+    }
+
+    async fn set_account_disabled(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+        disabled: bool,
+        at: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .set_account_disabled(host, name, disabled, at, actor)
+            .await
+    }
+
+    async fn replace_password(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+        password_hash: String,
+        at: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .replace_password(host, name, password_hash, at, actor)
+            .await
+    }
+
+    async fn create_reset_invite(&self, invite: NewResetInvite) -> Result<i64, StoreError> {
+        self.inner.create_reset_invite(invite).await
+    }
+
+    async fn redeem_reset_invite(
+        &self,
+        lookup: InviteLookup,
+        password_hash: String,
+        session: NewSession,
+        now: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError> {
+        self.inner
+            .redeem_reset_invite(lookup, password_hash, session, now)
+            .await
     }
 
     async fn create_session(&self, account_id: i64, session: NewSession) -> Result<(), StoreError> {
@@ -462,7 +522,54 @@ mod tests {
         ) -> Result<(), StoreError> {
             unsupported()
         }
-        async fn delete_account(&self, _: &HostName, _: &AccountName) -> Result<(), StoreError> {
+        async fn delete_account(
+            &self,
+            _: &HostName,
+            _: &AccountName,
+            _: &str,
+        ) -> Result<(), StoreError> {
+            unsupported()
+        }
+        async fn find_account_by_id(&self, _: i64) -> Result<AccountRecord, StoreError> {
+            unsupported()
+        }
+        async fn account_origin(
+            &self,
+            _: &HostName,
+            _: &AccountName,
+        ) -> Result<AccountOrigin, StoreError> {
+            unsupported()
+        }
+        async fn set_account_disabled(
+            &self,
+            _: &HostName,
+            _: &AccountName,
+            _: bool,
+            _: DateTime<Utc>,
+            _: &str,
+        ) -> Result<(), StoreError> {
+            unsupported()
+        }
+        async fn replace_password(
+            &self,
+            _: &HostName,
+            _: &AccountName,
+            _: String,
+            _: DateTime<Utc>,
+            _: &str,
+        ) -> Result<(), StoreError> {
+            unsupported()
+        }
+        async fn create_reset_invite(&self, _: NewResetInvite) -> Result<i64, StoreError> {
+            unsupported()
+        }
+        async fn redeem_reset_invite(
+            &self,
+            _: InviteLookup,
+            _: String,
+            _: NewSession,
+            _: DateTime<Utc>,
+        ) -> Result<AccountRecord, StoreError> {
             unsupported()
         }
         async fn create_session(&self, _: i64, _: NewSession) -> Result<(), StoreError> {

@@ -242,6 +242,9 @@ pub struct InviteRecord {
     pub note: Option<String>,
     /// The only account name that may register with it.
     pub fixed_name: Option<String>,
+    /// For a password-reset invite, the row id of the account it resets;
+    /// `None` for an invite that creates an account.
+    pub reset_account_id: Option<i64>,
     /// When an operator withdrew it.
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -287,8 +290,12 @@ pub struct NewAccount {
     pub password_hash: String,
     /// When it was made.
     pub created_at: DateTime<Utc>,
-    /// What created it: the invite's source, or `cli`.
+    /// Who invited it, readable without a lookup: `key <id>`,
+    /// `account <name>` or `cli` (see [`AccountRecord::invited_by`]).
     pub invited_by: String,
+    /// The row id of the invite it registered with; `None` for an account
+    /// made with `accounts create`.
+    pub invite_id: Option<i64>,
 }
 
 /// An account as stored.
@@ -304,8 +311,42 @@ pub struct AccountRecord {
     pub password_hash: String,
     /// When it was made.
     pub created_at: DateTime<Utc>,
-    /// Where its invite came from (`api/token/<id>`, `account/<id>`, `cli`).
+    /// Who invited it: `key <id>`, `account <name>` or `cli`. `cli` with an
+    /// [`AccountRecord::invite_id`] is an account registered with an invite
+    /// from `invites create`; without one, an account from `accounts create`.
     pub invited_by: String,
+    /// The row id of the invite it registered with, if any (kept after the
+    /// invite itself is purged).
+    pub invite_id: Option<i64>,
+    /// When an operator disabled it; a disabled account cannot sign in.
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+/// An account with where it came from, for `accounts show`.
+#[derive(Debug, Clone)]
+pub struct AccountOrigin {
+    /// The account.
+    pub account: AccountRecord,
+    /// When its invite was minted, if it came with one. Known even after the
+    /// invite was purged: new invite ids carry their minting time.
+    pub invite_minted_at: Option<DateTime<Utc>>,
+}
+
+/// A new password-reset invite to store.
+#[derive(Debug, Clone)]
+pub struct NewResetInvite {
+    /// SHA-256 of the token's secret half.
+    pub token_digest: SecretDigest,
+    /// The host of the account.
+    pub host: HostName,
+    /// The account whose password it resets.
+    pub account: AccountName,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
+    /// Who minted it, for the audit log (`cli`, `key <id>`).
+    pub actor: String,
 }
 
 /// A new sign-in session.
@@ -412,7 +453,8 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<AccountRecord, StoreError>;
 
-    /// Creates an account without an invite (operator command).
+    /// Creates an account without an invite (operator command), audited as
+    /// the operator's (`cli`).
     async fn create_account(&self, account: NewAccount) -> Result<AccountRecord, StoreError>;
     /// The accounts of a host, oldest first.
     async fn list_accounts(&self, host: &HostName) -> Result<Vec<AccountRecord>, StoreError>;
@@ -422,7 +464,6 @@ pub trait Store: Send + Sync + 'static {
         host: &HostName,
         name: &AccountName,
     ) -> Result<AccountRecord, StoreError>;
-    /// Deletes an account and its sessions.
     /// Sets an account's password hash and ends every one of its sessions
     /// but `keep` (the session that made the change, if it stays signed in),
     /// in one transaction. `NotFound` when the account is gone.
@@ -432,7 +473,56 @@ pub trait Store: Send + Sync + 'static {
         password_hash: String,
         keep: Option<SecretDigest>,
     ) -> Result<(), StoreError>;
-    async fn delete_account(&self, host: &HostName, name: &AccountName) -> Result<(), StoreError>;
+    /// Deletes an account and its sessions, and revokes the pending invites
+    /// it minted, in one transaction, audited as done by `actor`.
+    async fn delete_account(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+        actor: &str,
+    ) -> Result<(), StoreError>;
+    /// Looks an account up by its row id.
+    async fn find_account_by_id(&self, id: i64) -> Result<AccountRecord, StoreError>;
+    /// An account with when its invite was minted.
+    async fn account_origin(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+    ) -> Result<AccountOrigin, StoreError>;
+    /// Disables (ending every session) or enables an account, audited as
+    /// done by `actor`. Doing it twice changes nothing more.
+    async fn set_account_disabled(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+        disabled: bool,
+        at: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<(), StoreError>;
+    /// Sets an account's password and ends every one of its sessions,
+    /// audited as done by `actor` (an operator's `accounts passwd`).
+    async fn replace_password(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+        password_hash: String,
+        at: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<(), StoreError>;
+    /// Stores a password-reset invite for an existing account (`NotFound`
+    /// when there is none), audited; returns its row id.
+    async fn create_reset_invite(&self, invite: NewResetInvite) -> Result<i64, StoreError>;
+    /// In one transaction: checks the reset invite is usable at `now`, spends
+    /// it, sets the account's password, ends every session of the account
+    /// and opens `session` for it. `NotFound` when the invite is not a reset
+    /// invite or the account is gone or disabled.
+    async fn redeem_reset_invite(
+        &self,
+        lookup: InviteLookup,
+        password_hash: String,
+        session: NewSession,
+        now: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError>;
 
     /// Opens a session for an account.
     async fn create_session(&self, account_id: i64, session: NewSession) -> Result<(), StoreError>;

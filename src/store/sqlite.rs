@@ -25,13 +25,15 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row}
 use tokio::sync::oneshot;
 
 use super::{
-    AccountRecord, InviteDetails, InviteKind, InviteRecord, InviteSource, KeyRecord, ListedKey,
-    NewAccount, NewInvite, NewSession, Purged, SessionRecord, StatusFilter, Store, StoreError,
-    Unhealthy,
+    AccountOrigin, AccountRecord, InviteDetails, InviteKind, InviteRecord, InviteSource, KeyRecord,
+    ListedKey, NewAccount, NewInvite, NewResetInvite, NewSession, Purged, SessionRecord,
+    StatusFilter, Store, StoreError, Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
 
+#[path = "sqlite/accounts.rs"]
+mod accounts;
 #[path = "sqlite/audit.rs"]
 mod audit;
 #[path = "sqlite/invites.rs"]
@@ -1061,6 +1063,13 @@ fn time_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(v).ok_or_else(|| corrupt(idx, "timestamp out of range"))
 }
 
+fn optional_time_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match row.get::<_, Option<i64>>(idx)? {
+        Some(_) => time_at(row, idx).map(Some),
+        None => Ok(None),
+    }
+}
+
 fn corrupt(idx: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         idx,
@@ -1078,7 +1087,7 @@ fn digest_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<SecretDigest> {
 }
 
 const INVITE_COLUMNS: &str = "id, host, source, issuer_name, created_at, expires_at, kind, \
-     uses_allowed, uses_spent, note, fixed_name, revoked_at";
+     uses_allowed, uses_spent, note, fixed_name, revoked_at, reset_account_id";
 
 fn invite_row(row: &Row<'_>) -> rusqlite::Result<InviteRecord> {
     Ok(InviteRecord {
@@ -1101,10 +1110,12 @@ fn invite_row(row: &Row<'_>) -> rusqlite::Result<InviteRecord> {
             Some(_) => Some(time_at(row, 11)?),
             None => None,
         },
+        reset_account_id: row.get(12)?,
     })
 }
 
-const ACCOUNT_COLUMNS: &str = "a.id, a.host, a.name, a.password_hash, a.created_at, a.invited_by";
+const ACCOUNT_COLUMNS: &str =
+    "a.id, a.host, a.name, a.password_hash, a.created_at, a.invited_by, a.invite_id, a.disabled_at";
 
 fn account_row(row: &Row<'_>) -> rusqlite::Result<AccountRecord> {
     Ok(AccountRecord {
@@ -1115,15 +1126,9 @@ fn account_row(row: &Row<'_>) -> rusqlite::Result<AccountRecord> {
         password_hash: row.get(3)?,
         created_at: time_at(row, 4)?,
         invited_by: row.get(5)?,
+        invite_id: row.get(6)?,
+        disabled_at: optional_time_at(row, 7)?,
     })
-}
-
-/// A DELETE's outcome: `NotFound` when it matched no row.
-fn deleted(r: rusqlite::Result<usize>) -> Result<(), StoreError> {
-    match r.map_err(backend)? {
-        0 => Err(StoreError::NotFound),
-        _ => Ok(()),
-    }
 }
 
 /// Every row `sql` (with the host as `?1`) selects, mapped by `row`.
@@ -1155,7 +1160,7 @@ fn find_invite(conn: &Connection, lookup: &InviteLookup) -> Result<InviteRecord,
                      WHERE id = ?1 AND token_format = 2"
                 ))
                 .and_then(|mut st| {
-                    st.query_row([id], |row| Ok((invite_row(row)?, digest_at(row, 12)?)))
+                    st.query_row([id], |row| Ok((invite_row(row)?, digest_at(row, 13)?)))
                         .optional()
                 }))?;
             // A right id with a wrong secret is no invite at all.
@@ -1271,8 +1276,8 @@ fn insert_invite_with_ids(
 fn insert_account(conn: &Connection, a: &NewAccount) -> Result<AccountRecord, StoreError> {
     let inserted = conn
         .prepare_cached(
-            "INSERT INTO accounts (host, name, password_hash, created_at, invited_by)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO accounts (host, name, password_hash, created_at, invited_by, invite_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -1280,7 +1285,8 @@ fn insert_account(conn: &Connection, a: &NewAccount) -> Result<AccountRecord, St
                 a.name.as_str(),
                 a.password_hash,
                 micros(a.created_at),
-                a.invited_by
+                a.invited_by,
+                a.invite_id
             ])
         });
     match inserted {
@@ -1291,6 +1297,8 @@ fn insert_account(conn: &Connection, a: &NewAccount) -> Result<AccountRecord, St
             password_hash: a.password_hash.clone(),
             created_at: a.created_at,
             invited_by: a.invited_by.clone(),
+            invite_id: a.invite_id,
+            disabled_at: None,
         }),
         Err(e) if is_constraint_violation(&e) => Err(StoreError::NameTaken),
         Err(e) => Err(backend(e)),
@@ -1298,26 +1306,25 @@ fn insert_account(conn: &Connection, a: &NewAccount) -> Result<AccountRecord, St
 }
 
 fn insert_session(conn: &Connection, account_id: i64, s: &NewSession) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO sessions (token_digest, account_id, created_at, last_used_at)
-         VALUES (?1, ?2, ?3, ?3)",
-    )
-    .and_then(|mut st| {
-        st.execute(params![
-            s.token_digest.as_bytes().as_slice(),
-            account_id,
-            micros(s.created_at)
-        ])
-    })
-    .map_err(|e| {
-        if is_constraint_violation(&e) {
-            // A foreign-key failure: the account is gone.
-            StoreError::NotFound
-        } else {
-            backend(e)
-        }
-    })?;
-    Ok(())
+    // A disabled account gets no session, whichever surface signs it in.
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO sessions (token_digest, account_id, created_at, last_used_at)
+             SELECT ?1, id, ?3, ?3 FROM accounts WHERE id = ?2 AND disabled_at IS NULL",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                s.token_digest.as_bytes().as_slice(),
+                account_id,
+                micros(s.created_at)
+            ])
+        })
+        .map_err(backend)?;
+    match inserted {
+        // The account is gone or disabled.
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
 }
 
 #[async_trait]
@@ -1438,8 +1445,21 @@ impl Store for SqliteStore {
     }
 
     async fn create_account(&self, account: NewAccount) -> Result<AccountRecord, StoreError> {
-        self.write(Undo::Statement, move |conn| insert_account(conn, &account))
-            .await
+        self.write(Undo::Savepoint, move |conn| {
+            let created = insert_account(conn, &account)?;
+            // Only the operator's command creates accounts without an invite.
+            audit::audit(
+                conn,
+                created.created_at,
+                &created.host,
+                "cli",
+                "account.create",
+                created.name.as_str(),
+                None,
+            )?;
+            Ok(created)
+        })
+        .await
     }
 
     async fn list_accounts(&self, host: &HostName) -> Result<Vec<AccountRecord>, StoreError> {
@@ -1502,14 +1522,79 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_account(&self, host: &HostName, name: &AccountName) -> Result<(), StoreError> {
+    async fn delete_account(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let (host, name, actor) = (host.clone(), name.clone(), actor.to_owned());
+        self.write(Undo::Savepoint, move |conn| {
+            accounts::delete(conn, &host, &name, &actor, Utc::now())
+        })
+        .await
+    }
+
+    async fn find_account_by_id(&self, id: i64) -> Result<AccountRecord, StoreError> {
+        self.read(move |conn| accounts::find_by_id(conn, id)).await
+    }
+
+    async fn account_origin(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+    ) -> Result<AccountOrigin, StoreError> {
         let (host, name) = (host.clone(), name.clone());
-        // One statement: the sessions go by ON DELETE CASCADE within it.
-        self.write(Undo::Statement, move |conn| {
-            deleted(conn.execute(
-                "DELETE FROM accounts WHERE host = ?1 AND name = ?2",
-                params![host.as_str(), name.as_str()],
-            ))
+        self.read(move |conn| accounts::origin(conn, &host, &name))
+            .await
+    }
+
+    async fn set_account_disabled(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+        disabled: bool,
+        at: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let (host, name, actor) = (host.clone(), name.clone(), actor.to_owned());
+        self.write(Undo::Savepoint, move |conn| {
+            accounts::set_disabled(conn, &host, &name, disabled, at, &actor)
+        })
+        .await
+    }
+
+    async fn replace_password(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+        password_hash: String,
+        at: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let (host, name, actor) = (host.clone(), name.clone(), actor.to_owned());
+        self.write(Undo::Savepoint, move |conn| {
+            accounts::replace_password(conn, &host, &name, &password_hash, at, &actor)
+        })
+        .await
+    }
+
+    async fn create_reset_invite(&self, invite: NewResetInvite) -> Result<i64, StoreError> {
+        self.write(Undo::Savepoint, move |conn| {
+            accounts::insert_reset(conn, &invite)
+        })
+        .await
+    }
+
+    async fn redeem_reset_invite(
+        &self,
+        lookup: InviteLookup,
+        password_hash: String,
+        session: NewSession,
+        now: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError> {
+        self.write(Undo::Savepoint, move |conn| {
+            accounts::redeem_reset(conn, &lookup, &password_hash, &session, now)
         })
         .await
     }
@@ -1527,13 +1612,13 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {ACCOUNT_COLUMNS}, s.last_used_at
                      FROM sessions s JOIN accounts a ON a.id = s.account_id
-                     WHERE s.token_digest = ?1"
+                     WHERE s.token_digest = ?1 AND a.disabled_at IS NULL"
                 ))
                 .and_then(|mut st| {
                     st.query_row([token_digest.as_bytes().as_slice()], |row| {
                         Ok(SessionRecord {
                             account: account_row(row)?,
-                            last_used_at: time_at(row, 6)?,
+                            last_used_at: time_at(row, 8)?,
                         })
                     })
                     .optional()
@@ -1618,6 +1703,7 @@ mod tests {
             password_hash: "$argon2id$test".into(),
             created_at: Utc::now(),
             invited_by: "cli".into(),
+            invite_id: None,
         }
     }
 

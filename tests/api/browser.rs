@@ -22,7 +22,7 @@ const INSTALL: &str = "apt-get install chromium chromium-driver";
 /// A chromedriver on a free loopback port with a fresh Chromium profile
 /// directory. It runs in a process group of its own, which is killed whole on
 /// drop, so a failing test leaves no browser behind.
-struct ChromeDriver {
+pub(crate) struct ChromeDriver {
     child: Child,
     url: String,
     profile: TempDir,
@@ -30,7 +30,7 @@ struct ChromeDriver {
 }
 
 impl ChromeDriver {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         for bin in [CHROMEDRIVER, CHROMIUM] {
             assert!(
                 Path::new(bin).exists(),
@@ -88,7 +88,7 @@ impl ChromeDriver {
     }
 
     /// Opens a headless Chromium session.
-    async fn session(&self) -> Client {
+    pub(crate) async fn session(&self) -> Client {
         let user_data = self.profile.path().join("chromium");
         let args = [
             "--headless".to_owned(),
@@ -135,7 +135,7 @@ impl Drop for ChromeDriver {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -143,7 +143,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Types into the input named `name`, replacing what is there.
-async fn fill(c: &Client, name: &str, text: &str) {
+pub(crate) async fn fill(c: &Client, name: &str, text: &str) {
     let input = c
         .find(Locator::Css(&format!("input[name=\"{name}\"]")))
         .await
@@ -152,7 +152,7 @@ async fn fill(c: &Client, name: &str, text: &str) {
     input.send_keys(text).await.unwrap();
 }
 
-async fn submit(c: &Client) {
+pub(crate) async fn submit(c: &Client) {
     c.find(Locator::Css("button[type=\"submit\"]"))
         .await
         .expect("no submit button")
@@ -162,7 +162,7 @@ async fn submit(c: &Client) {
 }
 
 /// Waits for the success page and returns the address it shows.
-async fn registered_address(c: &Client) -> String {
+pub(crate) async fn registered_address(c: &Client) -> String {
     c.wait()
         .at_most(Duration::from_secs(30))
         .for_element(Locator::Css("#address"))

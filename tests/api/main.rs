@@ -2,6 +2,7 @@
 //! `invite-server` process over real HTTP.
 
 mod accounts_cli;
+mod accounts_lifecycle;
 mod browser;
 mod config;
 mod crash;

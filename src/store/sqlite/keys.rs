@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::audit::audit;
 use super::{all_rows, backend, corrupt, digest_at, host_at, micros, one, time_at};
 use crate::domain::{HostName, KeyId, KeyScope, MintRate};
 use crate::store::{InviteSource, KeyRecord, ListedKey, StoreError};
@@ -185,35 +186,6 @@ pub(super) fn touch_key(
     conn.prepare_cached("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1")
         .and_then(|mut st| st.execute(params![id.as_str(), micros(now)]))
         .map_err(backend)?;
-    Ok(())
-}
-
-// TODO(merge): use sqlite/audit.rs
-/// Writes one audit row, in the caller's transaction.
-pub(super) fn audit(
-    conn: &Connection,
-    at: DateTime<Utc>,
-    host: &HostName,
-    actor: &str,
-    action: &str,
-    subject: &str,
-    detail: Option<&str>,
-) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO audit_log (at, host, actor, action, subject, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut st| {
-        st.execute(params![
-            micros(at),
-            host.as_str(),
-            actor,
-            action,
-            subject,
-            detail
-        ])
-    })
-    .map_err(backend)?;
     Ok(())
 }
 
