@@ -50,6 +50,11 @@ fn page_error(host: &HostConfig, e: StoreError) -> PageError {
             site_name: host.site_name.clone(),
             base: pages::base_path(host),
         },
+        // Revoked between the page's load and its submission.
+        StoreError::InviteRevoked => PageError::Revoked {
+            site_name: host.site_name.clone(),
+            base: pages::base_path(host),
+        },
         other => pages::store_failed(other),
     }
 }
@@ -193,9 +198,12 @@ pub(super) async fn accept_json(
         Ok((_, identity)) => Ok(HttpResponse::NoContent()
             .cookie(auth::identity_cookie(&identity, host))
             .finish()),
-        Err(StoreError::NotFound | StoreError::InviteUsed | StoreError::InviteExpired) => {
-            Err(not_found())
-        }
+        Err(
+            StoreError::NotFound
+            | StoreError::InviteUsed
+            | StoreError::InviteExpired
+            | StoreError::InviteRevoked,
+        ) => Err(not_found()),
         Err(e) => Err(api::store_failed(e)),
     }
 }

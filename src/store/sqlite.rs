@@ -177,7 +177,8 @@ const MIGRATIONS: &[&str] = &[
         WHERE i.used_at IS NOT NULL;
      ALTER TABLE accounts ADD COLUMN invite_id INTEGER;
      ALTER TABLE accounts ADD COLUMN disabled_at INTEGER;
-     UPDATE accounts SET invite_id = (SELECT i.id FROM invites i WHERE i.used_by = accounts.id);
+     UPDATE accounts SET invite_id =
+        (SELECT u.invite_id FROM invite_uses u WHERE u.account_id = accounts.id);
      UPDATE accounts SET invited_by = 'key ' || substr(invited_by, 11)
         WHERE invited_by LIKE 'api/token/%';
      UPDATE accounts SET invited_by = 'account ' || coalesce(
@@ -1220,10 +1221,15 @@ fn insert_invite_with_ids(
         // The quota is counted in the same statement: two mints racing for
         // an account's last free slot cannot both land.
         InviteSource::Account(id) => (
-            "WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?7 AND host = ?2)
-               AND (?12 IS NULL OR (SELECT count(*) FROM invites
+            // Counted in sign-ups still open, the new invite's included, so
+            // a multi-use invite cannot stretch the quota; a disabled
+            // account mints nothing, even racing its disabling.
+            "WHERE EXISTS (SELECT 1 FROM accounts
+                           WHERE id = ?7 AND host = ?2 AND disabled_at IS NULL)
+               AND (?12 IS NULL OR (SELECT coalesce(sum(uses_allowed - uses_spent), 0)
+                    FROM invites
                     WHERE source = ?3 AND revoked_at IS NULL
-                      AND uses_spent < uses_allowed AND expires_at > ?5) < ?12)",
+                      AND uses_spent < uses_allowed AND expires_at > ?5) + ?9 <= ?12)",
             Value::Integer(*id),
         ),
         InviteSource::Cli => ("WHERE ?7 IS NULL AND ?12 IS NULL", Value::Null),

@@ -488,3 +488,26 @@ fn a_reset_invite_in_headless_chromium_sets_the_password_and_signs_the_browser_i
     assert_eq!(auth_check(&app, Some(&old_session)).status(), 401);
     assert_eq!(login(&app, "alice", NEW_PASSWORD).status(), 204);
 }
+
+#[test]
+fn a_reset_invite_dies_with_its_account_and_never_resets_the_next_one_to_get_its_row() {
+    let app = TestApp::spawn();
+    create_account(&app, "alice");
+    let reset = token_of(ok(&mint_reset(&app, "alice", &[])).trim());
+    ok(&app.cli(&["accounts", "delete", "localhost", "alice"]));
+    // SQLite hands the deleted account's row id to the next account.
+    register_account(&app, "bob");
+    let res = post_json(
+        &app,
+        &reset,
+        serde_json::json!({ "password": NEW_PASSWORD }),
+    );
+    assert_eq!(
+        res.status(),
+        404,
+        "a deleted account's reset invite must not work"
+    );
+    // Bob's password is still his own.
+    assert_eq!(login(&app, "bob", GOOD_PASSWORD).status(), 204);
+    assert_eq!(login(&app, "bob", NEW_PASSWORD).status(), 401);
+}

@@ -355,6 +355,30 @@ fn an_account_mints_only_within_its_quota() {
 }
 
 #[test]
+fn an_accounts_quota_counts_sign_ups_so_one_multi_use_invite_cannot_stretch_it() {
+    let app = TestApp::spawn_with(&DEFAULT_CONFIG.replace(
+        "[hosts.\"localhost\"]",
+        "[hosts.\"localhost\"]\naccount_invites = 3",
+    ));
+    let identity = register_account(&app, "ida");
+    let cookie = format!("identity={identity}");
+    let res = post_invite(&app, ("cookie", &cookie), &json!({ "uses": 4 }));
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.json::<Value>().unwrap()["error"], "invite_quota");
+    let res = post_invite(&app, ("cookie", &cookie), &json!({ "uses": 3 }));
+    assert_eq!(res.status(), 200);
+    let res = post_invite(&app, ("cookie", &cookie), &json!({}));
+    assert_eq!(res.status(), 403, "3 sign-ups are open already");
+    // A disabled account mints nothing at all.
+    assert!(app
+        .cli(&["accounts", "disable", "localhost", "ida"])
+        .status
+        .success());
+    let res = post_invite(&app, ("cookie", &cookie), &json!({}));
+    assert_eq!(res.status(), 401);
+}
+
+#[test]
 fn an_account_may_not_mint_when_account_invites_is_zero() {
     let app = TestApp::spawn_with(&DEFAULT_CONFIG.replace(
         "[hosts.\"localhost\"]",

@@ -43,14 +43,21 @@ pub(super) fn delete(
 ) -> Result<(), StoreError> {
     let id = account_id(conn, host, name)?;
     let now_us = micros(now);
-    // "Pending" as everywhere: not revoked, uses left, not expired.
+    // "Pending" as everywhere: not revoked, uses left, not expired. Reset
+    // invites for this account go too: SQLite may give its row id to the
+    // next account, whose password such an invite must never set.
     let revoked = conn
         .prepare_cached(
             "UPDATE invites SET revoked_at = ?2, ended_at = ?2
-             WHERE source = ?1 AND revoked_at IS NULL AND uses_spent < uses_allowed
-               AND expires_at > ?2",
+             WHERE (source = ?1 OR reset_account_id = ?3)
+               AND revoked_at IS NULL AND uses_spent < uses_allowed AND expires_at > ?2",
         )
-        .and_then(|mut st| st.execute(params![format!("account/{id}"), now_us]))
+        .and_then(|mut st| st.execute(params![format!("account/{id}"), now_us, id]))
+        .map_err(backend)?;
+    // Who registered with an invite stays on record by name; the row id
+    // would name whichever account gets it next.
+    conn.prepare_cached("UPDATE invite_uses SET account_id = NULL WHERE account_id = ?1")
+        .and_then(|mut st| st.execute([id]))
         .map_err(backend)?;
     conn.prepare_cached("DELETE FROM accounts WHERE id = ?1")
         .and_then(|mut st| st.execute([id]))
@@ -163,8 +170,8 @@ pub(super) fn insert_reset(conn: &Connection, inv: &NewResetInvite) -> Result<i6
         .prepare_cached(
             "INSERT INTO invites
                 (id, token_digest, host, source, created_at, expires_at, token_format, kind,
-                 reset_account_id)
-             SELECT ?1, ?2, host, 'cli', ?3, ?4, 2, 'reset', id
+                 reset_account_id, fixed_name)
+             SELECT ?1, ?2, host, 'cli', ?3, ?4, 2, 'reset', id, name
              FROM accounts WHERE host = ?5 AND name = ?6",
         )
         .map_err(backend)?;
@@ -228,11 +235,15 @@ pub(super) fn redeem_reset(
     if spent != 1 {
         return Err(StoreError::InviteUsed);
     }
+    // The account must still be the one the invite was made for: its name
+    // is kept with the invite, since a row id can be given out again.
+    let name = invite.fixed_name.as_deref().ok_or(StoreError::NotFound)?;
     let changed = conn
         .prepare_cached(
-            "UPDATE accounts SET password_hash = ?1 WHERE id = ?2 AND disabled_at IS NULL",
+            "UPDATE accounts SET password_hash = ?1
+             WHERE id = ?2 AND name = ?3 AND disabled_at IS NULL",
         )
-        .and_then(|mut st| st.execute(params![password_hash, account_id]))
+        .and_then(|mut st| st.execute(params![password_hash, account_id, name]))
         .map_err(backend)?;
     if changed == 0 {
         return Err(StoreError::NotFound);

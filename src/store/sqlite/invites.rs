@@ -23,7 +23,10 @@ use crate::store::{
 pub(super) fn why_not_minted(conn: &Connection, inv: &NewInvite, minter: &Value) -> StoreError {
     if let InviteSource::Account(_) = inv.source {
         let exists = conn
-            .prepare_cached("SELECT 1 FROM accounts WHERE id = ?1 AND host = ?2")
+            // A disabled account is refused as a deleted one is (NotFound).
+            .prepare_cached(
+                "SELECT 1 FROM accounts WHERE id = ?1 AND host = ?2 AND disabled_at IS NULL",
+            )
             .and_then(|mut st| {
                 st.query_row(params![minter, inv.host.as_str()], |_| Ok(()))
                     .optional()
