@@ -10,6 +10,7 @@
 //! every other label is one of a fixed set of words.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -87,9 +88,17 @@ const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256
 /// How often histograms drop samples that have been rendered already.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Set once the recorder is installed. Every request passes through
+/// [`request`], `/api/auth/check` included: without a listener it skips
+/// building the route label (an allocation) that the facade would drop.
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
 /// Counts one answered request and its latency. `route` is the matched
 /// route's pattern (`/api/invite/{id}`), never the path itself.
 pub fn request(req: &HttpRequest, status: StatusCode, elapsed: Duration) {
+    if !RECORDING.load(Ordering::Relaxed) {
+        return;
+    }
     let route = req
         .match_pattern()
         .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
@@ -186,6 +195,7 @@ pub fn serve(addr: SocketAddr) -> anyhow::Result<(Server, SocketAddr)> {
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     describe();
+    RECORDING.store(true, Ordering::Relaxed);
     let listener =
         TcpListener::bind(addr).with_context(|| format!("cannot listen for metrics on {addr}"))?;
     let bound = listener.local_addr()?;
