@@ -398,6 +398,7 @@ fn check_config(mut config: Config, listen: Option<ListenAddr>) -> anyhow::Resul
     // The links of the built-in host follow the listen address, as `serve`
     // makes them follow the address it binds.
     config.follow_listen_address(config.listen);
+    crate::metrics::check_listen(&config)?;
     let text = crate::ops::effective_config_toml(&config)?;
     // Not print!, which panics when stdout is a closed pipe.
     let mut out = std::io::stdout().lock();
@@ -407,7 +408,7 @@ fn check_config(mut config: Config, listen: Option<ListenAddr>) -> anyhow::Resul
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    crate::telemetry::init();
+    crate::telemetry::init(config.log_format);
     let store = open_store(&config)?;
     // Before listening: a server that cannot write must not report healthy.
     store.check_writable().await?;

@@ -419,6 +419,8 @@ struct RawConfig {
     account_invites: Option<u32>,
     retention: Option<ConfigDuration>,
     purge_interval: Option<ConfigDuration>,
+    metrics_listen: Option<ListenAddr>,
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -587,6 +589,22 @@ pub struct Config {
     pub retention: Duration,
     /// How often `serve` purges.
     pub purge_interval: Duration,
+    /// Where `serve` answers Prometheus scrapes (`GET /metrics`); `None`
+    /// (the default) for no metrics listener at all.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How `serve` writes its log lines.
+    pub log_format: LogFormat,
+}
+
+/// `log_format`: how log lines are written on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 impl Config {
@@ -618,6 +636,8 @@ impl Config {
             raw.account_invites = user.account_invites.or(raw.account_invites);
             raw.retention = user.retention.or(raw.retention);
             raw.purge_interval = user.purge_interval.or(raw.purge_interval);
+            raw.metrics_listen = user.metrics_listen.or(raw.metrics_listen);
+            raw.log_format = user.log_format.or(raw.log_format);
             if user.hosts.is_some() {
                 raw.hosts = user.hosts;
             }
@@ -708,6 +728,8 @@ impl Config {
             purge_interval: raw
                 .purge_interval
                 .map_or(Duration::from_secs(3600), |d| d.0),
+            metrics_listen: raw.metrics_listen.map(|l| l.0),
+            log_format: raw.log_format.unwrap_or_default(),
         }
     }
 

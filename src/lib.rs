@@ -7,6 +7,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod ops;
 pub mod passwords;
 pub mod query;

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::cli::Cli;
-use crate::config::{Config, ForwardingHeader, HostConfig};
+use crate::config::{Config, ForwardingHeader, HostConfig, LogFormat};
 
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "<redacted>";
@@ -172,6 +172,8 @@ pub fn effective_config_toml(config: &Config) -> anyhow::Result<String> {
             .flatten(),
         retention: duration_text(config.retention),
         purge_interval: duration_text(config.purge_interval),
+        metrics_listen: config.metrics_listen.map(|a| a.to_string()),
+        log_format: config.log_format,
         // The built-in host cannot be written as a [hosts] table: one would
         // stop its links following the listen address.
         hosts: (!builtin).then(|| {
@@ -282,6 +284,10 @@ struct Effective<'c> {
     account_invites: Option<u32>,
     retention: String,
     purge_interval: String,
+    /// Off (left out) unless set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<String>,
+    log_format: LogFormat,
     #[serde(skip_serializing_if = "Option::is_none")]
     hosts: Option<BTreeMap<&'c str, EffectiveHost<'c>>>,
 }

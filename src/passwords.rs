@@ -118,6 +118,7 @@ impl Hasher {
         let stopped = || HashError::Failed("the hashing threads have stopped".into());
         let (reply, answer) = oneshot::channel();
         let work: Work = Box::new(move |memory| {
+            crate::metrics::hash_queue(-1.0);
             // The request went away while queued: the server drops a
             // request's future when its client disconnects (startup.rs turns
             // off HTTP/1 half-closed connections for this), and with it the
@@ -129,9 +130,14 @@ impl Hasher {
                 .unwrap_or_else(|_| Err(HashError::Failed("password hashing panicked".into())));
             let _ = reply.send(result);
         });
-        self.work.try_send(work).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => HashError::Busy,
-            mpsc::TrySendError::Disconnected(_) => stopped(),
+        // Counted before it is queued: a thread may take it at once.
+        crate::metrics::hash_queue(1.0);
+        self.work.try_send(work).map_err(|e| {
+            crate::metrics::hash_queue(-1.0);
+            match e {
+                mpsc::TrySendError::Full(_) => HashError::Busy,
+                mpsc::TrySendError::Disconnected(_) => stopped(),
+            }
         })?;
         answer.await.map_err(|_| stopped())?
     }

@@ -37,6 +37,7 @@ impl Application {
         store: Arc<dyn Store>,
         listen: SocketAddr,
     ) -> anyhow::Result<Self> {
+        crate::metrics::check_listen(&config)?;
         let form_key = service::form_key(&*store)
             .await
             .context("cannot read the server's form key from the database")?;
@@ -60,6 +61,7 @@ impl Application {
             form_key,
             mint_limiter: service::keys::MintLimiter::default(),
         });
+        spawn_metrics(&config)?;
         spawn_purger(store, config);
         let server = HttpServer::new(move || {
             App::new()
@@ -115,6 +117,17 @@ fn spawn_purger(store: Arc<dyn Store>, config: Arc<Config>) {
             service::invites::purge_every_host(&*store, &config).await;
         }
     });
+}
+
+/// Starts the metrics listener when `metrics_listen` is set, beside the
+/// server on the system's runtime; a bind failure stops startup.
+fn spawn_metrics(config: &Config) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_listen {
+        let (server, bound) = crate::metrics::serve(addr)?;
+        tracing::info!(addr = %bound, "metrics listening");
+        actix_web::rt::spawn(server);
+    }
+    Ok(())
 }
 
 /// Workers (one per core, but never more than connections allowed) and the

@@ -105,6 +105,7 @@ pub async fn log_requests(
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    crate::metrics::request(res.request(), res.status(), start.elapsed());
     let failed = res.status().is_server_error();
     let wanted = if failed {
         tracing::enabled!(tracing::Level::WARN)

@@ -125,7 +125,9 @@ pub async fn revoke(
 ) -> Result<(), StoreError> {
     store
         .revoke_invite(&host.name, ids.row_id(id), actor.to_owned(), Utc::now())
-        .await
+        .await?;
+    crate::metrics::invite_revoked();
+    Ok(())
 }
 
 /// `now - d`, or the earliest time when that is out of range.

@@ -176,6 +176,7 @@ impl MintLimiter {
             *entry = (rate, limiter(rate));
         }
         entry.1.check().map_err(|not_until| {
+            crate::metrics::rate_limited("key_mint");
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
         })

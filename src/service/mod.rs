@@ -118,6 +118,14 @@ impl Minter<'_> {
             Self::Account(account) => InviteSource::Account(account.id),
         }
     }
+
+    /// The kind of source, as the metrics count mints: `api` or `account`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Key(_) => "api",
+            Self::Account(_) => "account",
+        }
+    }
 }
 
 /// Mints and stores one invite. `NotFound` when the minting key or account is
@@ -140,6 +148,7 @@ pub async fn mint_invite(
         new_invite(host, minter.source(), issuer_name, options, Utc::now())?;
     record.pending_limit = pending_limit;
     let id = store.create_invite(record).await?;
+    crate::metrics::invite_minted(host.name.as_str(), minter.kind());
     Ok(unsaved.saved_as(id, host))
 }
 
@@ -236,6 +245,7 @@ pub async fn register(
     let account = store
         .redeem_invite(token.lookup(), account, session, now)
         .await?;
+    crate::metrics::registration();
     Ok((account, identity))
 }
 

@@ -8,6 +8,7 @@ use crate::config::{Config, HostConfig};
 use crate::crypto::SecretDigest;
 use crate::domain::{AccountName, IdentityToken, Password};
 use crate::http::LoginLimiter;
+use crate::metrics::{self, SignInFailure};
 use crate::passwords::{HashError, Hasher};
 use crate::store::{AccountRecord, Store, StoreError};
 
@@ -42,9 +43,10 @@ impl<'c> SignInContext<'c> {
     /// Only a counted attempt can go on to [`sign_in`].
     pub fn count_attempt(self) -> Result<CountedAttempt<'c>, SignInError> {
         if let Some(ip) = self.client {
-            self.limiter
-                .check_address(ip)
-                .map_err(SignInError::TooMany)?;
+            self.limiter.check_address(ip).map_err(|secs| {
+                metrics::sign_in_failed(SignInFailure::RateLimitedAddress);
+                SignInError::TooMany(secs)
+            })?;
         }
         Ok(CountedAttempt(self))
     }
@@ -66,15 +68,25 @@ pub struct SignedIn<'c> {
 
 fn unavailable_hash(e: HashError) -> SignInError {
     // A full queue is load, not a fault: the request log shows the 503.
-    if !matches!(e, HashError::Busy) {
+    if matches!(e, HashError::Busy) {
+        metrics::sign_in_failed(SignInFailure::Busy);
+    } else {
+        metrics::sign_in_failed(SignInFailure::Unavailable);
         tracing::error!(error = %e, "password verification failed");
     }
     SignInError::Unavailable
 }
 
 fn unavailable_store(e: StoreError) -> SignInError {
+    metrics::sign_in_failed(SignInFailure::Unavailable);
     tracing::error!(error = %e, "store failure while signing in");
     SignInError::Unavailable
+}
+
+/// A wrong name or password, counted.
+fn wrong() -> SignInError {
+    metrics::sign_in_failed(SignInFailure::WrongPassword);
+    SignInError::Wrong
 }
 
 /// The host a sign-in is for: the one the request is addressed to; `name@host`
@@ -92,7 +104,10 @@ fn login_host<'c>(
         }
         (Some(addressed), None) => Ok(Some(addressed)),
         (None, Some(h)) => Ok(config.host(h)),
-        (None, None) => Err(SignInError::AmbiguousHost),
+        (None, None) => {
+            metrics::sign_in_failed(SignInFailure::AmbiguousHost);
+            Err(SignInError::AmbiguousHost)
+        }
     }
 }
 
@@ -120,7 +135,10 @@ pub async fn sign_in<'c>(
         // tell which names do.
         ctx.limiter
             .check_account(&host.name, name)
-            .map_err(SignInError::TooMany)?;
+            .map_err(|secs| {
+                metrics::sign_in_failed(SignInFailure::RateLimitedAccount);
+                SignInError::TooMany(secs)
+            })?;
     }
     let account = match (host, name) {
         (Some(host), Ok(name)) => match store.find_account(&host.name, &name).await {
@@ -136,7 +154,7 @@ pub async fn sign_in<'c>(
         .map_err(unavailable_hash)?;
     let (account, host) = match (account, host) {
         (Some(a), Some(h)) if verified => (a, h),
-        _ => return Err(SignInError::Wrong),
+        _ => return Err(wrong()),
     };
     let (identity, session) = super::new_session().map_err(|_| SignInError::Unavailable)?;
     match store.create_session(account.id, session).await {
@@ -146,7 +164,7 @@ pub async fn sign_in<'c>(
             identity,
         }),
         // Deleted between the check and the session: as if it never was.
-        Err(StoreError::NotFound) => Err(SignInError::Wrong),
+        Err(StoreError::NotFound) => Err(wrong()),
         Err(e) => Err(unavailable_store(e)),
     }
 }
@@ -175,13 +193,16 @@ pub async fn change_password(
     let ctx = attempt.0;
     ctx.limiter
         .check_account(&account.host, &account.name)
-        .map_err(|s| ChangeError::SignIn(SignInError::TooMany(s)))?;
+        .map_err(|s| {
+            metrics::sign_in_failed(SignInFailure::RateLimitedAccount);
+            ChangeError::SignIn(SignInError::TooMany(s))
+        })?;
     let verified = hasher
         .verify(current, Some(account.password_hash.clone()))
         .await
         .map_err(|e| ChangeError::SignIn(unavailable_hash(e)))?;
     if !verified {
-        return Err(ChangeError::SignIn(SignInError::Wrong));
+        return Err(ChangeError::SignIn(wrong()));
     }
     match super::set_password(store, hasher, account, new, Some(keep)).await {
         Ok(()) => Ok(()),

@@ -856,7 +856,9 @@ impl Writer {
             } else {
                 Duration::ZERO
             };
+            let started = std::time::Instant::now();
             let outcome = self.commit(&mut batch);
+            crate::metrics::commit(batch.len(), started.elapsed());
             // A lost file is explained once, by Health::set.
             if let Err(e @ BatchError::Sqlite(_)) = &outcome {
                 tracing::error!(error = %e, writes = batch.len(), "database commit failed");

@@ -14,6 +14,7 @@ mod json_api;
 mod keys_cli;
 mod keys_lifecycle;
 mod login_pages;
+mod metrics;
 mod ops;
 mod pages;
 mod prosody;
