@@ -15,6 +15,7 @@ mod json_api;
 mod keys_cli;
 mod keys_lifecycle;
 mod login_pages;
+mod nginx;
 mod ops;
 mod pages;
 mod prosody;
