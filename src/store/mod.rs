@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use key_cache::KeyCache;
+pub use sqlite::{BackupError, BackupSummary};
 pub use sqlite::{OpenError, SqliteStore};
 
 use crate::crypto::{FormKey, SecretDigest};

@@ -36,12 +36,16 @@ use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
 mod accounts;
 #[path = "sqlite/audit.rs"]
 mod audit;
+#[path = "sqlite/backup.rs"]
+mod backup;
 #[path = "sqlite/invites.rs"]
 mod invites;
 #[path = "sqlite/keys.rs"]
 mod keys;
 #[path = "sqlite/sessions.rs"]
 mod sessions;
+
+pub use backup::{BackupError, BackupSummary};
 
 /// How long any connection waits for another process's write lock (the CLI and
 /// the server share the file) before giving up.

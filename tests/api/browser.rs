@@ -125,14 +125,20 @@ impl ChromeDriver {
 
 impl Drop for ChromeDriver {
     fn drop(&mut self) {
-        // The group id is chromedriver's pid; Chromium inherited the group.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Chromium inherited chromedriver's group.
+        kill_group(&mut self.child);
     }
+}
+
+/// Kills `child` and the process group it leads (started with
+/// `process_group(0)`, so the group id is its pid), and reaps it.
+pub(crate) fn kill_group(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 pub(crate) fn runtime() -> tokio::runtime::Runtime {

@@ -3,6 +3,7 @@
 
 mod accounts_cli;
 mod accounts_lifecycle;
+mod backup;
 mod browser;
 mod config;
 mod crash;
@@ -15,6 +16,7 @@ mod keys_cli;
 mod keys_lifecycle;
 mod login_pages;
 mod metrics;
+mod nginx;
 mod ops;
 mod pages;
 mod prosody;
