@@ -36,6 +36,7 @@ fn end_sessions(conn: &Connection, account_id: i64) -> Result<(), StoreError> {
 /// stockpile of invites stops working with it.
 pub(super) fn delete(
     conn: &Connection,
+    routes: &crate::webhooks::Routes,
     host: &HostName,
     name: &AccountName,
     actor: &str,
@@ -52,9 +53,21 @@ pub(super) fn delete(
         )
         .and_then(|mut st| st.execute(params![format!("account/{id}"), now_us]))
         .map_err(backend)?;
+    super::outbox::record_revocations(conn, routes, host, &format!("account/{id}"), now)?;
     conn.prepare_cached("DELETE FROM accounts WHERE id = ?1")
         .and_then(|mut st| st.execute([id]))
         .map_err(backend)?;
+    super::outbox::record(
+        conn,
+        routes,
+        host,
+        crate::webhooks::EventKind::AccountDeleted,
+        now,
+        super::outbox::Subject {
+            account: Some(name.as_str()),
+            ..Default::default()
+        },
+    )?;
     let detail = format!("revoked {revoked} pending invites");
     audit(
         conn,
