@@ -24,3 +24,4 @@ mod smoke;
 mod storage;
 mod upgrade;
 mod web;
+mod webhooks;
