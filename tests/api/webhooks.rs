@@ -228,3 +228,48 @@ fn a_delivery_survives_a_kill_9_between_the_commit_and_the_delivery() {
     assert_eq!(types(&got), ["invite.created"]);
     assert_eq!(got[0]["verified"], true);
 }
+
+#[test]
+fn a_bad_or_unreadable_secret_file_is_a_config_error_naming_it_and_check_config_hides_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = config(dir.path(), 9, r#"["1s"]"#);
+    let path = dir.path().join("config.toml");
+    let db = dir.path().join("t.db");
+    std::fs::write(&path, good.replace("{port}", "1")).unwrap();
+    let out = cli_at(&path, &db, &["check-config"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("invite.created") && !text.contains(&SECRET[6..]),
+        "{text}"
+    );
+
+    let secret_file = dir.path().join("hook.secret");
+    std::fs::write(&secret_file, "not-a-secret-abcdef\n").unwrap();
+    let out = cli_at(&path, &db, &["check-config"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("hook.secret") && !err.contains("not-a-secret-abcdef"),
+        "{err}"
+    );
+
+    std::fs::remove_file(&secret_file).unwrap();
+    let err =
+        String::from_utf8_lossy(&cli_at(&path, &db, &["check-config"], None).stderr).into_owned();
+    assert!(
+        err.contains("cannot read secret_file") && err.contains("hook.secret"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &path,
+        good.replace("{port}", "1")
+            .replace("\"account.deleted\"", "\"account.renamed\""),
+    )
+    .unwrap();
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let err =
+        String::from_utf8_lossy(&cli_at(&path, &db, &["check-config"], None).stderr).into_owned();
+    assert!(err.contains("unknown event `account.renamed`"), "{err}");
+}
