@@ -86,6 +86,33 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Inspect and retry webhook deliveries.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+/// `invite-server webhooks ...`
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// List a host's webhook deliveries, newest first: id, event, target,
+    /// attempts, last status, next attempt (or delivered/failed), tab-separated.
+    List {
+        /// The host whose deliveries to list.
+        host: String,
+        /// Only the deliveries given up on.
+        #[arg(long)]
+        failed: bool,
+        /// Print a JSON array instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make one delivery due now (also one given up on or delivered).
+    Retry {
+        /// The host of the delivery.
+        host: String,
+        /// The delivery's id, as `webhooks list` shows it.
+        id: i64,
+    },
 }
 
 /// `invite-server keys ...`
@@ -334,7 +361,41 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
-    Ok(SqliteStore::open(&config.database)?)
+    Ok(SqliteStore::open(&config.database)?.with_webhooks(crate::webhooks::Routes::of(config)))
+}
+
+async fn webhooks(config: &Config, cmd: WebhooksCommand) -> anyhow::Result<()> {
+    match cmd {
+        WebhooksCommand::List {
+            host: h,
+            failed,
+            json,
+        } => {
+            let host = host(config, &h)?;
+            let list = open_store(config)?
+                .list_deliveries(&host.name, failed)
+                .await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let rows: Vec<_> = list.iter().map(crate::webhooks::delivery_json).collect();
+                writeln!(out, "{}", serde_json::Value::Array(rows))?;
+            } else {
+                for d in &list {
+                    writeln!(out, "{}", crate::webhooks::delivery_line(d))?;
+                }
+            }
+            Ok(())
+        }
+        WebhooksCommand::Retry { host: h, id } => {
+            let host = host(config, &h)?;
+            let retried = open_store(config)?
+                .retry_delivery(&host.name, id, chrono::Utc::now())
+                .await;
+            named_not_found(retried, "no such delivery on that host")?;
+            println!("delivery {id} is due now; a running server sends it within a second");
+            Ok(())
+        }
+    }
 }
 
 /// Turns the store's `NotFound` into the message the operator should see.
@@ -374,6 +435,7 @@ async fn dispatch(mut config: Config, command: Command) -> anyhow::Result<()> {
         Command::Accounts(cmd) => accounts(&config, cmd).await,
         Command::Invites(cmd) => invites(&config, cmd).await,
         Command::CheckConfig { listen } => check_config(config, listen),
+        Command::Webhooks(cmd) => webhooks(&config, cmd).await,
         // Handled by `run_without_config`, before any configuration is read.
         Command::Completions { .. } | Command::Man => Ok(()),
         Command::Backup { file, force } => backup(&config, &file, force),

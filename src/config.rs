@@ -13,6 +13,7 @@ use toml::Spanned;
 use url::Url;
 
 use crate::domain::{HostName, Invalid};
+use crate::webhooks::{EventKind, Webhook, WebhookSecret, DEFAULT_RETRY};
 
 /// The defaults, embedded so `invite-server serve` runs with no file at all.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
@@ -436,6 +437,64 @@ struct RawHost {
     max_invite_expiry: Option<ConfigDuration>,
     max_invite_uses: Option<MaxInviteUses>,
     account_invites: Option<u32>,
+    webhooks: Option<Vec<RawWebhook>>,
+}
+
+/// One `[[hosts."x".webhooks]]` table as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    secret_file: PathBuf,
+    events: Vec<String>,
+    retry: Option<Vec<ConfigDuration>>,
+}
+
+impl RawWebhook {
+    /// Checks the URL and events and reads the secret file. No message
+    /// repeats the secret.
+    fn load(self) -> Result<Webhook, String> {
+        let url = Url::parse(&self.url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| format!("webhook url `{}` is not an http or https URL", self.url))?;
+        let mut events = Vec::new();
+        for name in &self.events {
+            let event = EventKind::parse(name).ok_or_else(|| {
+                let known: Vec<_> = EventKind::ALL.iter().map(|e| e.as_str()).collect();
+                format!(
+                    "webhook {url}: unknown event `{name}` (known: {})",
+                    known.join(", ")
+                )
+            })?;
+            if !events.contains(&event) {
+                events.push(event);
+            }
+        }
+        if events.is_empty() {
+            return Err(format!("webhook {url}: `events` names no event"));
+        }
+        let file = self.secret_file.display();
+        let text = std::fs::read_to_string(&self.secret_file)
+            .map_err(|e| format!("webhook {url}: cannot read secret_file {file}: {e}"))?;
+        let secret = WebhookSecret::parse(&text).map_err(|why| {
+            format!("webhook {url}: secret_file {file} holds no Standard Webhooks secret: {why}")
+        })?;
+        Ok(Webhook {
+            url: url.to_string(),
+            secret,
+            events,
+            retry: self.retry.map_or_else(
+                || {
+                    DEFAULT_RETRY
+                        .iter()
+                        .map(|s| Duration::from_secs(*s))
+                        .collect()
+                },
+                |r| r.into_iter().map(|d| d.0).collect(),
+            ),
+        })
+    }
 }
 
 /// An origin the sign-in page may send people on to: `scheme://host[:port]`,
@@ -550,6 +609,8 @@ pub struct HostConfig {
     pub max_invite_uses: u32,
     /// The most pending invites one account may hold; 0 forbids accounts to mint.
     pub account_invites: u32,
+    /// Where the host's events are sent, signed.
+    pub webhooks: Vec<Webhook>,
 }
 
 impl HostConfig {
@@ -642,7 +703,32 @@ impl Config {
                 raw.hosts = user.hosts;
             }
         }
-        Ok(Self::from_raw(raw))
+        // Read here, not in from_raw: a secret file can fail to load.
+        let mut webhooks = BTreeMap::new();
+        for (name, host) in raw.hosts.iter().flat_map(|h| h.get_ref()) {
+            let hooks = host
+                .webhooks
+                .iter()
+                .flatten()
+                .map(|w| w.clone().load())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|message| ConfigError::Invalid {
+                    origin: file.map_or_else(
+                        || "built-in defaults".to_owned(),
+                        |p| p.display().to_string(),
+                    ),
+                    line: format!(", host `{name}`"),
+                    message,
+                })?;
+            webhooks.insert(name.clone(), hooks);
+        }
+        let mut config = Self::from_raw(raw);
+        for (name, hooks) in webhooks {
+            if let Some(host) = config.hosts.get_mut(&name) {
+                host.webhooks = hooks;
+            }
+        }
+        Ok(config)
     }
 
     fn from_raw(raw: RawConfig) -> Self {
@@ -691,6 +777,7 @@ impl Config {
                         .into_iter()
                         .map(|o| o.0)
                         .collect(),
+                    webhooks: Vec::new(),
                 };
                 (name, host)
             })
@@ -774,6 +861,7 @@ fn builtin_hosts(listen: SocketAddr) -> BTreeMap<HostName, RawHost> {
         max_invite_expiry: None,
         max_invite_uses: None,
         account_invites: None,
+        webhooks: None,
     };
     BTreeMap::from([(name, host)])
 }

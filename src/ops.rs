@@ -306,6 +306,17 @@ struct EffectiveHost<'c> {
     max_invite_expiry: String,
     max_invite_uses: u32,
     account_invites: u32,
+    /// Each webhook's target, events and retry schedule; never its secret.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    webhooks: Vec<EffectiveWebhook<'c>>,
+}
+
+/// One `[[hosts."NAME".webhooks]]` table without its secret.
+#[derive(Serialize)]
+struct EffectiveWebhook<'c> {
+    url: &'c str,
+    events: Vec<&'static str>,
+    retry: Vec<String>,
 }
 
 impl<'c> EffectiveHost<'c> {
@@ -320,6 +331,15 @@ impl<'c> EffectiveHost<'c> {
             max_invite_expiry: duration_text(h.max_invite_expiry),
             max_invite_uses: h.max_invite_uses,
             account_invites: h.account_invites,
+            webhooks: h
+                .webhooks
+                .iter()
+                .map(|w| EffectiveWebhook {
+                    url: &w.url,
+                    events: w.events.iter().map(|e| e.as_str()).collect(),
+                    retry: w.retry.iter().map(|d| duration_text(*d)).collect(),
+                })
+                .collect(),
         }
     }
 }

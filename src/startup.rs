@@ -49,6 +49,11 @@ impl Application {
         let config = Arc::new(config);
         raise_open_file_limit(config.max_connections);
         let (workers, per_worker) = split_connections(config.max_connections);
+        crate::webhooks::spawn_worker(
+            Arc::clone(&store),
+            Arc::clone(&config),
+            form_key.invite_ids(),
+        );
         let state = web::Data::new(AppState {
             login_limiter: LoginLimiter::new(
                 config.login_attempts_per_minute,

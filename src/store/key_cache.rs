@@ -39,9 +39,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AccountOrigin, AccountRecord, InviteDetails, InviteRecord, InviteSource, KeyRecord, ListedKey,
-    NewAccount, NewInvite, NewResetInvite, NewSession, Purged, SessionRecord, StatusFilter, Store,
-    StoreError, Unhealthy,
+    AccountOrigin, AccountRecord, Delivery, DeliveryResult, InviteDetails, InviteRecord,
+    InviteSource, KeyRecord, ListedKey, NewAccount, NewInvite, NewResetInvite, NewSession, Purged,
+    SessionRecord, StatusFilter, Store, StoreError, Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
@@ -381,6 +381,41 @@ impl<S: Store> Store for KeyCache<S> {
     fn health(&self) -> Result<(), Unhealthy> {
         self.inner.health()
     }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.inner.claim_deliveries(now, until, limit).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: i64,
+        result: DeliveryResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.finish_delivery(id, result, now).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        host: &HostName,
+        failed_only: bool,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.inner.list_deliveries(host, failed_only).await
+    }
+
+    async fn retry_delivery(
+        &self,
+        host: &HostName,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.retry_delivery(host, id, now).await
+    }
 }
 
 #[cfg(test)]
@@ -588,6 +623,37 @@ mod tests {
             unsupported()
         }
         async fn form_key(&self, _: [u8; FormKey::LEN]) -> Result<FormKey, StoreError> {
+            unsupported()
+        }
+        async fn claim_deliveries(
+            &self,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+            _: u32,
+        ) -> Result<Vec<Delivery>, StoreError> {
+            unsupported()
+        }
+        async fn finish_delivery(
+            &self,
+            _: i64,
+            _: DeliveryResult,
+            _: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            unsupported()
+        }
+        async fn list_deliveries(
+            &self,
+            _: &HostName,
+            _: bool,
+        ) -> Result<Vec<Delivery>, StoreError> {
+            unsupported()
+        }
+        async fn retry_delivery(
+            &self,
+            _: &HostName,
+            _: i64,
+            _: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
             unsupported()
         }
     }

@@ -557,4 +557,77 @@ pub trait Store: Send + Sync + 'static {
     fn health(&self) -> Result<(), Unhealthy> {
         Ok(())
     }
+    /// Claims up to `limit` webhook deliveries due at `now` whose lease is
+    /// free or expired, leasing them until `until`.
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// Records the result of one attempt at a delivery and frees its lease.
+    async fn finish_delivery(
+        &self,
+        id: i64,
+        result: DeliveryResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// A host's webhook deliveries, newest first; with `failed_only`, only
+    /// those given up on.
+    async fn list_deliveries(
+        &self,
+        host: &HostName,
+        failed_only: bool,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// Makes one of a host's deliveries due at `now`; `NotFound` for none.
+    async fn retry_delivery(
+        &self,
+        host: &HostName,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+}
+
+/// One event for one webhook target, as the outbox keeps it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Row id: the handle for `webhooks retry`.
+    pub id: i64,
+    /// The `webhook-id`, the same on every attempt.
+    pub event_id: String,
+    /// The host whose webhook it is.
+    pub host: HostName,
+    /// The target URL.
+    pub url: String,
+    /// What happened.
+    pub event: crate::webhooks::EventKind,
+    /// When it happened.
+    pub created_at: DateTime<Utc>,
+    /// The invite's row id, if the event is about one.
+    pub invite_row: Option<i64>,
+    /// The invite's source, if the event is about one.
+    pub source: Option<String>,
+    /// The account's name, if the event is about one.
+    pub account: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last attempt's HTTP status, or what failed.
+    pub last_status: Option<String>,
+    /// When it is tried next; `None` once delivered or given up.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When a receiver took it.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When it was given up on.
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+/// The result of one delivery attempt.
+#[derive(Debug, Clone)]
+pub struct DeliveryResult {
+    /// The HTTP status, or what failed (`timeout`, `connection failed`).
+    pub status: String,
+    /// A 2xx answer: done.
+    pub delivered: bool,
+    /// When to try again; `None` when done or given up.
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }

@@ -25,12 +25,14 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row}
 use tokio::sync::oneshot;
 
 use super::{
-    AccountOrigin, AccountRecord, InviteDetails, InviteKind, InviteRecord, InviteSource, KeyRecord,
-    ListedKey, NewAccount, NewInvite, NewResetInvite, NewSession, Purged, SessionRecord,
-    StatusFilter, Store, StoreError, Unhealthy,
+    AccountOrigin, AccountRecord, Delivery, DeliveryResult, InviteDetails, InviteKind,
+    InviteRecord, InviteSource, KeyRecord, ListedKey, NewAccount, NewInvite, NewResetInvite,
+    NewSession, Purged, SessionRecord, StatusFilter, Store, StoreError, Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
+use crate::webhooks::{EventKind, Routes};
+use outbox::Subject;
 
 #[path = "sqlite/accounts.rs"]
 mod accounts;
@@ -42,6 +44,8 @@ mod backup;
 mod invites;
 #[path = "sqlite/keys.rs"]
 mod keys;
+#[path = "sqlite/outbox.rs"]
+mod outbox;
 #[path = "sqlite/sessions.rs"]
 mod sessions;
 
@@ -207,6 +211,30 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT
      );
      CREATE INDEX audit_log_by_host ON audit_log (host, id);",
+    // 5: the webhook outbox: one row per event and target, written in the
+    // transaction of the change it reports, with its delivery state.
+    // next_attempt_at is NULL once delivered (delivered_at) or given up
+    // (failed_at); claimed_until is a worker's lease on the row.
+    "CREATE TABLE webhook_outbox (
+        id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        host TEXT NOT NULL,
+        url TEXT NOT NULL,
+        event TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        invite_row INTEGER,
+        source TEXT,
+        account TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_status TEXT,
+        next_attempt_at INTEGER,
+        claimed_until INTEGER,
+        delivered_at INTEGER,
+        failed_at INTEGER
+     );
+     CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at)
+        WHERE next_attempt_at IS NOT NULL;
+     CREATE INDEX webhook_outbox_by_host ON webhook_outbox (host, id);",
 ];
 
 /// Why the database could not be opened.
@@ -301,6 +329,9 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn Job>>,
     readers: Arc<Readers>,
     health: Arc<Health>,
+    /// Which events of which host go to a webhook: the outbox rows each
+    /// write adds (none when empty).
+    routes: Arc<Routes>,
 }
 
 /// Flags for every connection: read-write, and never `SQLITE_OPEN_CREATE`.
@@ -359,7 +390,17 @@ impl SqliteStore {
             writer: tx,
             readers,
             health,
+            routes: Arc::new(Routes::default()),
         })
+    }
+
+    /// Writes an outbox row, in the same transaction, for every change that
+    /// a webhook in `routes` takes.
+    pub fn with_webhooks(self, routes: Routes) -> Self {
+        Self {
+            routes: Arc::new(routes),
+            ..self
+        }
     }
 
     /// Proves the database can be written: commits a write that changes
@@ -1206,6 +1247,25 @@ fn new_invite_id(created_at: DateTime<Utc>) -> i64 {
     (millis << 20) | i64::from(rand::random::<u32>() & 0xF_FFFF)
 }
 
+/// Inserts an invite and its `invite.created` event.
+fn minted(conn: &Connection, routes: &Routes, inv: &NewInvite) -> Result<i64, StoreError> {
+    let id = insert_invite(conn, inv)?;
+    let source = inv.source.to_text();
+    outbox::record(
+        conn,
+        routes,
+        &inv.host,
+        EventKind::InviteCreated,
+        inv.created_at,
+        Subject {
+            invite: Some(id),
+            source: Some(&source),
+            account: None,
+        },
+    )?;
+    Ok(id)
+}
+
 fn insert_invite(conn: &Connection, inv: &NewInvite) -> Result<i64, StoreError> {
     let ids = std::iter::repeat_with(|| new_invite_id(inv.created_at)).take(ID_ATTEMPTS);
     insert_invite_with_ids(conn, inv, ids)
@@ -1367,8 +1427,17 @@ impl Store for SqliteStore {
         actor: &str,
     ) -> Result<u64, StoreError> {
         let (host, id, actor) = (host.clone(), id.clone(), actor.to_owned());
+        let routes = Arc::clone(&self.routes);
         self.write(Undo::Savepoint, move |conn| {
-            keys::delete_key(conn, &host, &id, revoke_invites, &actor, Utc::now())
+            keys::delete_key(
+                conn,
+                &routes,
+                &host,
+                &id,
+                revoke_invites,
+                &actor,
+                Utc::now(),
+            )
         })
         .await
     }
@@ -1380,13 +1449,26 @@ impl Store for SqliteStore {
     }
 
     async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError> {
-        self.write(Undo::Statement, move |conn| insert_invite(conn, &invite))
+        let routes = Arc::clone(&self.routes);
+        // One statement undoes itself; with an outbox row it takes two.
+        let undo = match routes
+            .targets(&invite.host, EventKind::InviteCreated)
+            .next()
+        {
+            None => Undo::Statement,
+            Some(_) => Undo::Savepoint,
+        };
+        self.write(undo, move |conn| minted(conn, &routes, &invite))
             .await
     }
 
     async fn create_invites(&self, invites: Vec<NewInvite>) -> Result<Vec<i64>, StoreError> {
+        let routes = Arc::clone(&self.routes);
         self.write(Undo::Savepoint, move |conn| {
-            invites.iter().map(|inv| insert_invite(conn, inv)).collect()
+            invites
+                .iter()
+                .map(|inv| minted(conn, &routes, inv))
+                .collect()
         })
         .await
     }
@@ -1421,9 +1503,9 @@ impl Store for SqliteStore {
         actor: String,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let host = host.clone();
+        let (host, routes) = (host.clone(), Arc::clone(&self.routes));
         self.write(Undo::Savepoint, move |conn| {
-            invites::revoke(conn, &host, id, &actor, now)
+            invites::revoke(conn, &routes, &host, id, &actor, now)
         })
         .await
     }
@@ -1450,15 +1532,29 @@ impl Store for SqliteStore {
         session: NewSession,
         now: DateTime<Utc>,
     ) -> Result<AccountRecord, StoreError> {
+        let routes = Arc::clone(&self.routes);
         self.write(Undo::Savepoint, move |conn| {
-            invites::redeem(conn, &lookup, account, &session, now)
+            invites::redeem(conn, &routes, &lookup, account, &session, now)
         })
         .await
     }
 
     async fn create_account(&self, account: NewAccount) -> Result<AccountRecord, StoreError> {
+        let routes = Arc::clone(&self.routes);
         self.write(Undo::Savepoint, move |conn| {
             let created = insert_account(conn, &account)?;
+            outbox::record(
+                conn,
+                &routes,
+                &created.host,
+                EventKind::AccountCreated,
+                created.created_at,
+                Subject {
+                    account: Some(created.name.as_str()),
+                    source: Some("cli"),
+                    ..Subject::default()
+                },
+            )?;
             // Only the operator's command creates accounts without an invite.
             audit::audit(
                 conn,
@@ -1541,8 +1637,9 @@ impl Store for SqliteStore {
         actor: &str,
     ) -> Result<(), StoreError> {
         let (host, name, actor) = (host.clone(), name.clone(), actor.to_owned());
+        let routes = Arc::clone(&self.routes);
         self.write(Undo::Savepoint, move |conn| {
-            accounts::delete(conn, &host, &name, &actor, Utc::now())
+            accounts::delete(conn, &routes, &host, &name, &actor, Utc::now())
         })
         .await
     }
@@ -1701,6 +1798,53 @@ impl Store for SqliteStore {
 
     fn health(&self) -> Result<(), Unhealthy> {
         self.health.check()
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.write(Undo::Statement, move |conn| {
+            outbox::claim(conn, now, until, limit)
+        })
+        .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: i64,
+        result: DeliveryResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(Undo::Statement, move |conn| {
+            outbox::finish(conn, id, &result, now)
+        })
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        host: &HostName,
+        failed_only: bool,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let host = host.clone();
+        self.read(move |conn| outbox::list(conn, &host, failed_only))
+            .await
+    }
+
+    async fn retry_delivery(
+        &self,
+        host: &HostName,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let host = host.clone();
+        self.write(Undo::Statement, move |conn| {
+            outbox::retry(conn, &host, id, now)
+        })
+        .await
     }
 }
 

@@ -27,3 +27,4 @@ mod smoke;
 mod storage;
 mod upgrade;
 mod web;
+mod webhooks;

@@ -36,6 +36,7 @@ fn end_sessions(conn: &Connection, account_id: i64) -> Result<(), StoreError> {
 /// stockpile of invites stops working with it.
 pub(super) fn delete(
     conn: &Connection,
+    routes: &crate::webhooks::Routes,
     host: &HostName,
     name: &AccountName,
     actor: &str,
@@ -59,9 +60,21 @@ pub(super) fn delete(
     conn.prepare_cached("UPDATE invite_uses SET account_id = NULL WHERE account_id = ?1")
         .and_then(|mut st| st.execute([id]))
         .map_err(backend)?;
+    super::outbox::record_revocations(conn, routes, host, &format!("account/{id}"), now)?;
     conn.prepare_cached("DELETE FROM accounts WHERE id = ?1")
         .and_then(|mut st| st.execute([id]))
         .map_err(backend)?;
+    super::outbox::record(
+        conn,
+        routes,
+        host,
+        crate::webhooks::EventKind::AccountDeleted,
+        now,
+        super::outbox::Subject {
+            account: Some(name.as_str()),
+            ..Default::default()
+        },
+    )?;
     let detail = format!("revoked {revoked} pending invites");
     audit(
         conn,

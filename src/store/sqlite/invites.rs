@@ -8,6 +8,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::audit::audit;
+use super::outbox::{self, Subject};
 use super::{
     backend, find_invite, insert_account, insert_session, invite_row, one, time_at, INVITE_COLUMNS,
 };
@@ -16,6 +17,7 @@ use crate::store::{
     AccountRecord, InviteDetails, InviteKind, InviteRecord, InviteSource, InviteStatus, InviteUse,
     NewAccount, NewInvite, NewSession, Purged, StatusFilter, StoreError,
 };
+use crate::webhooks::{EventKind, Routes};
 
 /// Why an insert guarded by the minter's existence and quota inserted
 /// nothing: the minting account holds its quota of pending invites
@@ -61,6 +63,7 @@ fn invited_by(invite: &InviteRecord) -> String {
 /// one use, records who registered with it, and opens a session.
 pub(super) fn redeem(
     conn: &Connection,
+    routes: &Routes,
     lookup: &InviteLookup,
     account: NewAccount,
     session: &NewSession,
@@ -123,6 +126,14 @@ pub(super) fn redeem(
     })
     .map_err(backend)?;
     insert_session(conn, account.id, session)?;
+    let subject = Subject {
+        invite: Some(invite.id),
+        source: Some(&invite.source),
+        account: Some(account.name.as_str()),
+    };
+    for event in [EventKind::InviteRedeemed, EventKind::AccountCreated] {
+        outbox::record(conn, routes, &account.host, event, now, subject)?;
+    }
     Ok(account)
 }
 
@@ -214,6 +225,7 @@ pub(super) fn details(
 /// Revokes a pending invite: one conditional UPDATE, and its audit row.
 pub(super) fn revoke(
     conn: &Connection,
+    routes: &Routes,
     host: &HostName,
     id: i64,
     actor: &str,
@@ -228,6 +240,22 @@ pub(super) fn revoke(
         .and_then(|mut st| st.execute(params![id, host.as_str(), super::micros(now)]))
         .map_err(backend)?;
     if changed == 1 {
+        let source: String = conn
+            .prepare_cached("SELECT source FROM invites WHERE id = ?1")
+            .and_then(|mut st| st.query_row([id], |r| r.get(0)))
+            .map_err(backend)?;
+        outbox::record(
+            conn,
+            routes,
+            host,
+            EventKind::InviteRevoked,
+            now,
+            Subject {
+                invite: Some(id),
+                source: Some(&source),
+                account: None,
+            },
+        )?;
         return audit(
             conn,
             now,

@@ -129,6 +129,7 @@ pub(super) fn find_key(conn: &Connection, id: &KeyId) -> Result<KeyRecord, Store
 /// unless the operator chose to keep them. How many it revoked.
 pub(super) fn delete_key(
     conn: &Connection,
+    routes: &crate::webhooks::Routes,
     host: &HostName,
     id: &KeyId,
     revoke_invites: bool,
@@ -144,19 +145,23 @@ pub(super) fn delete_key(
     }
     let revoked = if revoke_invites {
         // "Pending" as everywhere: not revoked, uses left, not expired.
-        conn.prepare_cached(
-            "UPDATE invites SET revoked_at = ?1, ended_at = ?1
+        let revoked = conn
+            .prepare_cached(
+                "UPDATE invites SET revoked_at = ?1, ended_at = ?1
              WHERE source = ?2 AND host = ?3
                AND revoked_at IS NULL AND uses_spent < uses_allowed AND expires_at > ?1",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                micros(now),
-                InviteSource::Key(id.clone()).to_text(),
-                host.as_str()
-            ])
-        })
-        .map_err(backend)? as u64
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    micros(now),
+                    InviteSource::Key(id.clone()).to_text(),
+                    host.as_str()
+                ])
+            })
+            .map_err(backend)? as u64;
+        let source = InviteSource::Key(id.clone()).to_text();
+        super::outbox::record_revocations(conn, routes, host, &source, now)?;
+        revoked
     } else {
         0
     };
