@@ -895,12 +895,12 @@ async fn reset_invite(
     account: &str,
     ttl: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
-    use service::accounts::{mint_reset, CLI_ACTOR, DEFAULT_RESET_TTL};
+    use service::accounts::{mint_reset, reset_ttl, CLI_ACTOR};
     let host = host(config, h)?;
     let name = existing_name(account)?;
+    let ttl = reset_ttl(ttl, host).map_err(|e| anyhow!("--{e}; nothing was minted"))?;
     let store = open_store(config)?;
-    let ttl = ttl.unwrap_or(DEFAULT_RESET_TTL);
-    let minted = mint_reset(&store, host, &name, ttl, CLI_ACTOR).await;
+    let minted = mint_reset(&store, host, &name, ttl, InviteSource::Cli, CLI_ACTOR).await;
     let minted = named_not_found(minted, "account not found")?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", minted.url)?;

@@ -164,7 +164,7 @@ pub(super) fn insert_reset(conn: &Connection, inv: &NewResetInvite) -> Result<i6
             "INSERT INTO invites
                 (id, token_digest, host, source, created_at, expires_at, token_format, kind,
                  reset_account_id)
-             SELECT ?1, ?2, host, 'cli', ?3, ?4, 2, 'reset', id
+             SELECT ?1, ?2, host, ?7, ?3, ?4, 2, 'reset', id
              FROM accounts WHERE host = ?5 AND name = ?6",
         )
         .map_err(backend)?;
@@ -177,6 +177,7 @@ pub(super) fn insert_reset(conn: &Connection, inv: &NewResetInvite) -> Result<i6
             micros(inv.expires_at),
             inv.host.as_str(),
             inv.account.as_str(),
+            inv.source.to_text(),
         ]);
         match inserted {
             Ok(0) => return Err(StoreError::NotFound),
@@ -302,6 +303,7 @@ mod tests {
                 created_at: now,
                 expires_at: now + chrono::Duration::days(1),
                 actor: "cli".into(),
+                source: crate::store::InviteSource::Cli,
             })
             .await
             .unwrap();
