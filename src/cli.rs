@@ -277,7 +277,8 @@ pub enum InvitesCommand {
         /// The account whose password it resets (may start with `-`).
         #[arg(allow_hyphen_values = true)]
         account: String,
-        /// How long it stays valid, e.g. `30m`, `12h`, `7d` (default 1 day).
+        /// How long it stays valid, e.g. `30m`, `12h`, `7d` (default 1 day; at
+        /// most the host's `max_invite_expiry`).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         ttl: Option<ConfigDuration>,
     },
