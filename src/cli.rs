@@ -314,7 +314,8 @@ pub enum InvitesCommand {
         /// The account whose password it resets (may start with `-`).
         #[arg(allow_hyphen_values = true)]
         account: String,
-        /// How long it stays valid, e.g. `30m`, `12h`, `7d` (default 1 day).
+        /// How long it stays valid, e.g. `30m`, `12h`, `7d` (default 1 day; at
+        /// most the host's `max_invite_expiry`).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         ttl: Option<ConfigDuration>,
     },
@@ -986,12 +987,12 @@ async fn reset_invite(
     account: &str,
     ttl: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
-    use service::accounts::{mint_reset, CLI_ACTOR, DEFAULT_RESET_TTL};
+    use service::accounts::{mint_reset, reset_ttl, CLI_ACTOR};
     let host = host(config, h)?;
     let name = existing_name(account)?;
+    let ttl = reset_ttl(ttl, host).map_err(|e| anyhow!("--{e}; nothing was minted"))?;
     let store = open_store(config)?;
-    let ttl = ttl.unwrap_or(DEFAULT_RESET_TTL);
-    let minted = mint_reset(&store, host, &name, ttl, CLI_ACTOR).await;
+    let minted = mint_reset(&store, host, &name, ttl, InviteSource::Cli, CLI_ACTOR).await;
     let minted = named_not_found(minted, "account not found")?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", minted.url)?;

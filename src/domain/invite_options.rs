@@ -53,17 +53,7 @@ impl InviteOptions {
     pub fn validate(raw: &RawInviteOptions, host: &HostConfig) -> Result<Self, Invalid> {
         let mut options = Self::defaults(host);
         if let Some(ttl) = &raw.ttl {
-            let ttl = ConfigDuration::parse(ttl)
-                .map_err(|e| Invalid::new(format!("ttl: {e}")))?
-                .0;
-            if ttl > host.max_invite_expiry {
-                return Err(Invalid::new(format!(
-                    "ttl: at most {} on {} (its max_invite_expiry)",
-                    describe(host.max_invite_expiry),
-                    host.name
-                )));
-            }
-            options.ttl = ttl;
+            options.ttl = Self::parse_ttl(ttl, host)?;
         }
         if let Some(uses) = &raw.uses {
             let out_of_range = || {
@@ -93,6 +83,30 @@ impl InviteOptions {
                 Some(AccountName::parse(name).map_err(|e| Invalid::new(format!("name: {e}")))?);
         }
         Ok(options)
+    }
+}
+
+impl InviteOptions {
+    /// A `ttl` as typed (the configuration's duration syntax), within
+    /// `host`'s `max_invite_expiry`.
+    pub fn parse_ttl(text: &str, host: &HostConfig) -> Result<Duration, Invalid> {
+        let ttl = ConfigDuration::parse(text)
+            .map_err(|e| Invalid::new(format!("ttl: {e}")))?
+            .0;
+        Self::cap_ttl(ttl, host)
+    }
+
+    /// `ttl` if it is within `host`'s `max_invite_expiry`: every invite,
+    /// reset invites included, is bound by it.
+    pub fn cap_ttl(ttl: Duration, host: &HostConfig) -> Result<Duration, Invalid> {
+        if ttl > host.max_invite_expiry {
+            return Err(Invalid::new(format!(
+                "ttl: at most {} on {} (its max_invite_expiry)",
+                describe(host.max_invite_expiry),
+                host.name
+            )));
+        }
+        Ok(ttl)
     }
 }
 

@@ -307,7 +307,7 @@ async fn create_invite(
 /// The answer to a key that [`keys::verify`] (or the mint's own re-check)
 /// refused: an expired key is told so, as a 403, since its holder proved it
 /// has the secret; a wrong or deleted one is only "not valid".
-fn key_refused(refusal: KeyRefusal) -> ApiError {
+pub(super) fn key_refused(refusal: KeyRefusal) -> ApiError {
     match refusal {
         KeyRefusal::Invalid => ApiError::Unauthorized("the API key is not valid"),
         KeyRefusal::Expired => ApiError::Forbidden("the API key has expired".into()),
@@ -318,15 +318,15 @@ fn key_refused(refusal: KeyRefusal) -> ApiError {
 /// The invite options `POST /api/invite` takes; `{}` (or no body) mints
 /// with the host's defaults, as before options existed.
 #[derive(Debug, Default, Deserialize)]
-struct MintBody {
-    ttl: Option<String>,
-    uses: Option<serde_json::Number>,
-    note: Option<String>,
-    name: Option<String>,
+pub(super) struct MintBody {
+    pub(super) ttl: Option<String>,
+    pub(super) uses: Option<serde_json::Number>,
+    pub(super) note: Option<String>,
+    pub(super) name: Option<String>,
 }
 
 impl MintBody {
-    fn into_raw(self) -> RawInviteOptions {
+    pub(super) fn into_raw(self) -> RawInviteOptions {
         RawInviteOptions {
             ttl: self.ttl,
             uses: self.uses.map(|n| n.to_string()),

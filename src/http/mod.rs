@@ -1,5 +1,6 @@
 //! The HTTP surface: shared state, the route table, and one module per surface.
 
+mod admin;
 mod api;
 mod auth;
 mod body;
@@ -62,6 +63,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(pages::resource())
         .configure(login::routes)
         .service(web::resource("/static/style.css").route(web::get().to(pages::stylesheet)))
+        .service(admin::scope())
         .service(api::scope());
 }
 

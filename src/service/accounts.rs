@@ -10,9 +10,13 @@ use serde::Serialize;
 use super::{new_session, MintedInvite};
 use crate::config::HostConfig;
 use crate::crypto::InviteIds;
-use crate::domain::{AccountName, IdentityToken, InviteSecret, InviteToken, Password};
+use crate::domain::{
+    AccountName, IdentityToken, Invalid, InviteOptions, InviteSecret, InviteToken, Password,
+};
 use crate::passwords::Hasher;
-use crate::store::{AccountOrigin, AccountRecord, NewAccount, NewResetInvite, Store, StoreError};
+use crate::store::{
+    AccountOrigin, AccountRecord, InviteSource, NewAccount, NewResetInvite, Store, StoreError,
+};
 
 /// The actor the audit log records for the operator's commands.
 pub const CLI_ACTOR: &str = "cli";
@@ -131,12 +135,24 @@ pub async fn replace_password(
         .await
 }
 
-/// Mints a password-reset invite for the existing account `name`.
+/// How long a reset invite is to stay valid: `ttl` if it is within the
+/// host's `max_invite_expiry` (as for every invite), else refused; without
+/// one, [`DEFAULT_RESET_TTL`] or the host's maximum if that is shorter.
+pub fn reset_ttl(ttl: Option<Duration>, host: &HostConfig) -> Result<Duration, Invalid> {
+    match ttl {
+        Some(ttl) => InviteOptions::cap_ttl(ttl, host),
+        None => Ok(DEFAULT_RESET_TTL.min(host.max_invite_expiry)),
+    }
+}
+
+/// Mints a password-reset invite for the existing account `name`, recorded
+/// as from `source` and audited as `actor`'s.
 pub async fn mint_reset(
     store: &dyn Store,
     host: &HostConfig,
     name: &AccountName,
     ttl: Duration,
+    source: InviteSource,
     actor: &str,
 ) -> Result<MintedInvite, StoreError> {
     let secret = InviteSecret::generate()?;
@@ -152,6 +168,7 @@ pub async fn mint_reset(
             created_at: now,
             expires_at,
             actor: actor.to_owned(),
+            source,
         })
         .await?;
     let token = secret.into_token(id);

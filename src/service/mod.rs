@@ -2,6 +2,7 @@
 //! keys, invites and sessions the same way.
 
 pub mod accounts;
+pub mod admin;
 pub mod invites;
 pub mod keys;
 pub mod signin;

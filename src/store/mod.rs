@@ -348,6 +348,8 @@ pub struct NewResetInvite {
     pub expires_at: DateTime<Utc>,
     /// Who minted it, for the audit log (`cli`, `key <id>`).
     pub actor: String,
+    /// Where it came from, as invites record it: `cli`, or the admin key.
+    pub source: InviteSource,
 }
 
 /// A new sign-in session.

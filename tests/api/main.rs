@@ -3,6 +3,7 @@
 
 mod accounts_cli;
 mod accounts_lifecycle;
+mod admin;
 mod backup;
 mod browser;
 mod config;

@@ -184,7 +184,7 @@ pub(super) fn insert_reset(conn: &Connection, inv: &NewResetInvite) -> Result<i6
             "INSERT INTO invites
                 (id, token_digest, host, source, created_at, expires_at, token_format, kind,
                  reset_account_id, fixed_name)
-             SELECT ?1, ?2, host, 'cli', ?3, ?4, 2, 'reset', id, name
+             SELECT ?1, ?2, host, ?7, ?3, ?4, 2, 'reset', id, name
              FROM accounts WHERE host = ?5 AND name = ?6",
         )
         .map_err(backend)?;
@@ -197,6 +197,7 @@ pub(super) fn insert_reset(conn: &Connection, inv: &NewResetInvite) -> Result<i6
             micros(inv.expires_at),
             inv.host.as_str(),
             inv.account.as_str(),
+            inv.source.to_text(),
         ]);
         match inserted {
             Ok(0) => return Err(StoreError::NotFound),
@@ -326,6 +327,7 @@ mod tests {
                 created_at: now,
                 expires_at: now + chrono::Duration::days(1),
                 actor: "cli".into(),
+                source: crate::store::InviteSource::Cli,
             })
             .await
             .unwrap();
