@@ -913,7 +913,14 @@ async fn invites(config: &Config, cmd: InvitesCommand) -> anyhow::Result<()> {
                     serde_json::json!({ "invites": p.invites, "sessions": p.sessions })
                 );
             } else {
-                println!("purged {} invites, {} sessions", p.invites, p.sessions);
+                let plural = |n: u64, one: &str, many: &str| {
+                    format!("{n} {}", if n == 1 { one } else { many })
+                };
+                println!(
+                    "purged {}, {}",
+                    plural(p.invites, "invite", "invites"),
+                    plural(p.sessions, "session", "sessions")
+                );
             }
             Ok(())
         }

@@ -82,6 +82,13 @@ impl InviteOptions {
             options.name =
                 Some(AccountName::parse(name).map_err(|e| Invalid::new(format!("name: {e}")))?);
         }
+        // One name makes one account: every use after the first could
+        // never be spent.
+        if options.name.is_some() && options.uses > 1 {
+            return Err(Invalid::new(
+                "name and uses: an invite for one fixed name creates one account, so uses must be 1",
+            ));
+        }
         Ok(options)
     }
 }
@@ -184,6 +191,7 @@ mod tests {
             (raw(None, None, Some(&long), None), "note"),
             (raw(None, None, Some("a\nb"), None), "note"),
             (raw(None, None, None, Some("Not A Name")), "name"),
+            (raw(None, Some("2"), None, Some("alice")), "name and uses"),
         ] {
             let e = InviteOptions::validate(&bad, &host()).unwrap_err();
             assert!(e.0.starts_with(option), "{bad:?}: {e}");

@@ -262,7 +262,7 @@ async fn create_invite(
     let what = wanted.validate(host)?;
     state
         .mint_limiter
-        .check(&key)
+        .check(&key.record)
         .map_err(ApiError::KeyRateLimited)?;
     let (minted, details) = admin::mint(&*state.store, host, &key, &what)
         .await

@@ -268,15 +268,18 @@ async fn create_invite(
             let host = state.config.hosts.get(&key.record.host).ok_or_else(|| {
                 ApiError::Forbidden(format!("host {} is no longer served here", key.record.host))
             })?;
-            state
-                .mint_limiter
-                .check(&key)
-                .map_err(ApiError::KeyRateLimited)?;
             verified = key;
             (Minter::Key(&verified.record), host)
         };
     let options = InviteOptions::validate(&wanted.into_raw(), host)
         .map_err(|e| ApiError::bad("invalid_option", e.0))?;
+    // After validation, as on /invites_api: a refused request spends no rate.
+    if let Minter::Key(record) = minter {
+        state
+            .mint_limiter
+            .check(record)
+            .map_err(ApiError::KeyRateLimited)?;
+    }
     let issuer = minter.source().to_text();
     let minted = service::mint_invite(&*state.store, host, minter, &options)
         .await

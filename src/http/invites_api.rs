@@ -134,7 +134,7 @@ async fn mint(
     let options = InviteOptions::validate(&raw, host).map_err(|e| MintError::BadRequest(e.0))?;
     state
         .mint_limiter
-        .check(&key)
+        .check(&key.record)
         .map_err(MintError::RateLimited)?;
     let minted = service::mint_invite(&*state.store, host, Minter::Key(&key.record), &options)
         .await

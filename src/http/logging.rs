@@ -24,16 +24,22 @@ const KNOWN: &[&str] = &["key", "redirect"];
 /// other segment might be a token (`/api/invite/{id}`, or a token pasted into
 /// a mistyped path), so it becomes `[redacted]`.
 const KNOWN_SEGMENTS: &[&str] = &[
+    "account",
+    "accounts",
+    "admin",
     "api",
     "auth",
     "check",
     "favicon.ico",
     "health",
     "invite",
+    "invites",
     "invites_api",
     "login",
     "logout",
+    "password",
     "robots.txt",
+    "sessions",
     "static",
     "style.css",
 ];

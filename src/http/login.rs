@@ -356,7 +356,9 @@ fn account_page(
     notice: Option<&str>,
 ) -> Result<HttpResponse, PageError> {
     let nonce = form_nonce(req, host)?;
-    let csrf = state.form_key.sign_page(ACCOUNT_FORM, &nonce);
+    let csrf = account_binding(state, req, &nonce)
+        .map(|bound| state.form_key.sign_page(ACCOUNT_FORM, &bound))
+        .ok_or(PageError::Unavailable)?;
     let base = base_path(host);
     let page = AccountPage {
         base: &base,
@@ -372,10 +374,24 @@ fn account_page(
     Ok(res)
 }
 
-/// Whether a form on the account page carries the tag signed for this browser.
+/// What the account page's forms are signed for: the browser's nonce and
+/// its session, so that a nonce cookie planted by a sibling site (possible
+/// on http hosts, where the cookie has no `__Host-` prefix) together with a
+/// tag that site got for its own session signs nothing for this one.
+fn account_binding(state: &AppState, req: &HttpRequest, nonce: &str) -> Option<String> {
+    let session = auth::identity_token(state, req)?.digest();
+    Some(format!(
+        "{nonce}.{}",
+        crate::crypto::encode_base64url(session.as_bytes())
+    ))
+}
+
+/// Whether a form on the account page carries the tag signed for this
+/// browser and this session.
 fn account_csrf_ok(state: &AppState, req: &HttpRequest, host: &HostConfig, field: &str) -> bool {
     csrf_nonce(req, host)
-        .is_some_and(|nonce| state.form_key.verify_page(ACCOUNT_FORM, &nonce, field))
+        .and_then(|nonce| account_binding(state, req, &nonce))
+        .is_some_and(|bound| state.form_key.verify_page(ACCOUNT_FORM, &bound, field))
 }
 
 /// `GET /account`: who is signed in, with the account's forms; not signed

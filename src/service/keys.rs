@@ -161,16 +161,16 @@ pub struct MintLimiter {
 impl MintLimiter {
     /// Counts one mint with `key`; `Err(seconds)` to wait (rounded up, at
     /// least 1) when its rate is used up. Keys without a rate always pass.
-    pub fn check(&self, key: &VerifiedKey) -> Result<(), u64> {
-        let Some(rate) = key.record.rate else {
+    pub fn check(&self, key: &KeyRecord) -> Result<(), u64> {
+        let Some(rate) = key.rate else {
             return Ok(());
         };
         let mut by_key = self.lock();
-        if by_key.len() >= MAX_LIMITED_KEYS && !by_key.contains_key(&key.record.id) {
+        if by_key.len() >= MAX_LIMITED_KEYS && !by_key.contains_key(&key.id) {
             by_key.clear();
         }
         let entry = by_key
-            .entry(key.record.id.clone())
+            .entry(key.id.clone())
             .or_insert_with(|| (rate, limiter(rate)));
         if entry.0 != rate {
             *entry = (rate, limiter(rate));
@@ -228,14 +228,14 @@ mod tests {
         let limiter = MintLimiter::default();
         let key = verified(Some("3/h"));
         for _ in 0..3 {
-            assert_eq!(limiter.check(&key), Ok(()));
+            assert_eq!(limiter.check(&key.record), Ok(()));
         }
         // 3 an hour refill one every 20 minutes.
-        let wait = limiter.check(&key).unwrap_err();
+        let wait = limiter.check(&key.record).unwrap_err();
         assert!((1_190..=1_200).contains(&wait), "{wait}");
         let unlimited = verified(None);
         for _ in 0..100 {
-            assert_eq!(limiter.check(&unlimited), Ok(()));
+            assert_eq!(limiter.check(&unlimited.record), Ok(()));
         }
     }
 

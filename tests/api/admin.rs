@@ -184,7 +184,7 @@ fn post_mints_with_the_invite_options_and_answers_201_with_the_listed_object_and
     let res = post(
         &app,
         &admin,
-        json!({ "ttl": "2h", "uses": 3, "note": "for the team", "name": "carol" }),
+        json!({ "ttl": "2h", "uses": 1, "note": "for the team", "name": "carol" }),
     );
     let location = header(&res, "location").expect("a Location");
     let mut v = json_of(res, 201);
@@ -196,7 +196,7 @@ fn post_mints_with_the_invite_options_and_answers_201_with_the_listed_object_and
     assert_eq!(v["source"], format!("api/token/{}", id_of(&admin)));
     assert_eq!(v["note"], "for the team");
     assert_eq!(v["name"], "carol");
-    assert_eq!(v["uses_allowed"], 3);
+    assert_eq!(v["uses_allowed"], 1);
     assert_eq!(v["uses_spent"], 0);
     assert_eq!(v["accounts"], json!([]));
     let created = chrono::DateTime::parse_from_rfc3339(v["created_at"].as_str().unwrap()).unwrap();
@@ -210,7 +210,10 @@ fn post_mints_with_the_invite_options_and_answers_201_with_the_listed_object_and
 
     // The object is the one `invites list --json` prints (once used).
     v.as_object_mut().unwrap().remove("url");
-    let listed = cli_json(&app, &["invites", "list", "localhost", "--json"]);
+    let listed = cli_json(
+        &app,
+        &["invites", "list", "localhost", "--status", "all", "--json"],
+    );
     let listed = &listed.as_array().unwrap()[0];
     assert_eq!(listed["invite_id"], v["invite_id"]);
     assert_eq!(listed["accounts"], json!(["carol"]));

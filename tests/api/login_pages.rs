@@ -446,3 +446,23 @@ fn a_used_invites_page_links_to_the_sign_in_page() {
     let html = res.text().unwrap();
     assert!(html.contains("href=\"/login\""), "{html}");
 }
+
+#[test]
+fn an_account_page_tag_works_only_for_the_session_it_was_shown_to() {
+    // A sibling site on an http host can plant the nonce cookie and get a tag
+    // for its own session; that tag must sign nothing for another session.
+    let app = TestApp::spawn();
+    let mallory = session_of(&app, "mallory");
+    let (mallory_cookies, mallory_tag) = account_form(&app, &mallory);
+    let nonce_cookie = mallory_cookies
+        .split("; ")
+        .find(|c| c.starts_with("invite_csrf="))
+        .expect("the nonce cookie")
+        .to_owned();
+    let alice = session_of(&app, "alice");
+    let alice_token = alice.trim_start_matches("identity=").to_owned();
+    let planted = format!("{alice}; {nonce_cookie}");
+    let res = post_form(&app, "/logout", &planted, &[("csrf", &mallory_tag)]);
+    assert_eq!(res.status(), 403);
+    assert_eq!(auth_check(&app, Some(&alice_token)).status(), 200);
+}
