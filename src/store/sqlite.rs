@@ -1465,10 +1465,36 @@ impl Store for SqliteStore {
     async fn create_invites(&self, invites: Vec<NewInvite>) -> Result<Vec<i64>, StoreError> {
         let routes = Arc::clone(&self.routes);
         self.write(Undo::Savepoint, move |conn| {
-            invites
+            let ids = invites
                 .iter()
                 .map(|inv| minted(conn, &routes, inv))
-                .collect()
+                .collect::<Result<Vec<_>, _>>()?;
+            // An operator's bulk mint is one audit row per transaction (a
+            // chunk of `invites create --count`), not one per invite.
+            if let Some(first) = invites.first() {
+                let detail = format!(
+                    "uses {}{}{}",
+                    first.uses_allowed,
+                    first
+                        .fixed_name
+                        .as_ref()
+                        .map_or(String::new(), |n| format!(", name {n}")),
+                    first
+                        .note
+                        .as_ref()
+                        .map_or(String::new(), |n| format!(", note {n:?}")),
+                );
+                audit::audit(
+                    conn,
+                    first.created_at,
+                    &first.host,
+                    "cli",
+                    "invite.create",
+                    &format!("{} invites", ids.len()),
+                    Some(&detail),
+                )?;
+            }
+            Ok(ids)
         })
         .await
     }
@@ -2119,6 +2145,26 @@ mod tests {
             .query_row("SELECT count(*) FROM invites", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 2);
+    }
+
+    #[tokio::test]
+    async fn a_bulk_mint_from_the_cli_is_audited_once_per_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let now = Utc::now();
+        let batch = (0..3)
+            .map(|i| cli_invite(SecretDigest::of(&format!("s{i}")), now))
+            .collect();
+        assert_eq!(store.create_invites(batch).await.unwrap().len(), 3);
+        let conn = Connection::open(&path).unwrap();
+        let (actor, action, subject): (String, String, String) = conn
+            .query_row("SELECT actor, action, subject FROM audit_log", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((actor.as_str(), action.as_str()), ("cli", "invite.create"));
+        assert_eq!(subject, "3 invites");
     }
 
     #[tokio::test]
