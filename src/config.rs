@@ -434,6 +434,7 @@ struct RawHost {
     max_invite_expiry: Option<ConfigDuration>,
     max_invite_uses: Option<MaxInviteUses>,
     account_invites: Option<u32>,
+    provision: Option<crate::provision::ProvisionConfig>,
 }
 
 /// An origin the sign-in page may send people on to: `scheme://host[:port]`,
@@ -548,6 +549,8 @@ pub struct HostConfig {
     pub max_invite_uses: u32,
     /// The most pending invites one account may hold; 0 forbids accounts to mint.
     pub account_invites: u32,
+    /// The service its accounts are also created in, if any.
+    pub provision: Option<crate::provision::ProvisionConfig>,
 }
 
 impl HostConfig {
@@ -671,6 +674,7 @@ impl Config {
                         .into_iter()
                         .map(|o| o.0)
                         .collect(),
+                    provision: h.provision,
                 };
                 (name, host)
             })
@@ -752,6 +756,7 @@ fn builtin_hosts(listen: SocketAddr) -> BTreeMap<HostName, RawHost> {
         max_invite_expiry: None,
         max_invite_uses: None,
         account_invites: None,
+        provision: None,
     };
     BTreeMap::from([(name, host)])
 }

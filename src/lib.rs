@@ -9,6 +9,7 @@ pub mod domain;
 pub mod http;
 pub mod ops;
 pub mod passwords;
+pub mod provision;
 pub mod query;
 pub mod service;
 pub mod startup;

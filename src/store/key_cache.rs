@@ -381,6 +381,35 @@ impl<S: Store> Store for KeyCache<S> {
     fn health(&self) -> Result<(), Unhealthy> {
         self.inner.health()
     }
+
+    async fn reserve(&self, reservation: super::NewReservation) -> Result<i64, StoreError> {
+        self.inner.reserve(reservation).await
+    }
+
+    async fn finalize_reservation(
+        &self,
+        id: i64,
+        invite: Option<InviteLookup>,
+        account: NewAccount,
+        session: Option<NewSession>,
+        reserved_at: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError> {
+        self.inner
+            .finalize_reservation(id, invite, account, session, reserved_at)
+            .await
+    }
+
+    async fn release_reservation(&self, id: i64) -> Result<(), StoreError> {
+        self.inner.release_reservation(id).await
+    }
+
+    async fn pending_reservations(
+        &self,
+        host: &HostName,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<super::PendingReservation>, StoreError> {
+        self.inner.pending_reservations(host, now).await
+    }
 }
 
 #[cfg(test)]

@@ -26,8 +26,8 @@ use tokio::sync::oneshot;
 
 use super::{
     AccountOrigin, AccountRecord, InviteDetails, InviteKind, InviteRecord, InviteSource, KeyRecord,
-    ListedKey, NewAccount, NewInvite, NewResetInvite, NewSession, Purged, SessionRecord,
-    StatusFilter, Store, StoreError, Unhealthy,
+    ListedKey, NewAccount, NewInvite, NewReservation, NewResetInvite, NewSession,
+    PendingReservation, Purged, SessionRecord, StatusFilter, Store, StoreError, Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
@@ -40,6 +40,8 @@ mod audit;
 mod invites;
 #[path = "sqlite/keys.rs"]
 mod keys;
+#[path = "sqlite/reservations.rs"]
+mod reservations;
 #[path = "sqlite/sessions.rs"]
 mod sessions;
 
@@ -202,6 +204,22 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT
      );
      CREATE INDEX audit_log_by_host ON audit_log (host, id);",
+    // 5: provisioning reservations. A registration for a host that creates
+    // its accounts in another service holds the name and one use of its
+    // invite (invite_id; NULL for `accounts create`) under a lease while the
+    // service is called; the account row replaces it in one write. Rows
+    // whose lease ended were left by a crash: `accounts list --pending`.
+    // No password or hash is ever stored here.
+    "CREATE TABLE provision_reservations (
+        id INTEGER PRIMARY KEY,
+        host TEXT NOT NULL,
+        name TEXT NOT NULL,
+        invite_id INTEGER,
+        reserved_at INTEGER NOT NULL,
+        lease_until INTEGER NOT NULL
+     );
+     CREATE INDEX provision_reservations_by_name ON provision_reservations (host, name);
+     CREATE INDEX provision_reservations_by_invite ON provision_reservations (invite_id);",
 ];
 
 /// Why the database could not be opened.
@@ -1305,6 +1323,25 @@ fn insert_account(conn: &Connection, a: &NewAccount) -> Result<AccountRecord, St
     }
 }
 
+/// Inserts an account made without an invite, with its audit row: only the
+/// operator's command creates accounts so.
+fn create_account_audited(
+    conn: &Connection,
+    account: &NewAccount,
+) -> Result<AccountRecord, StoreError> {
+    let created = insert_account(conn, account)?;
+    audit::audit(
+        conn,
+        created.created_at,
+        &created.host,
+        "cli",
+        "account.create",
+        created.name.as_str(),
+        None,
+    )?;
+    Ok(created)
+}
+
 fn insert_session(conn: &Connection, account_id: i64, s: &NewSession) -> Result<(), StoreError> {
     // A disabled account gets no session, whichever surface signs it in.
     let inserted = conn
@@ -1446,18 +1483,7 @@ impl Store for SqliteStore {
 
     async fn create_account(&self, account: NewAccount) -> Result<AccountRecord, StoreError> {
         self.write(Undo::Savepoint, move |conn| {
-            let created = insert_account(conn, &account)?;
-            // Only the operator's command creates accounts without an invite.
-            audit::audit(
-                conn,
-                created.created_at,
-                &created.host,
-                "cli",
-                "account.create",
-                created.name.as_str(),
-                None,
-            )?;
-            Ok(created)
+            create_account_audited(conn, &account)
         })
         .await
     }
@@ -1689,6 +1715,49 @@ impl Store for SqliteStore {
 
     fn health(&self) -> Result<(), Unhealthy> {
         self.health.check()
+    }
+
+    async fn reserve(&self, reservation: NewReservation) -> Result<i64, StoreError> {
+        self.write(Undo::Savepoint, move |conn| {
+            reservations::reserve(conn, &reservation)
+        })
+        .await
+    }
+
+    async fn finalize_reservation(
+        &self,
+        id: i64,
+        invite: Option<InviteLookup>,
+        account: NewAccount,
+        session: Option<NewSession>,
+        reserved_at: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError> {
+        self.write(Undo::Savepoint, move |conn| {
+            reservations::finalize(
+                conn,
+                id,
+                invite.as_ref(),
+                account,
+                session.as_ref(),
+                reserved_at,
+            )
+        })
+        .await
+    }
+
+    async fn release_reservation(&self, id: i64) -> Result<(), StoreError> {
+        self.write(Undo::Statement, move |conn| reservations::release(conn, id))
+            .await
+    }
+
+    async fn pending_reservations(
+        &self,
+        host: &HostName,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PendingReservation>, StoreError> {
+        let host = host.clone();
+        self.read(move |conn| reservations::pending(conn, host.as_str(), now))
+            .await
     }
 }
 
