@@ -17,6 +17,7 @@ mod login_pages;
 mod ops;
 mod pages;
 mod prosody;
+mod provision_command;
 mod races;
 mod shutdown;
 mod signin;
