@@ -181,6 +181,11 @@ pub enum AccountsCommand {
         /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
+        /// List instead the registrations a crash left half done: created
+        /// (perhaps) in the host's account service but not here, as
+        /// `<name>\t<invite id or ->\t<since>`.
+        #[arg(long)]
+        pending: bool,
     },
     /// Delete an account, sign it out everywhere, and revoke the pending
     /// invites it minted.
@@ -655,7 +660,37 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
                 Err(e) => return Err(e.into()),
             }
         }
-        AccountsCommand::List { host: h, json } => {
+        AccountsCommand::List {
+            host: h,
+            json,
+            pending: true,
+        } => {
+            let host = host(config, &h)?;
+            let store = open_store(config)?;
+            let pending = store.pending_reservations(&host.name, Utc::now()).await?;
+            let ids = service::form_key(&store).await?.invite_ids();
+            let views: Vec<_> = pending
+                .iter()
+                .map(|p| acc::PendingView::of(p, &ids))
+                .collect();
+            if json {
+                print_json(&views)?;
+            } else {
+                for v in views {
+                    println!(
+                        "{}\t{}\t{}",
+                        v.name,
+                        v.invite_id.as_deref().unwrap_or("-"),
+                        v.since
+                    );
+                }
+            }
+        }
+        AccountsCommand::List {
+            host: h,
+            json,
+            pending: false,
+        } => {
             let host = host(config, &h)?;
             let store = open_store(config)?;
             let accounts = store.list_accounts(&host.name).await?;
@@ -723,11 +758,32 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
         AccountsCommand::Delete { host: h, name } => {
             let host = host(config, &h)?;
             let name = existing_name(&name)?;
-            let deleted = open_store(config)?
-                .delete_account(&host.name, &name, CLI_ACTOR)
-                .await;
+            let store = open_store(config)?;
+            named_not_found(
+                store.find_account(&host.name, &name).await,
+                "account not found",
+            )?;
+            pass_on(host, &name, service::provisioned::Change::Delete).await?;
+            let deleted = store.delete_account(&host.name, &name, CLI_ACTOR).await;
             named_not_found(deleted, "account not found")?;
         }
+    }
+    Ok(())
+}
+
+/// Passes an account change on to the host's account service first; a
+/// refusal stops the command with its reason, changing nothing here.
+async fn pass_on(
+    host: &crate::config::HostConfig,
+    name: &AccountName,
+    change: service::provisioned::Change,
+) -> anyhow::Result<()> {
+    use service::provisioned::Passed;
+    if service::provisioned::pass_on(host, name, change).await? == Passed::Unsupported {
+        eprintln!(
+            "note: the account service of {} cannot do this; only invite-server's account changes",
+            host.name
+        );
     }
     Ok(())
 }
@@ -736,7 +792,18 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
 async fn set_disabled(config: &Config, h: &str, name: &str, disabled: bool) -> anyhow::Result<()> {
     let host = host(config, h)?;
     let name = existing_name(name)?;
-    let changed = open_store(config)?
+    let store = open_store(config)?;
+    named_not_found(
+        store.find_account(&host.name, &name).await,
+        "account not found",
+    )?;
+    let change = if disabled {
+        service::provisioned::Change::Disable
+    } else {
+        service::provisioned::Change::Enable
+    };
+    pass_on(host, &name, change).await?;
+    let changed = store
         .set_account_disabled(
             &host.name,
             &name,

@@ -438,6 +438,7 @@ struct RawHost {
     max_invite_uses: Option<MaxInviteUses>,
     account_invites: Option<u32>,
     webhooks: Option<Vec<RawWebhook>>,
+    provision: Option<crate::provision::ProvisionConfig>,
 }
 
 /// One `[[hosts."x".webhooks]]` table as written.
@@ -611,6 +612,8 @@ pub struct HostConfig {
     pub account_invites: u32,
     /// Where the host's events are sent, signed.
     pub webhooks: Vec<Webhook>,
+    /// The service its accounts are also created in, if any.
+    pub provision: Option<crate::provision::ProvisionConfig>,
 }
 
 impl HostConfig {
@@ -778,6 +781,7 @@ impl Config {
                         .map(|o| o.0)
                         .collect(),
                     webhooks: Vec::new(),
+                    provision: h.provision,
                 };
                 (name, host)
             })
@@ -862,6 +866,7 @@ fn builtin_hosts(listen: SocketAddr) -> BTreeMap<HostName, RawHost> {
         max_invite_uses: None,
         account_invites: None,
         webhooks: None,
+        provision: None,
     };
     BTreeMap::from([(name, host)])
 }

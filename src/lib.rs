@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 pub mod ops;
 pub mod passwords;
+pub mod provision;
 pub mod query;
 pub mod service;
 pub mod startup;

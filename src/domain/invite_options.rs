@@ -163,18 +163,15 @@ mod tests {
     #[test]
     fn values_within_the_limits_are_taken() {
         let o = InviteOptions::validate(
-            &raw(
-                Some("12h"),
-                Some("100"),
-                Some("for the team"),
-                Some("alice"),
-            ),
+            &raw(Some("12h"), Some("100"), Some("for the team"), None),
             &host(),
         )
         .unwrap();
         assert_eq!(o.ttl, Duration::from_secs(12 * 3600));
         assert_eq!(o.uses, 100);
         assert_eq!(o.note.as_deref(), Some("for the team"));
+        let o =
+            InviteOptions::validate(&raw(None, Some("1"), None, Some("alice")), &host()).unwrap();
         assert_eq!(o.name.unwrap().as_str(), "alice");
     }
 

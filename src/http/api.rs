@@ -95,6 +95,11 @@ pub enum ApiError {
     /// Answered with `Retry-After: 1`.
     #[error("temporarily unavailable; nothing was changed, try again")]
     Unavailable,
+    /// The account service refused or failed, or another registration holds
+    /// the invite's last use; nothing was changed and the invite stays
+    /// usable. Answered 503 with `Retry-After`.
+    #[error("{0}")]
+    ServiceBusy(&'static str),
 }
 
 /// "1 second", "20 seconds".
@@ -119,6 +124,7 @@ impl ApiError {
             Self::TooLarge => "body_too_large",
             Self::TooManyRequests(_) | Self::KeyRateLimited(_) => "too_many_requests",
             Self::Unavailable => "unavailable",
+            Self::ServiceBusy(_) => "service_unavailable",
         }
     }
 
@@ -141,7 +147,7 @@ impl ResponseError for ApiError {
             Self::NameTaken => StatusCode::CONFLICT,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) | Self::KeyRateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::ServiceBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -157,6 +163,9 @@ impl ResponseError for ApiError {
             Self::Unavailable => {
                 res.insert_header((header::RETRY_AFTER, "1"));
             }
+            Self::ServiceBusy(_) => {
+                res.insert_header((header::RETRY_AFTER, super::pages::RETRY_LATER_SECS));
+            }
             _ => {}
         }
         if let Self::MethodNotAllowed(allow) = self {
@@ -167,6 +176,20 @@ impl ResponseError for ApiError {
 }
 
 pub(super) fn store_failed(e: StoreError) -> ApiError {
+    match e {
+        StoreError::InviteReserved => {
+            return ApiError::ServiceBusy(
+                "a registration with this invite is in progress; nothing was changed, try again",
+            )
+        }
+        StoreError::Provision(_) => {
+            return ApiError::ServiceBusy(
+                "the account service could not create or change the account; nothing was \
+                 changed and the invite is still usable, try again later",
+            )
+        }
+        _ => {}
+    }
     tracing::error!(error = %e, "store failure in the JSON API");
     ApiError::Unavailable
 }

@@ -500,9 +500,45 @@ async fn register(
             "This invite is for one name only; please register with that name.".into(),
         ),
         Err(StoreError::NotFound) => Err(PageError::NotFound),
+        Err(e @ (StoreError::Provision(_) | StoreError::InviteReserved)) => {
+            service_busy(retry(StatusCode::SERVICE_UNAVAILABLE, busy_message(&e)))
+        }
         Err(e) => Err(store_failed(e)),
     }
 }
+
+/// In words, why a registration could not finish now though nothing was
+/// wrong with it; the invite stays usable.
+pub(super) fn busy_message(e: &StoreError) -> String {
+    match e {
+        StoreError::InviteReserved => {
+            "Someone is registering with this invite right now. \
+            Nothing was saved; if their registration does not finish, please try again in a minute."
+                .into()
+        }
+        _ => "The service your account is for could not create it just now. Nothing was saved \
+            and your invite still works; please try again in a few minutes."
+            .into(),
+    }
+}
+
+/// Marks a form page answered because the account service (or another
+/// registration) is busy: 503 with `Retry-After`.
+pub(super) fn service_busy(
+    page: Result<HttpResponse, PageError>,
+) -> Result<HttpResponse, PageError> {
+    page.map(|mut res| {
+        res.headers_mut().insert(
+            actix_web::http::header::RETRY_AFTER,
+            actix_web::http::header::HeaderValue::from_static(RETRY_LATER_SECS),
+        );
+        res
+    })
+}
+
+/// What `Retry-After` says when the account service failed: long enough for
+/// a restart, short enough that a person waiting is not lost.
+pub(super) const RETRY_LATER_SECS: &str = "30";
 
 /// The page after a form signed the browser in: the identity cookie set,
 /// the form's CSRF cookie removed, nothing cached.

@@ -140,9 +140,23 @@ pub(super) async fn redeem(
         Ok(p) => p,
         Err(e) => return retry(StatusCode::BAD_REQUEST, pages::capitalise(&e.0)).await,
     };
-    let (account, identity) = redeem_reset(&*state.store, &state.hasher, &usable.token, password)
-        .await
-        .map_err(|e| page_error(host, e))?;
+    let (account, identity) = match redeem_reset(
+        &*state.store,
+        &state.hasher,
+        host,
+        &account.name,
+        &usable.token,
+        password,
+    )
+    .await
+    {
+        Ok(done) => done,
+        Err(e @ StoreError::Provision(_)) => {
+            let page = retry(StatusCode::SERVICE_UNAVAILABLE, pages::busy_message(&e)).await;
+            return pages::service_busy(page);
+        }
+        Err(e) => return Err(page_error(host, e)),
+    };
     let base = pages::base_path(host);
     let address = format!("{}@{}", account.name, account.host);
     let page = ResetPage {
@@ -194,7 +208,16 @@ pub(super) async fn accept_json(
     };
     let password = Password::parse(&creds.password, &account.name, &host.name)
         .map_err(|e| ApiError::bad("invalid_password", e.0))?;
-    match redeem_reset(&*state.store, &state.hasher, token, password).await {
+    match redeem_reset(
+        &*state.store,
+        &state.hasher,
+        host,
+        &account.name,
+        token,
+        password,
+    )
+    .await
+    {
         Ok((_, identity)) => Ok(HttpResponse::NoContent()
             .cookie(auth::identity_cookie(&identity, host))
             .finish()),

@@ -62,6 +62,28 @@ impl AccountView {
     }
 }
 
+/// A half-done registration, as `accounts list --pending` shows it.
+#[derive(Debug, Serialize)]
+pub struct PendingView {
+    /// The name it held.
+    pub name: String,
+    /// The public id of its invite; `null` for `accounts create`.
+    pub invite_id: Option<String>,
+    /// When it began (RFC 3339, microseconds).
+    pub since: String,
+}
+
+impl PendingView {
+    /// The view of `p`; `ids` turns invite row ids into public ids.
+    pub fn of(p: &crate::store::PendingReservation, ids: &InviteIds) -> Self {
+        Self {
+            name: p.name.to_string(),
+            invite_id: p.invite_id.map(|id| ids.public(id).as_str().to_owned()),
+            since: rfc3339(p.since),
+        }
+    }
+}
+
 /// Where an account came from, as `accounts show` prints it.
 #[derive(Debug, Serialize)]
 pub struct AccountChain {
@@ -104,6 +126,11 @@ pub async fn create(
     name: AccountName,
     password: Password,
 ) -> Result<AccountRecord, StoreError> {
+    if let Some(config) = &host.provision {
+        let account = super::provisioned::unhashed(host, name, CLI_ACTOR);
+        return super::provisioned::create_account(store, hasher, host, config, account, password)
+            .await;
+    }
     let password_hash = hash(hasher, password).await?;
     store
         .create_account(NewAccount {
@@ -129,6 +156,7 @@ pub async fn replace_password(
 ) -> Result<(), StoreError> {
     // Fails early for an unknown name, before spending a hash on it.
     store.find_account(&host.name, name).await?;
+    super::provisioned::set_password(host, name, &password).await?;
     let password_hash = hash(hasher, password).await?;
     store
         .replace_password(&host.name, name, password_hash, Utc::now(), actor)
@@ -184,12 +212,18 @@ pub async fn mint_reset(
 
 /// Redeems a reset invite: sets the password, ends every other session of
 /// the account, uses the invite up and signs in, all in one store write.
+///
+/// With a provisioner, the service's password is set first (the invite was
+/// checked usable by the caller); a refusal changes nothing here.
 pub async fn redeem_reset(
     store: &dyn Store,
     hasher: &Hasher,
+    host: &HostConfig,
+    name: &AccountName,
     token: &InviteToken,
     password: Password,
 ) -> Result<(AccountRecord, IdentityToken), StoreError> {
+    super::provisioned::set_password(host, name, &password).await?;
     let password_hash = hash(hasher, password).await?;
     let (identity, session) = new_session()?;
     let account = store

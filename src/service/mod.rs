@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod invites;
 pub mod keys;
+pub mod provisioned;
 pub mod signin;
 
 use chrono::{DateTime, Utc};
@@ -227,6 +228,10 @@ pub async fn register(
         Ok(_) => return Err(StoreError::NameTaken),
         Err(StoreError::NotFound) => {}
         Err(e) => return Err(e),
+    }
+    if let Some(config) = &host.provision {
+        let account = provisioned::unhashed(host, name, "");
+        return provisioned::register(store, hasher, host, config, token, account, password).await;
     }
     let password_hash = hasher
         .hash(password)

@@ -416,6 +416,35 @@ impl<S: Store> Store for KeyCache<S> {
     ) -> Result<(), StoreError> {
         self.inner.retry_delivery(host, id, now).await
     }
+
+    async fn reserve(&self, reservation: super::NewReservation) -> Result<i64, StoreError> {
+        self.inner.reserve(reservation).await
+    }
+
+    async fn finalize_reservation(
+        &self,
+        id: i64,
+        invite: Option<InviteLookup>,
+        account: NewAccount,
+        session: Option<NewSession>,
+        reserved_at: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError> {
+        self.inner
+            .finalize_reservation(id, invite, account, session, reserved_at)
+            .await
+    }
+
+    async fn release_reservation(&self, id: i64) -> Result<(), StoreError> {
+        self.inner.release_reservation(id).await
+    }
+
+    async fn pending_reservations(
+        &self,
+        host: &HostName,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<super::PendingReservation>, StoreError> {
+        self.inner.pending_reservations(host, now).await
+    }
 }
 
 #[cfg(test)]
@@ -654,6 +683,29 @@ mod tests {
             _: i64,
             _: DateTime<Utc>,
         ) -> Result<(), StoreError> {
+            unsupported()
+        }
+        async fn reserve(&self, _: super::super::NewReservation) -> Result<i64, StoreError> {
+            unsupported()
+        }
+        async fn finalize_reservation(
+            &self,
+            _: i64,
+            _: Option<InviteLookup>,
+            _: NewAccount,
+            _: Option<NewSession>,
+            _: DateTime<Utc>,
+        ) -> Result<AccountRecord, StoreError> {
+            unsupported()
+        }
+        async fn release_reservation(&self, _: i64) -> Result<(), StoreError> {
+            unsupported()
+        }
+        async fn pending_reservations(
+            &self,
+            _: &HostName,
+            _: DateTime<Utc>,
+        ) -> Result<Vec<super::super::PendingReservation>, StoreError> {
             unsupported()
         }
     }

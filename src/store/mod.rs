@@ -43,6 +43,14 @@ pub enum StoreError {
     /// The database or its files failed.
     #[error("storage failure: {0}")]
     Backend(String),
+    /// Every remaining use of the invite is held by a registration still in
+    /// progress (see [`Store::reserve`]); it may come free again.
+    #[error("a registration with this invite is in progress")]
+    InviteReserved,
+    /// The service the host's accounts are provisioned in said no, or could
+    /// not be reached; nothing was changed here.
+    #[error("{0}")]
+    Provision(crate::provision::ProvisionError),
 }
 
 /// Why a store cannot serve right now, in a few words for `/health`.
@@ -370,6 +378,35 @@ pub struct SessionRecord {
     pub last_used_at: DateTime<Utc>,
 }
 
+/// A registration holding a name (and one use of an invite) while the
+/// account is created in the host's service.
+#[derive(Debug, Clone)]
+pub struct NewReservation {
+    /// The host.
+    pub host: HostName,
+    /// The name held.
+    pub name: AccountName,
+    /// The invite whose use is held; `None` for `accounts create`.
+    pub invite: Option<InviteLookup>,
+    /// When it was taken.
+    pub at: DateTime<Utc>,
+    /// When it stops holding anything unless finished or given back.
+    pub lease_until: DateTime<Utc>,
+}
+
+/// A reservation whose lease ended without the registration finishing: the
+/// server stopped while the service was being called, so the account may
+/// exist there but not here.
+#[derive(Debug, Clone)]
+pub struct PendingReservation {
+    /// The name it held.
+    pub name: AccountName,
+    /// The row id of its invite, if it had one.
+    pub invite_id: Option<i64>,
+    /// When it was taken.
+    pub since: DateTime<Utc>,
+}
+
 /// Persistence for keys, invites, accounts and sessions.
 ///
 /// Every write that returns `Ok` is durable: it has been committed to disk.
@@ -588,6 +625,35 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+
+    /// Holds a name, and a use of the invite if one is named (checked as
+    /// [`Store::redeem_invite`] checks it, counting live reservations as
+    /// spent), until the lease ends; its id. `NameTaken`, `InviteReserved`,
+    /// or the invite's own errors.
+    async fn reserve(&self, reservation: NewReservation) -> Result<i64, StoreError>;
+
+    /// In one transaction: ends reservation `id` and creates the account
+    /// (with an invite and a session, as [`Store::redeem_invite`] does, the
+    /// use spent as at `reserved_at`; without, as the operator's
+    /// [`Store::create_account`]). `NotFound` when the reservation is gone.
+    async fn finalize_reservation(
+        &self,
+        id: i64,
+        invite: Option<InviteLookup>,
+        account: NewAccount,
+        session: Option<NewSession>,
+        reserved_at: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError>;
+
+    /// Gives reservation `id` back.
+    async fn release_reservation(&self, id: i64) -> Result<(), StoreError>;
+
+    /// A host's reservations whose lease ended before `now` unfinished.
+    async fn pending_reservations(
+        &self,
+        host: &HostName,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PendingReservation>, StoreError>;
 }
 
 /// One event for one webhook target, as the outbox keeps it.

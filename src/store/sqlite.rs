@@ -26,8 +26,9 @@ use tokio::sync::oneshot;
 
 use super::{
     AccountOrigin, AccountRecord, Delivery, DeliveryResult, InviteDetails, InviteKind,
-    InviteRecord, InviteSource, KeyRecord, ListedKey, NewAccount, NewInvite, NewResetInvite,
-    NewSession, Purged, SessionRecord, StatusFilter, Store, StoreError, Unhealthy,
+    InviteRecord, InviteSource, KeyRecord, ListedKey, NewAccount, NewInvite, NewReservation,
+    NewResetInvite, NewSession, PendingReservation, Purged, SessionRecord, StatusFilter, Store,
+    StoreError, Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
@@ -46,6 +47,8 @@ mod invites;
 mod keys;
 #[path = "sqlite/outbox.rs"]
 mod outbox;
+#[path = "sqlite/reservations.rs"]
+mod reservations;
 #[path = "sqlite/sessions.rs"]
 mod sessions;
 
@@ -235,6 +238,22 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at)
         WHERE next_attempt_at IS NOT NULL;
      CREATE INDEX webhook_outbox_by_host ON webhook_outbox (host, id);",
+    // 6: provisioning reservations. A registration for a host that creates
+    // its accounts in another service holds the name and one use of its
+    // invite (invite_id; NULL for `accounts create`) under a lease while the
+    // service is called; the account row replaces it in one write. Rows
+    // whose lease ended were left by a crash: `accounts list --pending`.
+    // No password or hash is ever stored here.
+    "CREATE TABLE provision_reservations (
+        id INTEGER PRIMARY KEY,
+        host TEXT NOT NULL,
+        name TEXT NOT NULL,
+        invite_id INTEGER,
+        reserved_at INTEGER NOT NULL,
+        lease_until INTEGER NOT NULL
+     );
+     CREATE INDEX provision_reservations_by_name ON provision_reservations (host, name);
+     CREATE INDEX provision_reservations_by_invite ON provision_reservations (invite_id);",
 ];
 
 /// Why the database could not be opened.
@@ -1377,6 +1396,38 @@ fn insert_account(conn: &Connection, a: &NewAccount) -> Result<AccountRecord, St
     }
 }
 
+/// Inserts an account made without an invite, with its webhook event and
+/// its audit row: only the operator's command creates accounts so.
+fn create_account_audited(
+    conn: &Connection,
+    routes: &crate::webhooks::Routes,
+    account: &NewAccount,
+) -> Result<AccountRecord, StoreError> {
+    let created = insert_account(conn, account)?;
+    outbox::record(
+        conn,
+        routes,
+        &created.host,
+        EventKind::AccountCreated,
+        created.created_at,
+        Subject {
+            account: Some(created.name.as_str()),
+            source: Some("cli"),
+            ..Subject::default()
+        },
+    )?;
+    audit::audit(
+        conn,
+        created.created_at,
+        &created.host,
+        "cli",
+        "account.create",
+        created.name.as_str(),
+        None,
+    )?;
+    Ok(created)
+}
+
 fn insert_session(conn: &Connection, account_id: i64, s: &NewSession) -> Result<(), StoreError> {
     // A disabled account gets no session, whichever surface signs it in.
     let inserted = conn
@@ -1568,30 +1619,7 @@ impl Store for SqliteStore {
     async fn create_account(&self, account: NewAccount) -> Result<AccountRecord, StoreError> {
         let routes = Arc::clone(&self.routes);
         self.write(Undo::Savepoint, move |conn| {
-            let created = insert_account(conn, &account)?;
-            outbox::record(
-                conn,
-                &routes,
-                &created.host,
-                EventKind::AccountCreated,
-                created.created_at,
-                Subject {
-                    account: Some(created.name.as_str()),
-                    source: Some("cli"),
-                    ..Subject::default()
-                },
-            )?;
-            // Only the operator's command creates accounts without an invite.
-            audit::audit(
-                conn,
-                created.created_at,
-                &created.host,
-                "cli",
-                "account.create",
-                created.name.as_str(),
-                None,
-            )?;
-            Ok(created)
+            create_account_audited(conn, &routes, &account)
         })
         .await
     }
@@ -1887,6 +1915,51 @@ impl Store for SqliteStore {
             outbox::retry(conn, &host, id, now)
         })
         .await
+    }
+
+    async fn reserve(&self, reservation: NewReservation) -> Result<i64, StoreError> {
+        self.write(Undo::Savepoint, move |conn| {
+            reservations::reserve(conn, &reservation)
+        })
+        .await
+    }
+
+    async fn finalize_reservation(
+        &self,
+        id: i64,
+        invite: Option<InviteLookup>,
+        account: NewAccount,
+        session: Option<NewSession>,
+        reserved_at: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError> {
+        let routes = Arc::clone(&self.routes);
+        self.write(Undo::Savepoint, move |conn| {
+            reservations::finalize(
+                conn,
+                &routes,
+                id,
+                invite.as_ref(),
+                account,
+                session.as_ref(),
+                reserved_at,
+            )
+        })
+        .await
+    }
+
+    async fn release_reservation(&self, id: i64) -> Result<(), StoreError> {
+        self.write(Undo::Statement, move |conn| reservations::release(conn, id))
+            .await
+    }
+
+    async fn pending_reservations(
+        &self,
+        host: &HostName,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PendingReservation>, StoreError> {
+        let host = host.clone();
+        self.read(move |conn| reservations::pending(conn, host.as_str(), now))
+            .await
     }
 }
 

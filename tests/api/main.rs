@@ -21,6 +21,7 @@ mod nginx;
 mod ops;
 mod pages;
 mod prosody;
+mod provision_command;
 mod races;
 mod shutdown;
 mod signin;

@@ -64,7 +64,7 @@ fn schema_1_database() -> (tempfile::TempDir, std::path::PathBuf) {
 fn invite_links_from_schema_1_still_open_and_register_after_the_upgrade() {
     let (dir, db) = schema_1_database();
     let app = TestApp::spawn_in(dir, db, DEFAULT_CONFIG);
-    assert_eq!(app.count("PRAGMA user_version"), 5, "the file was migrated");
+    assert_eq!(app.count("PRAGMA user_version"), 6, "the file was migrated");
     assert_eq!(
         app.count("SELECT count(*) FROM invites WHERE token_format = 1"),
         2,
