@@ -155,11 +155,28 @@ pub async fn replace_password(
     actor: &str,
 ) -> Result<(), StoreError> {
     // Fails early for an unknown name, before spending a hash on it.
-    store.find_account(&host.name, name).await?;
-    super::provisioned::set_password(host, name, &password).await?;
+    let account = store.find_account(&host.name, name).await?;
+    set_password(store, hasher, host, &account, password, None, actor).await
+}
+
+/// Sets `account`'s password (it must already have passed the policy): in
+/// the service it is provisioned into first, then here, ending every
+/// session of it but `keep` (whoever signed in with the old password is
+/// signed out). The one way a password changes: `accounts passwd`, the
+/// account page.
+pub async fn set_password(
+    store: &dyn Store,
+    hasher: &Hasher,
+    host: &HostConfig,
+    account: &AccountRecord,
+    password: Password,
+    keep: Option<crate::crypto::SecretDigest>,
+    actor: &str,
+) -> Result<(), StoreError> {
+    super::provisioned::set_password(host, &account.name, &password).await?;
     let password_hash = hash(hasher, password).await?;
     store
-        .replace_password(&host.name, name, password_hash, Utc::now(), actor)
+        .set_password(account.id, password_hash, keep, actor)
         .await
 }
 

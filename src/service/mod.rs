@@ -183,23 +183,6 @@ pub async fn form_key(store: &dyn Store) -> Result<FormKey, StoreError> {
     store.form_key(candidate).await
 }
 
-/// Sets `account`'s password (it must already have passed the policy) and
-/// ends every one of its sessions but `keep`: the password changed, so
-/// whoever signed in with the old one is signed out.
-pub async fn set_password(
-    store: &dyn Store,
-    hasher: &Hasher,
-    account: &AccountRecord,
-    password: Password,
-    keep: Option<crate::crypto::SecretDigest>,
-) -> Result<(), StoreError> {
-    let hash = hasher
-        .hash(password)
-        .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
-    store.set_password(account.id, hash, keep).await
-}
-
 /// A new identity token and the session record to store for it.
 pub fn new_session() -> Result<(IdentityToken, NewSession), RngError> {
     let token = IdentityToken::generate()?;

@@ -204,7 +204,14 @@ pub async fn change_password(
     if !verified {
         return Err(ChangeError::SignIn(wrong()));
     }
-    match super::set_password(store, hasher, account, new, Some(keep)).await {
+    // The account page only serves the account of the host it is on.
+    let host = ctx
+        .addressed
+        .filter(|h| h.name == account.host)
+        .ok_or(ChangeError::Gone)?;
+    let actor = format!("account {}", account.name);
+    match super::accounts::set_password(store, hasher, host, account, new, Some(keep), &actor).await
+    {
         Ok(()) => Ok(()),
         Err(StoreError::NotFound) => Err(ChangeError::Gone),
         Err(e) => Err(ChangeError::SignIn(unavailable_store(e))),

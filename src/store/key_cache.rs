@@ -277,9 +277,10 @@ impl<S: Store> Store for KeyCache<S> {
         account_id: i64,
         password_hash: String,
         keep: Option<SecretDigest>,
+        actor: &str,
     ) -> Result<(), StoreError> {
         self.inner
-            .set_password(account_id, password_hash, keep)
+            .set_password(account_id, password_hash, keep, actor)
             .await
     }
 
@@ -314,19 +315,6 @@ impl<S: Store> Store for KeyCache<S> {
     ) -> Result<(), StoreError> {
         self.inner
             .set_account_disabled(host, name, disabled, at, actor)
-            .await
-    }
-
-    async fn replace_password(
-        &self,
-        host: &HostName,
-        name: &AccountName,
-        password_hash: String,
-        at: DateTime<Utc>,
-        actor: &str,
-    ) -> Result<(), StoreError> {
-        self.inner
-            .replace_password(host, name, password_hash, at, actor)
             .await
     }
 
@@ -583,6 +571,7 @@ mod tests {
             _: i64,
             _: String,
             _: Option<SecretDigest>,
+            _: &str,
         ) -> Result<(), StoreError> {
             unsupported()
         }
@@ -609,16 +598,6 @@ mod tests {
             _: &HostName,
             _: &AccountName,
             _: bool,
-            _: DateTime<Utc>,
-            _: &str,
-        ) -> Result<(), StoreError> {
-            unsupported()
-        }
-        async fn replace_password(
-            &self,
-            _: &HostName,
-            _: &AccountName,
-            _: String,
             _: DateTime<Utc>,
             _: &str,
         ) -> Result<(), StoreError> {

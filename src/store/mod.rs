@@ -512,6 +512,7 @@ pub trait Store: Send + Sync + 'static {
         account_id: i64,
         password_hash: String,
         keep: Option<SecretDigest>,
+        actor: &str,
     ) -> Result<(), StoreError>;
     /// Deletes an account and its sessions, and revokes the pending invites
     /// it minted, in one transaction, audited as done by `actor`.
@@ -536,16 +537,6 @@ pub trait Store: Send + Sync + 'static {
         host: &HostName,
         name: &AccountName,
         disabled: bool,
-        at: DateTime<Utc>,
-        actor: &str,
-    ) -> Result<(), StoreError>;
-    /// Sets an account's password and ends every one of its sessions,
-    /// audited as done by `actor` (an operator's `accounts passwd`).
-    async fn replace_password(
-        &self,
-        host: &HostName,
-        name: &AccountName,
-        password_hash: String,
         at: DateTime<Utc>,
         actor: &str,
     ) -> Result<(), StoreError>;

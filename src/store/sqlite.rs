@@ -1663,23 +1663,30 @@ impl Store for SqliteStore {
         account_id: i64,
         password_hash: String,
         keep: Option<SecretDigest>,
+        actor: &str,
     ) -> Result<(), StoreError> {
+        let actor = actor.to_owned();
         self.write(Undo::Savepoint, move |conn| {
-            let changed = conn
-                .prepare_cached("UPDATE accounts SET password_hash = ?1 WHERE id = ?2")
-                .and_then(|mut st| st.execute(params![password_hash, account_id]))
-                .map_err(backend)?;
-            if changed == 0 {
-                return Err(StoreError::NotFound);
-            }
-            // A zero-length digest matches no session: keep none.
-            let keep = keep.map_or_else(Vec::new, |d| d.as_bytes().to_vec());
-            conn.prepare_cached(
-                "DELETE FROM sessions WHERE account_id = ?1 AND token_digest != ?2",
+            let (host, name) = one(conn
+                .prepare_cached(
+                    "UPDATE accounts SET password_hash = ?1 WHERE id = ?2 RETURNING host, name",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![password_hash, account_id], |r| {
+                        Ok((host_at(r, 0)?, r.get::<_, String>(1)?))
+                    })
+                    .optional()
+                }))?;
+            sessions::end_sessions(conn, account_id, keep.as_ref())?;
+            audit::audit(
+                conn,
+                Utc::now(),
+                &host,
+                &actor,
+                "account.passwd",
+                &name,
+                None,
             )
-            .and_then(|mut st| st.execute(params![account_id, keep]))
-            .map_err(backend)?;
-            Ok(())
         })
         .await
     }
@@ -1723,21 +1730,6 @@ impl Store for SqliteStore {
         let (host, name, actor) = (host.clone(), name.clone(), actor.to_owned());
         self.write(Undo::Savepoint, move |conn| {
             accounts::set_disabled(conn, &host, &name, disabled, at, &actor)
-        })
-        .await
-    }
-
-    async fn replace_password(
-        &self,
-        host: &HostName,
-        name: &AccountName,
-        password_hash: String,
-        at: DateTime<Utc>,
-        actor: &str,
-    ) -> Result<(), StoreError> {
-        let (host, name, actor) = (host.clone(), name.clone(), actor.to_owned());
-        self.write(Undo::Savepoint, move |conn| {
-            accounts::replace_password(conn, &host, &name, &password_hash, at, &actor)
         })
         .await
     }
@@ -1822,7 +1814,7 @@ impl Store for SqliteStore {
         keep: SecretDigest,
     ) -> Result<u64, StoreError> {
         self.write(Undo::Statement, move |conn| {
-            sessions::end_others(conn, account_id, &keep)
+            sessions::end_sessions(conn, account_id, Some(&keep))
         })
         .await
     }
@@ -2257,6 +2249,7 @@ mod tests {
                 alice.id,
                 "$argon2id$new".into(),
                 Some(SecretDigest::of("kept")),
+                "cli",
             )
             .await
             .unwrap();
@@ -2267,7 +2260,7 @@ mod tests {
             assert_eq!(gone, StoreError::NotFound);
         }
         store
-            .set_password(alice.id, "$argon2id$again".into(), None)
+            .set_password(alice.id, "$argon2id$again".into(), None, "cli")
             .await
             .unwrap();
         let gone = store
@@ -2275,7 +2268,10 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(gone, StoreError::NotFound);
-        let missing = store.set_password(-1, "x".into(), None).await.unwrap_err();
+        let missing = store
+            .set_password(-1, "x".into(), None, "cli")
+            .await
+            .unwrap_err();
         assert_eq!(missing, StoreError::NotFound);
     }
 

@@ -267,7 +267,7 @@ fn every_request_line_has_an_id_the_client_address_and_the_path_with_tokens_reda
         (
             format!("/invites/{token}?{token}"),
             404,
-            "/[redacted]/[redacted]",
+            "/invites/[redacted]",
         ),
     ];
     let mut ids = Vec::new();

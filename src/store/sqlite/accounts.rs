@@ -23,14 +23,6 @@ fn account_id(conn: &Connection, host: &HostName, name: &AccountName) -> Result<
         }))
 }
 
-/// Ends every session of an account.
-fn end_sessions(conn: &Connection, account_id: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM sessions WHERE account_id = ?1")
-        .and_then(|mut st| st.execute([account_id]))
-        .map_err(backend)?;
-    Ok(())
-}
-
 /// Deletes an account (its sessions go by ON DELETE CASCADE) and revokes the
 /// invites it minted that are still pending, so a deleted account's
 /// stockpile of invites stops working with it.
@@ -105,7 +97,7 @@ pub(super) fn set_disabled(
     .and_then(|mut st| st.execute(params![id, disabled, micros(at)]))
     .map_err(backend)?;
     if disabled {
-        end_sessions(conn, id)?;
+        super::sessions::end_sessions(conn, id, None)?;
     }
     let action = if disabled {
         "account.disable"
@@ -113,23 +105,6 @@ pub(super) fn set_disabled(
         "account.enable"
     };
     audit(conn, at, host, actor, action, name.as_str(), None)
-}
-
-/// Sets an account's password and ends every one of its sessions.
-pub(super) fn replace_password(
-    conn: &Connection,
-    host: &HostName,
-    name: &AccountName,
-    password_hash: &str,
-    at: DateTime<Utc>,
-    actor: &str,
-) -> Result<(), StoreError> {
-    let id = account_id(conn, host, name)?;
-    conn.prepare_cached("UPDATE accounts SET password_hash = ?1 WHERE id = ?2")
-        .and_then(|mut st| st.execute(params![password_hash, id]))
-        .map_err(backend)?;
-    end_sessions(conn, id)?;
-    audit(conn, at, host, actor, "account.passwd", name.as_str(), None)
 }
 
 /// An account by row id.
@@ -262,7 +237,7 @@ pub(super) fn redeem_reset(
     if changed == 0 {
         return Err(StoreError::NotFound);
     }
-    end_sessions(conn, account_id)?;
+    super::sessions::end_sessions(conn, account_id, None)?;
     let account = find_by_id(conn, account_id)?;
     conn.prepare_cached(
         "INSERT INTO invite_uses (invite_id, account_id, name, used_at) VALUES (?1, ?2, ?3, ?4)",
@@ -295,7 +270,7 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         let host = HostName::parse("example.com").unwrap();
         let name = AccountName::parse("alice").unwrap();
-        store
+        let alice = store
             .create_account(NewAccount {
                 host: host.clone(),
                 name: name.clone(),
@@ -316,7 +291,7 @@ mod tests {
             .await
             .unwrap();
         store
-            .replace_password(&host, &name, "$argon2id$y".into(), now, "cli")
+            .set_password(alice.id, "$argon2id$y".into(), None, "cli")
             .await
             .unwrap();
         store
