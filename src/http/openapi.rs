@@ -87,7 +87,7 @@ pub struct ErrorBody {
 pub struct MintedInvite {
     /// The invite token (the secret part of the link).
     pub id: String,
-    /// Who minted it: `key <id>` or `account <name>`.
+    /// Who minted it: `api/token/<key id>` or `account/<account id>`.
     pub issuer: String,
     /// When it was minted (RFC 3339).
     pub issued_at: String,
@@ -169,11 +169,11 @@ pub struct AdminInvite {
     pub invite_id: String,
     /// Its host.
     pub host: String,
-    /// `pending`, `used`, `expired` or `revoked`.
-    pub status: String,
-    /// `invite` or `reset`.
-    pub kind: String,
-    /// Who minted it: `key <id>`, `account <name>` or `cli`.
+    /// Where it stands now.
+    pub status: InviteStatus,
+    /// What it does.
+    pub kind: InviteKind,
+    /// Who minted it: `api/token/<key id>`, `account/<account id>` or `cli`.
     pub source: String,
     /// The operator's note, if any.
     pub note: Option<String>,
@@ -191,6 +191,32 @@ pub struct AdminInvite {
     pub revoked_at: Option<String>,
     /// The accounts it registered.
     pub accounts: Vec<String>,
+}
+
+/// Where an invite stands.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: the answers are built by `invites::invite_json`
+pub enum InviteStatus {
+    /// It can still register accounts.
+    Pending,
+    /// All its uses are spent.
+    Used,
+    /// It expired before they were.
+    Expired,
+    /// An operator revoked it.
+    Revoked,
+}
+
+/// What an invite does.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only, as `InviteStatus`
+pub enum InviteKind {
+    /// It registers new accounts.
+    Account,
+    /// It resets the password of an existing account.
+    Reset,
 }
 
 /// An invite just minted by the admin API: the invite object and its link.
