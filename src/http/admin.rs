@@ -143,6 +143,18 @@ fn param<'q>(query: &'q QueryParams, name: &str) -> Result<Option<&'q str>, Admi
 
 /// `GET /api/admin/invites?status=&limit=&after=`: a page of the host's
 /// invites, newest first, and the cursor of the next page or `null`.
+#[utoipa::path(
+    get, path = "/api/admin/invites", tag = "admin", operation_id = "admin_list_invites",
+    params(
+        ("status" = Option<String>, Query,
+         description = "`pending` (the default), `used`, `expired`, `revoked` or `all`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+         description = "Invites per page, 100 unless given"),
+        ("after" = Option<String>, Query, description = "The `next` of the previous page"),
+    ),
+    responses((status = 200, description = "A page of invites", body = super::openapi::InvitePage)),
+    security(("bearer_key" = []))
+)]
 async fn list_invites(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -206,13 +218,19 @@ async fn list_invites(
 /// The body of `POST /api/admin/invites`: the invite options, or `reset`
 /// with an optional `ttl`. Unknown fields are refused, so a misspelt option
 /// is not silently left at its default.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MintRequest {
+    /// The account whose password a reset invite resets.
     reset: Option<String>,
+    /// How long the invite lasts, e.g. `2d` or `12h`.
     ttl: Option<String>,
+    /// How many accounts it may register (not with `reset`).
+    #[schema(value_type = Option<u32>, minimum = 1)]
     uses: Option<serde_json::Number>,
+    /// A note for the operator (not with `reset`).
     note: Option<String>,
+    /// The one name it may register (not with `reset`).
     name: Option<String>,
 }
 
@@ -251,6 +269,20 @@ impl MintRequest {
 
 /// `POST /api/admin/invites`: mints an invite (or a reset invite) for the
 /// key's host; 201 with the invite object, its `url` and a `Location`.
+#[utoipa::path(
+    post, path = "/api/admin/invites", tag = "admin", operation_id = "admin_create_invite",
+    request_body(content = Option<MintRequest>, content_type = "application/json",
+                 description = "Invite options, or `reset` (an account name) with an optional `ttl`"),
+    responses(
+        (status = 201, description = "Minted", body = super::openapi::AdminMinted,
+         headers(("Location" = String, description = "The invite's admin API path"))),
+        (status = 404, description = "A reset of no such account", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit", body = super::openapi::ErrorBody),
+        (status = 429, description = "The key's mint rate is used up", body = super::openapi::ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until a mint is allowed"))),
+    ),
+    security(("bearer_key" = []))
+)]
 async fn create_invite(
     req: HttpRequest,
     body: Body,
@@ -290,6 +322,15 @@ const NO_INVITE: &str = "no such invite on this key's host";
 
 /// `GET /api/admin/invites/{invite_id}`: the invite, with when each account
 /// registered; 404 for an unknown id or another host's invite.
+#[utoipa::path(
+    get, path = "/api/admin/invites/{invite_id}", tag = "admin", operation_id = "admin_show_invite",
+    params(("invite_id" = String, Path, description = "The invite's public id")),
+    responses(
+        (status = 200, description = "The invite", body = super::openapi::AdminInviteDetails),
+        (status = 404, description = "No such invite on this key's host", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer_key" = []))
+)]
 async fn show_invite(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -309,6 +350,16 @@ async fn show_invite(
 /// `DELETE /api/admin/invites/{invite_id}`: revokes a pending invite (204;
 /// again for one revoked already), audited as `key <id>`; 404 for an
 /// unknown id or another host's invite, 409 for one used up or expired.
+#[utoipa::path(
+    delete, path = "/api/admin/invites/{invite_id}", tag = "admin", operation_id = "admin_revoke_invite",
+    params(("invite_id" = String, Path, description = "The invite's public id")),
+    responses(
+        (status = 204, description = "Revoked (or was already)"),
+        (status = 404, description = "No such invite on this key's host", body = super::openapi::ErrorBody),
+        (status = 409, description = "The invite is used up or has expired already", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer_key" = []))
+)]
 async fn revoke_invite(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -326,6 +377,11 @@ async fn revoke_invite(
 }
 
 /// `GET /api/admin/accounts`: the host's accounts, oldest first.
+#[utoipa::path(
+    get, path = "/api/admin/accounts", tag = "admin", operation_id = "admin_list_accounts",
+    responses((status = 200, description = "The host's accounts", body = super::openapi::AccountList)),
+    security(("bearer_key" = []))
+)]
 async fn list_accounts(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -49,6 +49,7 @@ pub fn scope() -> actix_web::Scope {
                 .route(web::get().to(check))
                 .default_service(only("GET")),
         )
+        .service(super::openapi::resource())
         .default_service(web::to(no_such_endpoint))
 }
 
@@ -251,6 +252,26 @@ pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(
 }
 
 /// `POST /api/invite`: mints an invite for the signed-in account or the key.
+#[utoipa::path(
+    post, path = "/api/invite", tag = "invites",
+    request_body(content = Option<MintBody>, content_type = "application/json",
+                 description = "Invite options; none (or `{}`) mints with the host's defaults"),
+    responses(
+        (status = 200, description = "Minted", body = super::openapi::MintedInvite),
+        (status = 400, description = "A malformed body or Authorization header, or an invalid \
+                                      option", body = super::openapi::ErrorBody),
+        (status = 401, description = "Neither signed in to this host nor a valid API key",
+         body = super::openapi::ErrorBody),
+        (status = 403, description = "The key expired, its host is no longer served, or the \
+                                      account holds as many invites as allowed",
+         body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit", body = super::openapi::ErrorBody),
+        (status = 429, description = "The key's mint rate is used up",
+         body = super::openapi::ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until a mint is allowed"))),
+    ),
+    security(("bearer_key" = []), ("identity_cookie" = []), ("identity_cookie_secure" = []))
+)]
 async fn create_invite(
     req: HttpRequest,
     body: Body,
@@ -343,11 +364,16 @@ pub(super) fn key_refused(refusal: KeyRefusal) -> ApiError {
 
 /// The invite options `POST /api/invite` takes; `{}` (or no body) mints
 /// with the host's defaults, as before options existed.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub(super) struct MintBody {
+    /// How long the invite lasts, e.g. `2d` or `12h`.
     pub(super) ttl: Option<String>,
+    /// How many accounts it may register.
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub(super) uses: Option<serde_json::Number>,
+    /// A note for the operator.
     pub(super) note: Option<String>,
+    /// The one name it may register.
     pub(super) name: Option<String>,
 }
 
@@ -395,6 +421,15 @@ async fn usable_invite<'s>(
 /// `GET /api/invite/{id}`: who issued an outstanding invite, and when. The
 /// name is the inviting account's, or `null` (a key's name is the
 /// operator's label, never shown to invitees).
+#[utoipa::path(
+    get, path = "/api/invite/{id}", tag = "invites",
+    params(("id" = String, Path, description = "The invite token")),
+    responses(
+        (status = 200, description = "The invite can be used", body = super::openapi::InviteInfo),
+        (status = 404, description = "No such invite, or it was used, revoked or has expired",
+         body = super::openapi::ErrorBody),
+    )
+)]
 async fn show_invite(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -422,6 +457,22 @@ struct Credentials {
 }
 
 /// `POST /api/invite/{id}`: accepts an invite, creating and signing in an account.
+#[utoipa::path(
+    post, path = "/api/invite/{id}", tag = "invites",
+    params(("id" = String, Path, description = "The invite token")),
+    request_body(content = super::openapi::Acceptance, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Registered (or the password reset) and signed in",
+         headers(("Set-Cookie" = String, description = "The session cookie"))),
+        (status = 400, description = "A malformed body, or an invalid name or password",
+         body = super::openapi::ErrorBody),
+        (status = 404, description = "No such invite, or it was used, revoked or has expired",
+         body = super::openapi::ErrorBody),
+        (status = 409, description = "The name is taken; the invite stays usable",
+         body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit", body = super::openapi::ErrorBody),
+    )
+)]
 async fn accept_invite(
     req: HttpRequest,
     body: Body,
@@ -461,6 +512,20 @@ async fn accept_invite(
 const BAD_LOGIN: &str = "wrong name or password";
 
 /// `POST /api/auth/login`: signs in with name and password.
+#[utoipa::path(
+    post, path = "/api/auth/login", tag = "auth",
+    request_body(content = super::openapi::Registration, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Signed in",
+         headers(("Set-Cookie" = String, description = "The session cookie"))),
+        (status = 400, description = "A malformed body, or a bare name on a server of several \
+                                      hosts", body = super::openapi::ErrorBody),
+        (status = 401, description = "Wrong name or password", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit", body = super::openapi::ErrorBody),
+        (status = 429, description = "Too many sign-in attempts", body = super::openapi::ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until an attempt is allowed"))),
+    )
+)]
 async fn login(
     req: HttpRequest,
     body: Body,
@@ -496,6 +561,16 @@ async fn login(
 }
 
 /// `POST /api/auth/logout`: ends the session; the old cookie stops working.
+#[utoipa::path(
+    post, path = "/api/auth/logout", tag = "auth",
+    responses(
+        (status = 204, description = "Signed out (or was not signed in)",
+         headers(("Set-Cookie" = String, description = "Clears the session cookie"))),
+        (status = 400, description = "The body could not be read", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit", body = super::openapi::ErrorBody),
+    ),
+    security((), ("identity_cookie" = []), ("identity_cookie_secure" = []))
+)]
 async fn logout(
     req: HttpRequest,
     body: Body,
@@ -521,6 +596,17 @@ async fn logout(
 /// `GET /api/auth/check`: 200 with the account in a header for a valid
 /// identity cookie, 401 otherwise; for nginx `auth_request` and Traefik
 /// `forwardAuth`.
+#[utoipa::path(
+    get, path = "/api/auth/check", tag = "auth",
+    responses(
+        (status = 200, description = "Signed in to the host addressed",
+         body = super::openapi::SignedIn,
+         headers(("X-Invite-Server-User" = String, description = "`name@host`"))),
+        (status = 401, description = "Not signed in to the host addressed",
+         body = super::openapi::ErrorBody),
+    ),
+    security(("identity_cookie" = []), ("identity_cookie_secure" = []))
+)]
 async fn check(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     // An account answers only for the host this request is addressed to: a
     // proxy guarding one host must not let another host's accounts in.

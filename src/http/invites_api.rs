@@ -107,6 +107,41 @@ impl From<query::QueryError> for MintError {
 }
 
 /// `GET`/`POST /invites_api`: mints one invite for the key's host.
+#[utoipa::path(
+    method(get, post), path = "/invites_api", tag = "prosody",
+    params(
+        ("key" = Option<String>, Query, description = "The API key, if not sent as Bearer"),
+        ("redirect" = Option<String>, Query,
+         description = "`true`: answer 303 to the invite page instead of 201"),
+        ("ttl" = Option<String>, Query, description = "How long the invite lasts, e.g. `2d`"),
+        ("uses" = Option<String>, Query, description = "How many accounts it may register"),
+        ("note" = Option<String>, Query, description = "A note for the operator"),
+        ("name" = Option<String>, Query, description = "The one name it may register"),
+    ),
+    responses(
+        (status = 201, description = "Minted; the link is in Location", headers(
+            ("Location" = String, description = "The invite page's link"),
+            ("Invite-Id" = String, description = "The invite's public id"))),
+        (status = 303, description = "Minted, with `redirect=true`: go to the invite page",
+         headers(
+            ("Location" = String, description = "The invite page's link"),
+            ("Invite-Id" = String, description = "The invite's public id"))),
+        (status = 400, description = "A malformed query, option or Authorization header",
+         body = String, content_type = "text/plain; charset=utf-8"),
+        (status = 401, description = "No API key", body = String,
+         content_type = "text/plain; charset=utf-8",
+         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"invites_api\"`"))),
+        (status = 403, description = "The key is malformed, wrong, deleted or expired, or \
+                                      its host is no longer served",
+         body = String, content_type = "text/plain; charset=utf-8"),
+        (status = 413, description = "The body is over the limit", body = String,
+         content_type = "text/plain; charset=utf-8"),
+        (status = 429, description = "The key's mint rate is used up", body = String,
+         content_type = "text/plain; charset=utf-8",
+         headers(("Retry-After" = u64, description = "Seconds until a mint is allowed"))),
+    ),
+    security(("bearer_key" = []), ("key_query" = []))
+)]
 async fn mint(
     req: HttpRequest,
     body: Body,
@@ -183,6 +218,11 @@ impl From<KeyRefusal> for MintError {
 }
 
 /// `OPTIONS /invites_api`: a CORS preflight; needs no credentials.
+#[utoipa::path(
+    options, path = "/invites_api", tag = "prosody",
+    responses((status = 204, description = "The CORS preflight's answer",
+               headers(("Allow" = String, description = "`OPTIONS, GET, POST`"))))
+)]
 async fn preflight() -> HttpResponse {
     HttpResponse::NoContent()
         .insert_header((header::ALLOW, ALLOWED_METHODS))

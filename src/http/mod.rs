@@ -9,6 +9,7 @@ mod health;
 mod invites_api;
 mod logging;
 mod login;
+mod openapi;
 mod pages;
 mod ratelimit;
 mod reset;

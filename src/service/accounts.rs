@@ -29,7 +29,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// An account as `accounts list --json` and the admin API show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccountView {
     /// Its name.
     pub name: String,

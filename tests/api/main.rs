@@ -18,6 +18,7 @@ mod keys_lifecycle;
 mod login_pages;
 mod metrics;
 mod nginx;
+mod openapi;
 mod ops;
 mod pages;
 mod prosody;
