@@ -1,6 +1,6 @@
 //! Provisioning: creating, changing and removing accounts in the real
-//! service a host's invites are for (an XMPP server, a program the operator
-//! names, later a Matrix homeserver), so that the account a person registers
+//! service a host's invites are for (an XMPP server, a Matrix homeserver, a
+//! program the operator names), so that the account a person registers
 //! here is one they can log into there.
 //!
 //! Every call is async I/O with a timeout, so it never blocks a worker. The
@@ -9,6 +9,9 @@
 
 mod command;
 mod prosody;
+mod synapse;
+
+pub use synapse::SecretFile;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,7 +61,6 @@ pub trait Provisioner: Send + Sync {
 }
 
 /// `[hosts."x".provision]`: which service a host's accounts are created in.
-/// (`synapse` is planned as a third kind.)
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ProvisionConfig {
@@ -80,6 +82,41 @@ pub enum ProvisionConfig {
         /// How long it may run before it is killed (default 10s).
         timeout: Option<ConfigDuration>,
     },
+    /// Synapse (a Matrix homeserver), through its admin API: shared-secret
+    /// registration, and with an admin token password changes, deactivation
+    /// and locking.
+    Synapse {
+        /// The homeserver's base URL, e.g. `http://127.0.0.1:8008`.
+        url: HttpUrl,
+        /// A file holding Synapse's `registration_shared_secret`, read when
+        /// the configuration is loaded.
+        shared_secret_file: SecretFile,
+        /// A file holding a Synapse server admin's access token; without it
+        /// password changes, `accounts delete` and `disable`/`enable` are
+        /// refused as unsupported.
+        admin_token_file: Option<SecretFile>,
+        /// The homeserver's `server_name` (the part of user IDs after `:`);
+        /// the host's own name when not given.
+        server_name: Option<String>,
+        /// How long one call may take (default 10s).
+        timeout: Option<ConfigDuration>,
+    },
+}
+
+/// An http or https URL with a host, kept without a final `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HttpUrl(String);
+
+impl TryFrom<String> for HttpUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        url::Url::parse(&s)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .map(|_| Self(s.trim_end_matches('/').to_owned()))
+            .ok_or_else(|| format!("`{s}` is not an http or https URL"))
+    }
 }
 
 /// A program and its arguments, never empty.
@@ -104,7 +141,9 @@ impl ProvisionConfig {
     /// How long one call may take.
     pub fn timeout(&self) -> Duration {
         let t = match self {
-            Self::Prosody { timeout, .. } | Self::Command { timeout, .. } => timeout,
+            Self::Prosody { timeout, .. }
+            | Self::Command { timeout, .. }
+            | Self::Synapse { timeout, .. } => timeout,
         };
         t.map_or(DEFAULT_TIMEOUT, |d| d.0)
     }
@@ -125,6 +164,21 @@ impl ProvisionConfig {
             Self::Command { command, .. } => Box::new(command::Command {
                 argv: command.0.clone(),
                 host: host.clone(),
+                timeout,
+            }),
+            Self::Synapse {
+                url,
+                shared_secret_file,
+                admin_token_file,
+                server_name,
+                ..
+            } => Box::new(synapse::Synapse {
+                url: url.0.clone(),
+                server_name: server_name
+                    .clone()
+                    .unwrap_or_else(|| host.as_str().to_owned()),
+                shared_secret: shared_secret_file.clone(),
+                admin_token: admin_token_file.clone(),
                 timeout,
             }),
         }

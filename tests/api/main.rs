@@ -23,6 +23,7 @@ mod ops;
 mod pages;
 mod prosody;
 mod provision_command;
+mod provision_synapse;
 mod races;
 mod shutdown;
 mod signin;
