@@ -21,6 +21,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::Config;
+use crate::provision::ProvisionError;
 
 /// Requests answered, by `route` and `status` class.
 pub const HTTP_REQUESTS: &str = "invite_server_http_requests_total";
@@ -42,6 +43,13 @@ pub const HASH_QUEUE: &str = "invite_server_password_hash_queue_depth";
 pub const WRITE_BATCH: &str = "invite_server_write_batch_size";
 /// Time each commit of the SQLite writer thread took, applying its writes included.
 pub const COMMIT_DURATION: &str = "invite_server_commit_duration_seconds";
+
+/// Webhook delivery attempts, by `outcome`: `delivered`, `retried` (failed,
+/// another attempt is scheduled) or `failed` (given up).
+pub const WEBHOOK_DELIVERIES: &str = "invite_server_webhook_deliveries_total";
+/// Calls to a host's account service, by `kind` (`prosody`, `command`...)
+/// and `outcome` (`done`, `taken`, `unavailable` or `unsupported`).
+pub const PROVISION_CALLS: &str = "invite_server_provision_calls_total";
 
 /// The route label of a request no route serves: its path might hold a token.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -151,6 +159,34 @@ pub fn rate_limited(limit: &'static str) {
     counter!(RATE_LIMITED, "limit" => limit).increment(1);
 }
 
+/// Counts one webhook delivery attempt: delivered, retried later, or given
+/// up. Neither the URL nor the host is a label: a URL can carry a secret.
+pub fn webhook_attempt(delivered: bool, retried: bool) {
+    let outcome = match (delivered, retried) {
+        (true, _) => "delivered",
+        (false, true) => "retried",
+        (false, false) => "failed",
+    };
+    counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
+}
+
+/// Counts one call to an account service of `kind` and how it ended; the
+/// account's name is never a label.
+pub fn provision_call(kind: &'static str, result: &Result<(), ProvisionError>) {
+    counter!(PROVISION_CALLS, "kind" => kind, "outcome" => provision_outcome(result)).increment(1);
+}
+
+/// The `outcome` label of a provisioner call: four words, whatever the
+/// service said (its message can name the account, so it is no label).
+fn provision_outcome(result: &Result<(), ProvisionError>) -> &'static str {
+    match result {
+        Ok(()) => "done",
+        Err(ProvisionError::Taken) => "taken",
+        Err(ProvisionError::Unavailable(_)) => "unavailable",
+        Err(ProvisionError::Unsupported) => "unsupported",
+    }
+}
+
 /// A hash joined the hashing queue (`+1`) or left it (`-1`).
 pub fn hash_queue(change: f64) {
     gauge!(HASH_QUEUE).increment(change);
@@ -244,6 +280,14 @@ fn describe() {
     describe_counter!(REVOCATIONS, "Invites revoked.");
     describe_counter!(SIGN_IN_FAILURES, "Sign-ins refused, by reason.");
     describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by limit.");
+    describe_counter!(
+        WEBHOOK_DELIVERIES,
+        "Webhook delivery attempts, by outcome (delivered, retried, failed)."
+    );
+    describe_counter!(
+        PROVISION_CALLS,
+        "Calls to an account service, by kind and outcome."
+    );
     describe_gauge!(HASH_QUEUE, "Password hashes waiting for a hashing thread.");
     describe_histogram!(WRITE_BATCH, "Writes carried by each database commit.");
     describe_histogram!(
@@ -267,6 +311,21 @@ mod tests {
             (503, "5xx"),
         ] {
             assert_eq!(status_class(StatusCode::from_u16(code).unwrap()), class);
+        }
+    }
+
+    #[test]
+    fn provisioning_outcomes_are_four_words_and_never_the_services_message() {
+        for (result, outcome) in [
+            (Ok(()), "done"),
+            (Err(ProvisionError::Taken), "taken"),
+            (
+                Err(ProvisionError::Unavailable("alice: exit status 1".into())),
+                "unavailable",
+            ),
+            (Err(ProvisionError::Unsupported), "unsupported"),
+        ] {
+            assert_eq!(provision_outcome(&result), outcome);
         }
     }
 

@@ -304,6 +304,7 @@ async fn deliver(
         delivered = result.delivered,
         "webhook attempt"
     );
+    crate::metrics::webhook_attempt(result.delivered, result.next_attempt_at.is_some());
     if let Err(error) = store.finish_delivery(d.id, result, Utc::now()).await {
         // The lease expires and the attempt is made again: at least once.
         tracing::warn!(%error, delivery = d.id, "cannot record a webhook attempt");

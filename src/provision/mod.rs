@@ -8,6 +8,7 @@
 //! queued or logged here.
 
 mod command;
+mod metered;
 mod prosody;
 mod synapse;
 
@@ -148,8 +149,23 @@ impl ProvisionConfig {
         t.map_or(DEFAULT_TIMEOUT, |d| d.0)
     }
 
-    /// The provisioner for `host`.
+    /// The kind's name, as configured (and as the metrics label it).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Prosody { .. } => "prosody",
+            Self::Command { .. } => "command",
+        }
+    }
+
+    /// The provisioner for `host`, each call counted in the metrics.
     pub fn provisioner(&self, host: &HostName) -> Box<dyn Provisioner> {
+        Box::new(metered::Metered {
+            kind: self.kind(),
+            inner: self.unmetered(host),
+        })
+    }
+
+    fn unmetered(&self, host: &HostName) -> Box<dyn Provisioner> {
         let timeout = self.timeout();
         match self {
             Self::Prosody {

@@ -227,3 +227,96 @@ fn json_log_lines_parse_and_carry_the_request_id_returned_in_x_request_id() {
     assert_eq!(line["fields"]["path"], "/health");
     assert_eq!(line["fields"]["status"], 200);
 }
+
+/// A provisioning command that answers by the account's name: `taken`
+/// exits 3 (name taken), `broken` exits 1 (failure), any other is created.
+const PROVISION_SCRIPT: &str = r#"#!/bin/sh
+input=$(cat)
+case "$input" in
+  *'"name":"taken"'*) exit 3 ;;
+  *'"name":"broken"'*) exit 1 ;;
+esac
+exit 0
+"#;
+
+#[test]
+fn webhook_deliveries_and_provisioning_calls_are_counted_by_outcome_without_names_or_urls() {
+    use crate::webhooks::{cli_mint, config_for, Receiver};
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mport = free_port();
+    let hook_port = free_port();
+    // The first event: 500 then 200 (retried, delivered); the second: 410 (failed).
+    let receiver = Receiver::start(dir.path(), hook_port, &[500, 200, 410]);
+    let script = dir.path().join("provision.sh");
+    std::fs::write(&script, PROVISION_SCRIPT).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = format!(
+        "metrics_listen = \"127.0.0.1:{mport}\"\n{}\n[hosts.\"localhost\".provision]\nkind = \"command\"\ncommand = [\"{}\"]\n",
+        config_for(dir.path(), hook_port, r#"["1s"]"#, r#"["invite.created"]"#),
+        script.display()
+    );
+    let db = dir.path().join("test.db");
+    let app = TestApp::spawn_in(dir, db, &cfg);
+
+    cli_mint(&app);
+    assert_eq!(receiver.wait_for(2).len(), 2);
+    cli_mint(&app);
+    assert_eq!(receiver.wait_for(3).len(), 3);
+    // The result is recorded just after the answer: scrape until it is (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = scrape(mport);
+    while value(
+        &text,
+        "invite_server_webhook_deliveries_total",
+        &[r#"outcome="failed""#],
+    )
+    .is_none()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        text = scrape(mport);
+    }
+    for outcome in ["delivered", "retried", "failed"] {
+        let label = format!("outcome=\"{outcome}\"");
+        assert_eq!(
+            value(&text, "invite_server_webhook_deliveries_total", &[&label]),
+            Some(1.0),
+            "{outcome} in:\n{text}"
+        );
+    }
+
+    for (name, status) in [("alice", 204), ("taken", 409), ("broken", 503)] {
+        let token = token_of(&app.mint());
+        let res = accept_invite(&app, &token, name, GOOD_PASSWORD);
+        assert_eq!(res.status(), status, "{name}");
+    }
+    let text = scrape(mport);
+    for outcome in ["done", "taken", "unavailable"] {
+        let label = format!("outcome=\"{outcome}\"");
+        assert_eq!(
+            value(
+                &text,
+                "invite_server_provision_calls_total",
+                &[r#"kind="command""#, &label]
+            ),
+            Some(1.0),
+            "{outcome} in:\n{text}"
+        );
+    }
+    for secret in [
+        "alice",
+        "broken",
+        &hook_port.to_string(),
+        "/hook",
+        GOOD_PASSWORD,
+    ] {
+        assert!(
+            !text
+                .lines()
+                .any(|l| !l.starts_with('#') && l.contains(secret)),
+            "a label carries {secret}:\n{text}"
+        );
+    }
+}
