@@ -154,6 +154,7 @@ impl ProvisionConfig {
         match self {
             Self::Prosody { .. } => "prosody",
             Self::Command { .. } => "command",
+            Self::Synapse { .. } => "synapse",
         }
     }
 
