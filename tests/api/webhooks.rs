@@ -396,7 +396,10 @@ fn every_way_of_revoking_sends_one_invite_revoked_per_revoked_invite_with_its_pu
             .unwrap();
         assert_eq!(res.status(), 200);
     }
-    revokes(&app, &receiver, &mut seen, 2, || {
+    // And a reset invite for the account, which dies with it.
+    let out = app.cli(&["invites", "reset", "localhost", "alice"]);
+    assert!(out.status.success(), "{out:?}");
+    revokes(&app, &receiver, &mut seen, 3, || {
         let out = app.cli(&["accounts", "delete", "localhost", "alice"]);
         assert!(out.status.success(), "{out:?}");
     });

@@ -52,7 +52,7 @@ pub(super) fn delete(
     conn.prepare_cached("UPDATE invite_uses SET account_id = NULL WHERE account_id = ?1")
         .and_then(|mut st| st.execute([id]))
         .map_err(backend)?;
-    super::outbox::record_revocations(conn, routes, host, &format!("account/{id}"), now)?;
+    super::outbox::record_revocations(conn, routes, host, &format!("account/{id}"), Some(id), now)?;
     conn.prepare_cached("DELETE FROM accounts WHERE id = ?1")
         .and_then(|mut st| st.execute([id]))
         .map_err(backend)?;

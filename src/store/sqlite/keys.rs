@@ -160,7 +160,7 @@ pub(super) fn delete_key(
             })
             .map_err(backend)? as u64;
         let source = InviteSource::Key(id.clone()).to_text();
-        super::outbox::record_revocations(conn, routes, host, &source, now)?;
+        super::outbox::record_revocations(conn, routes, host, &source, None, now)?;
         revoked
     } else {
         0

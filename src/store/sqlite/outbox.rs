@@ -74,6 +74,7 @@ pub(super) fn record_revocations(
     routes: &Routes,
     host: &HostName,
     source: &str,
+    reset_account: Option<i64>,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     if routes
@@ -83,16 +84,25 @@ pub(super) fn record_revocations(
     {
         return Ok(());
     }
-    let ids: Vec<i64> = conn
+    // The invites of `source` revoked at `at`, and with `reset_account` the
+    // reset invites for that account too (deleting an account revokes both),
+    // each reported with its own source.
+    let revoked: Vec<(i64, String)> = conn
         .prepare_cached(
-            "SELECT id FROM invites WHERE source = ?1 AND host = ?2 AND revoked_at = ?3 ORDER BY id",
+            "SELECT id, source FROM invites
+             WHERE host = ?2 AND revoked_at = ?3
+               AND (source = ?1 OR reset_account_id = ?4)
+             ORDER BY id",
         )
         .and_then(|mut st| {
-            st.query_map(params![source, host.as_str(), micros(at)], |r| r.get(0))?
-                .collect()
+            st.query_map(
+                params![source, host.as_str(), micros(at), reset_account],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect()
         })
         .map_err(backend)?;
-    for id in ids {
+    for (id, source) in revoked {
         record(
             conn,
             routes,
@@ -101,7 +111,7 @@ pub(super) fn record_revocations(
             at,
             Subject {
                 invite: Some(id),
-                source: Some(source),
+                source: Some(&source),
                 account: None,
             },
         )?;
