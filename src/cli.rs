@@ -744,15 +744,22 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
             let name = existing_name(&name)?;
             let store = open_store(config)?;
             // Before asking: a typo in the name should not cost a prompt.
-            named_not_found(
+            let account = named_not_found(
                 store.find_account(&host.name, &name).await,
                 "account not found",
             )?;
             let text = read_password(password_stdin)?;
             let password = Password::parse(&text, &name, &host.name)?;
-            let changed =
-                acc::replace_password(&store, &Hasher::new(), host, &name, password, CLI_ACTOR)
-                    .await;
+            let changed = acc::set_password(
+                &store,
+                &Hasher::new(),
+                host,
+                &account,
+                password,
+                None,
+                CLI_ACTOR,
+            )
+            .await;
             named_not_found(changed, "account not found")?;
         }
         AccountsCommand::Delete { host: h, name } => {

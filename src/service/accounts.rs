@@ -144,21 +144,6 @@ pub async fn create(
         .await
 }
 
-/// Sets an account's password (it must have passed the policy) and ends
-/// every one of its sessions.
-pub async fn replace_password(
-    store: &dyn Store,
-    hasher: &Hasher,
-    host: &HostConfig,
-    name: &AccountName,
-    password: Password,
-    actor: &str,
-) -> Result<(), StoreError> {
-    // Fails early for an unknown name, before spending a hash on it.
-    let account = store.find_account(&host.name, name).await?;
-    set_password(store, hasher, host, &account, password, None, actor).await
-}
-
 /// Sets `account`'s password (it must already have passed the policy): in
 /// the service it is provisioned into first, then here, ending every
 /// session of it but `keep` (whoever signed in with the old password is
