@@ -22,6 +22,7 @@ mod ops;
 mod pages;
 mod prosody;
 mod provision_command;
+mod provision_prosody;
 mod races;
 mod shutdown;
 mod signin;
