@@ -264,13 +264,19 @@ fn a_hostile_password_is_only_a_password_in_prosody_and_runs_nothing() {
     assert!(!prosody.login("alice", "a"), "a prefix of it");
     assert!(!marker.exists(), "Prosody ran code from a password");
 
-    // A line break: Prosody's SASLprep refuses it as a password. Nothing is
-    // created anywhere, nothing runs, and the invite stays usable.
+    // A line break: Prosody's SASLprep refuses it as a password, for good.
+    // That is a 400 saying why (not a 503 asking to retry the same password
+    // later); nothing is created anywhere, nothing runs, the invite stays
+    // usable.
     let token = token_of(&app.mint());
     let with_newline = format!("line one\n{hostile}");
     let res = accept_invite(&app, &token, "bob", &with_newline);
-    assert_ne!(res.status(), 204);
-    assert!(res.status().is_client_error() || res.status() == 503);
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().unwrap();
+    assert_eq!(body["error"], "invalid_password", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("line break"), "{body}");
+    assert!(!message.contains("line one"), "the password was repeated");
     assert!(!marker.exists(), "Prosody ran code from a password");
     assert_eq!(
         app.count("SELECT COUNT(*) FROM accounts WHERE name = 'bob'"),
