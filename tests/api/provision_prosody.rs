@@ -302,3 +302,36 @@ fn accounts_delete_removes_the_prosody_user() {
         "after accounts delete"
     );
 }
+
+#[test]
+fn a_password_prosody_refuses_brings_the_page_form_and_the_reset_back_with_400() {
+    let (prosody, app) = fixture();
+    let with_newline = format!("line one\n{GOOD_PASSWORD}");
+    let url = app.mint();
+    let res = register_on_page(&url, "alice", &with_newline);
+    assert_eq!(res.status(), 400);
+    assert!(res.text().unwrap().contains("line break"));
+    let res = register_on_page(&url, "alice", GOOD_PASSWORD);
+    assert_eq!(res.status(), 200, "the invite stayed usable");
+
+    let out = app.cli(&["invites", "reset", "localhost", "alice"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let reset = token_of(String::from_utf8_lossy(&out.stdout).trim());
+    let post = |password: &str| {
+        client()
+            .post(format!("{}/api/invite/{reset}", app.url))
+            .json(&serde_json::json!({ "password": password }))
+            .send()
+            .unwrap()
+    };
+    let res = post(&with_newline);
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().unwrap();
+    assert_eq!(body["error"], "invalid_password", "{body}");
+    assert!(
+        prosody.login("alice", GOOD_PASSWORD),
+        "unchanged in Prosody"
+    );
+    assert_eq!(post(NEW_PASSWORD).status(), 204, "the reset stayed usable");
+    assert!(prosody.login("alice", NEW_PASSWORD));
+}
