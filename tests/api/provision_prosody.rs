@@ -157,23 +157,33 @@ admin_socket = "{}"
     (prosody, app)
 }
 
-/// Opens the invite page and submits its form as a browser would.
-fn register_on_page(page_url: &str, name: &str, password: &str) -> reqwest::blocking::Response {
-    let res = client().get(page_url).send().unwrap();
-    assert_eq!(res.status(), 200, "the invite page did not open");
+/// Opens the page at `url` and submits its form with `fields` (and the
+/// CSRF cookie and field) as a browser would.
+fn submit_page(url: &str, fields: &[(&str, &str)]) -> reqwest::blocking::Response {
+    let res = client().get(url).send().unwrap();
+    assert_eq!(res.status(), 200, "the page did not open");
     let cookie = set_cookie_value(&res, "invite_csrf").expect("no CSRF cookie");
     let csrf = crate::helpers::csrf_field(&res.text().unwrap());
+    let mut form = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
     client()
-        .post(page_url)
+        .post(url)
         .header("cookie", format!("invite_csrf={cookie}"))
-        .form(&[
-            ("csrf", csrf.as_str()),
+        .form(&form)
+        .send()
+        .unwrap()
+}
+
+/// Registers `name` through the invite page's form.
+fn register_on_page(page_url: &str, name: &str, password: &str) -> reqwest::blocking::Response {
+    submit_page(
+        page_url,
+        &[
             ("name", name),
             ("password", password),
             ("password2", password),
-        ])
-        .send()
-        .unwrap()
+        ],
+    )
 }
 
 fn uses_spent(app: &TestApp) -> i64 {
@@ -316,7 +326,14 @@ fn a_password_prosody_refuses_brings_the_page_form_and_the_reset_back_with_400()
 
     let out = app.cli(&["invites", "reset", "localhost", "alice"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    let reset = token_of(String::from_utf8_lossy(&out.stdout).trim());
+    let reset_url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let res = submit_page(
+        &reset_url,
+        &[("password", &with_newline), ("password2", &with_newline)],
+    );
+    assert_eq!(res.status(), 400, "the reset page");
+    assert!(res.text().unwrap().contains("line break"));
+    let reset = token_of(&reset_url);
     let post = |password: &str| {
         client()
             .post(format!("{}/api/invite/{reset}", app.url))
