@@ -12,6 +12,7 @@ use super::body::{self, Body, BodyError};
 use super::{AppState, MAX_BODY};
 use crate::config::HostConfig;
 use crate::domain::{AccountName, InviteOptions, InviteToken, Password, RawInviteOptions};
+use crate::provision::ProvisionError;
 use crate::service::keys::{self, KeyRefusal};
 use crate::service::signin::{self, SignInError};
 use crate::service::{self, Minter, Unusable};
@@ -182,6 +183,9 @@ pub(super) fn store_failed(e: StoreError) -> ApiError {
             return ApiError::ServiceBusy(
                 "a registration with this invite is in progress; nothing was changed, try again",
             )
+        }
+        StoreError::Provision(ProvisionError::PasswordRefused(why)) => {
+            return ApiError::bad("invalid_password", why);
         }
         StoreError::Provision(_) => {
             return ApiError::ServiceBusy(

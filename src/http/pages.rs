@@ -16,6 +16,7 @@ use super::{auth, reset};
 use crate::config::HostConfig;
 use crate::crypto::{self, FormKey};
 use crate::domain::{AccountName, IdentityToken, InviteToken, Password};
+use crate::provision::ProvisionError;
 use crate::service::{self, Unusable};
 use crate::store::{InviteRecord, StoreError};
 
@@ -500,6 +501,9 @@ async fn register(
             "This invite is for one name only; please register with that name.".into(),
         ),
         Err(StoreError::NotFound) => Err(PageError::NotFound),
+        Err(StoreError::Provision(ProvisionError::PasswordRefused(why))) => {
+            retry(StatusCode::BAD_REQUEST, capitalise(&why))
+        }
         Err(e @ (StoreError::Provision(_) | StoreError::InviteReserved)) => {
             service_busy(retry(StatusCode::SERVICE_UNAVAILABLE, busy_message(&e)))
         }

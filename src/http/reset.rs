@@ -16,6 +16,7 @@ use super::{auth, AppState};
 use crate::config::HostConfig;
 use crate::crypto;
 use crate::domain::{InviteToken, Password};
+use crate::provision::ProvisionError;
 use crate::service::accounts::redeem_reset;
 use crate::store::{AccountRecord, StoreError};
 
@@ -151,6 +152,9 @@ pub(super) async fn redeem(
     .await
     {
         Ok(done) => done,
+        Err(StoreError::Provision(ProvisionError::PasswordRefused(why))) => {
+            return retry(StatusCode::BAD_REQUEST, pages::capitalise(&why)).await;
+        }
         Err(e @ StoreError::Provision(_)) => {
             let page = retry(StatusCode::SERVICE_UNAVAILABLE, pages::busy_message(&e)).await;
             return pages::service_busy(page);

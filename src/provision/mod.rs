@@ -39,6 +39,11 @@ pub enum ProvisionError {
     /// The service (or this kind) cannot do that at all.
     #[error("the account service does not support this")]
     Unsupported,
+    /// The service refuses this password for good (e.g. characters it cannot
+    /// hold); trying again later will not help, another password will. The
+    /// reason, for the person, never contains the password.
+    #[error("{0}")]
+    PasswordRefused(String),
 }
 
 /// A service accounts are created in. Implementations must not block the

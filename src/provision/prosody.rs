@@ -161,6 +161,14 @@ fn judge(text: &str, gone_is_done: bool) -> Result<(), ProvisionError> {
             return Ok(());
         }
         ProvisionError::Unavailable("Prosody has no such user".into())
+    } else if text.contains("fails SASLprep") {
+        // Prosody's SCRAM hashing runs SASLprep (RFC 4013) on the password,
+        // which forbids control characters such as a line break.
+        ProvisionError::PasswordRefused(
+            "the password contains a character XMPP passwords cannot hold \
+             (a line break or another control character); choose another"
+                .into(),
+        )
     } else if text.contains("attempt to call a nil value") {
         // This Prosody's shell lacks the command (user:disable before 0.13).
         ProvisionError::Unsupported
@@ -258,6 +266,13 @@ mod tests {
             Err(ProvisionError::Taken)
         );
         assert_eq!(judge("Error: No such user", true), Ok(()));
+        assert!(matches!(
+            judge(
+                "Error: Could not create user: password fails SASLprep",
+                false
+            ),
+            Err(ProvisionError::PasswordRefused(_))
+        ));
         assert_eq!(
             judge("attempt to call a nil value (method 'disable')", false),
             Err(ProvisionError::Unsupported)

@@ -24,6 +24,7 @@ mod pages;
 mod prosody;
 mod provision_command;
 mod provision_synapse;
+mod provision_prosody;
 mod races;
 mod shutdown;
 mod signin;
