@@ -176,7 +176,7 @@ pub fn provision_call(kind: &'static str, result: &Result<(), ProvisionError>) {
     counter!(PROVISION_CALLS, "kind" => kind, "outcome" => provision_outcome(result)).increment(1);
 }
 
-/// The `outcome` label of a provisioner call: four words, whatever the
+/// The `outcome` label of a provisioner call: five words, whatever the
 /// service said (its message can name the account, so it is no label).
 fn provision_outcome(result: &Result<(), ProvisionError>) -> &'static str {
     match result {
@@ -184,6 +184,7 @@ fn provision_outcome(result: &Result<(), ProvisionError>) -> &'static str {
         Err(ProvisionError::Taken) => "taken",
         Err(ProvisionError::Unavailable(_)) => "unavailable",
         Err(ProvisionError::Unsupported) => "unsupported",
+        Err(ProvisionError::PasswordRefused(_)) => "password_refused",
     }
 }
 
