@@ -6,7 +6,6 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use askama::Template;
 use chrono::{DateTime, SecondsFormat, Utc};
-use qrcode::render::svg;
 use qrcode::QrCode;
 use serde::Deserialize;
 
@@ -278,23 +277,68 @@ pub(super) fn human_time(t: DateTime<Utc>) -> String {
     t.format("%-d %B %Y at %H:%M UTC").to_string()
 }
 
+/// The invite link as an inline SVG QR code, at least 200 px across with a
+/// four-module quiet zone, drawn as one path of horizontal runs of dark
+/// modules in module units (scaled by `viewBox`). The `qrcode` crate's own
+/// SVG renderer writes every dark module as its own subpath in pixel units:
+/// the same picture in about four times the bytes, and the writing of it was
+/// most of the page's CPU time. Written here because no SVG renderer in a
+/// well-kept crate draws runs.
 fn qr_svg(url: &str) -> String {
-    match QrCode::new(url.as_bytes()) {
-        Ok(code) => {
-            let svg = code
-                .render::<svg::Color<'_>>()
-                .min_dimensions(200, 200)
-                .quiet_zone(true)
-                .build();
-            // Inline in HTML: the XML declaration is not allowed there.
-            match svg.find("<svg") {
-                Some(i) => svg[i..].to_owned(),
-                None => svg,
+    // Only URLs longer than a QR code holds fail; the page works without it.
+    let Ok(code) = QrCode::new(url.as_bytes()) else {
+        return String::new();
+    };
+    let modules = code.width();
+    let colors = code.to_colors();
+    render_qr(&colors, modules)
+}
+
+/// The quiet zone around a QR code, in modules, as the standard asks.
+const QR_QUIET_ZONE: usize = 4;
+/// The least width and height of the QR image, in CSS pixels.
+const QR_MIN_PIXELS: usize = 200;
+
+/// The SVG for a `modules` x `modules` matrix of `colors` (row by row).
+fn render_qr(colors: &[qrcode::Color], modules: usize) -> String {
+    use std::fmt::Write as _;
+    let across = modules + 2 * QR_QUIET_ZONE;
+    // Whole pixels per module, as the crate's `min_dimensions(200, 200)` chose.
+    let pixels = QR_MIN_PIXELS.div_ceil(across) * across;
+    let mut svg = String::with_capacity(256 + colors.len() * 3);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        svg,
+        concat!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{px}" height="{px}""#,
+            r#" viewBox="0 0 {n} {n}" shape-rendering="crispEdges">"#,
+            r##"<rect width="{n}" height="{n}" fill="#fff"/><path fill="#000" d=""##,
+        ),
+        px = pixels,
+        n = across,
+    );
+    for (y, row) in colors.chunks(modules.max(1)).enumerate() {
+        let mut x = 0;
+        while x < row.len() {
+            if row[x] == qrcode::Color::Light {
+                x += 1;
+                continue;
             }
+            let run = row[x..]
+                .iter()
+                .take_while(|c| **c == qrcode::Color::Dark)
+                .count();
+            let _ = write!(
+                svg,
+                "M{} {}h{run}v1h-{run}z",
+                x + QR_QUIET_ZONE,
+                y + QR_QUIET_ZONE
+            );
+            x += run;
         }
-        // Only URLs longer than a QR code holds fail; the page works without it.
-        Err(_) => String::new(),
     }
+    svg.push_str(r#""/></svg>"#);
+    svg
 }
 
 /// The CSRF nonce in the request's cookie for `host`, if it is well formed.
