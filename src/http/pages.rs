@@ -6,7 +6,6 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use askama::Template;
 use chrono::{DateTime, SecondsFormat, Utc};
-use qrcode::QrCode;
 use serde::Deserialize;
 
 use super::body::{self, Body, BodyError};
@@ -281,17 +280,96 @@ pub(super) fn human_time(t: DateTime<Utc>) -> String {
 /// four-module quiet zone, drawn as one path of horizontal runs of dark
 /// modules in module units (scaled by `viewBox`). The `qrcode` crate's own
 /// SVG renderer writes every dark module as its own subpath in pixel units:
-/// the same picture in about four times the bytes, and the writing of it was
-/// most of the page's CPU time. Written here because no SVG renderer in a
-/// well-kept crate draws runs.
-fn qr_svg(url: &str) -> String {
+/// the same picture in about four times the bytes. Written here because no
+/// SVG renderer in a well-kept crate draws runs.
+///
+/// The code is the one `QrCode::new` makes, built from the crate's parts so
+/// that the mask it picks for invite `invite_id` is remembered: scoring the
+/// eight masks is over 90 % of the cost of a code, and without this anyone
+/// holding one link could make the server redo it on every view.
+fn qr_svg(url: &str, invite_id: i64) -> String {
+    use qrcode::canvas::Canvas;
+    use qrcode::EcLevel;
+    // What `QrCode::new` does: the smallest version at error correction M.
     // Only URLs longer than a QR code holds fail; the page works without it.
-    let Ok(code) = QrCode::new(url.as_bytes()) else {
+    let Ok(bits) = qrcode::bits::encode_auto(url.as_bytes(), EcLevel::M) else {
         return String::new();
     };
-    let modules = code.width();
-    let colors = code.to_colors();
+    let version = bits.version();
+    let Ok((data, ec)) = qrcode::ec::construct_codewords(&bits.into_bytes(), version, EcLevel::M)
+    else {
+        return String::new();
+    };
+    let mut canvas = Canvas::new(version, EcLevel::M);
+    canvas.draw_all_functional_patterns();
+    canvas.draw_data(&data, &ec);
+    let modules = version.width().unsigned_abs().into();
+    let colors = match QR_MASKS.remembered(invite_id) {
+        Some(mask) => {
+            canvas.apply_mask(mask);
+            canvas.into_colors()
+        }
+        None => {
+            let best = canvas.apply_best_mask().into_colors();
+            QR_MASKS.remember(invite_id, &canvas, &best);
+            best
+        }
+    };
     render_qr(&colors, modules)
+}
+
+/// The masks the QR codes of recent invites were drawn with, by invite id.
+static QR_MASKS: QrMasks = QrMasks(std::sync::Mutex::new(None));
+
+/// The mask of each invite's QR code, so that it is scored once and not on
+/// every view. A map of ids to one byte, cleared when full, rather than an
+/// LRU crate: an evicted entry only costs one more scoring, and a wrong one
+/// (impossible while ids are unique) would still draw a valid code, since
+/// every mask does.
+struct QrMasks(std::sync::Mutex<Option<std::collections::HashMap<i64, u8>>>);
+
+/// The eight masks of a (non-micro) QR code, by their number.
+const MASK_PATTERNS: [qrcode::canvas::MaskPattern; 8] = {
+    use qrcode::canvas::MaskPattern::*;
+    [
+        Checkerboard,
+        HorizontalLines,
+        VerticalLines,
+        DiagonalLines,
+        LargeCheckerboard,
+        Fields,
+        Diamonds,
+        Meadow,
+    ]
+};
+
+/// At most this many invites' masks are kept (a few hundred KiB).
+const QR_MASKS_KEPT: usize = 16_384;
+
+impl QrMasks {
+    fn remembered(&self, invite_id: i64) -> Option<qrcode::canvas::MaskPattern> {
+        let masks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = *masks.as_ref()?.get(&invite_id)?;
+        MASK_PATTERNS.get(usize::from(n)).copied()
+    }
+
+    /// Finds which mask turned `unmasked` into `best` and keeps it.
+    fn remember(&self, invite_id: i64, unmasked: &qrcode::canvas::Canvas, best: &[qrcode::Color]) {
+        let Some(n) = MASK_PATTERNS.iter().position(|mask| {
+            let mut c = unmasked.clone();
+            c.apply_mask(*mask);
+            c.into_colors() == best
+        }) else {
+            return;
+        };
+        let mut masks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let masks = masks.get_or_insert_with(Default::default);
+        if masks.len() >= QR_MASKS_KEPT {
+            masks.clear();
+        }
+        // `n` < 8: it indexes MASK_PATTERNS.
+        masks.insert(invite_id, n as u8);
+    }
 }
 
 /// The quiet zone around a QR code, in modules, as the standard asks.
@@ -378,7 +456,7 @@ fn form_page(
         fixed_name: invite.fixed_name.is_some(),
         uses_remaining: invite.uses_remaining(),
         csrf: &csrf,
-        qr_svg: qr_svg(&host.invite_url(token.expose())),
+        qr_svg: qr_svg(&host.invite_url(token.expose()), invite.id),
     };
     let mut res = render(status, &page);
     no_store(&mut res);

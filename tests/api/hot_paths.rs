@@ -110,20 +110,25 @@ fn drawn_modules(svg: &str, modules: usize) -> Result<Vec<bool>, String> {
 fn the_invite_pages_qr_code_is_one_compact_path_drawing_the_invite_link() {
     let app = TestApp::spawn();
     let page_url = app.mint();
-    let html = client().get(&page_url).send().unwrap().text().unwrap();
-    let start = html.find("<svg").expect("a QR code");
-    let end = start + html[start..].find("</svg>").expect("end of svg");
-    let svg = &html[start..end];
     let code = QrCode::new(page_url.as_bytes()).unwrap();
-    assert_eq!(
-        drawn_modules(svg, code.width()),
-        Ok(code
-            .to_colors()
-            .iter()
-            .map(|c| *c == qrcode::Color::Dark)
-            .collect()),
-        "the QR code does not draw {page_url}"
-    );
+    let want: Vec<bool> = code
+        .to_colors()
+        .iter()
+        .map(|c| *c == qrcode::Color::Dark)
+        .collect();
+    // The second view draws with the mask remembered from the first.
+    let (mut html, mut svg) = (String::new(), String::new());
+    for view in 1..=2 {
+        html = client().get(&page_url).send().unwrap().text().unwrap();
+        let start = html.find("<svg").expect("a QR code");
+        let end = start + html[start..].find("</svg>").expect("end of svg");
+        svg = html[start..end].to_owned();
+        assert_eq!(
+            drawn_modules(&svg, code.width()),
+            Ok(want.clone()),
+            "view {view}: the QR code does not draw {page_url}"
+        );
+    }
     // Shown 200 px or more across as before, in whole pixels per module.
     let across = code.width() + 8;
     let px = 200usize.div_ceil(across) * across;
