@@ -459,8 +459,10 @@ impl SqliteStore {
     /// lookup on the hot path (`find_session`, on every forward-auth check):
     /// in WAL mode a reader never waits for the writer or for another
     /// process's transaction, so this blocks the worker only for the
-    /// lookup's own page reads. Each call still reads the database as
-    /// committed at that moment, so nothing it answers can be stale.
+    /// lookup's own page reads (and, rarely, for a process that is
+    /// rebuilding the WAL index after a crash, as every reader must). Each
+    /// call still reads the database as committed at that moment, so nothing
+    /// it answers can be stale, whichever process changed it.
     fn read_inline<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
