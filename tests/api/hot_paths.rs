@@ -116,7 +116,7 @@ fn the_invite_pages_qr_code_is_one_compact_path_drawing_the_invite_link() {
         .iter()
         .map(|c| *c == qrcode::Color::Dark)
         .collect();
-    // The second view draws with the mask remembered from the first.
+    // Every view draws the same code.
     let (mut html, mut svg) = (String::new(), String::new());
     for view in 1..=2 {
         html = client().get(&page_url).send().unwrap().text().unwrap();
