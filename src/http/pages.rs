@@ -282,8 +282,12 @@ pub(super) fn human_time(t: DateTime<Utc>) -> String {
 /// SVG renderer writes every dark module as its own subpath in pixel units:
 /// the same picture in about four times the bytes. Written here because no
 /// SVG renderer in a well-kept crate draws runs.
-fn qr_svg(url: &str) -> String {
-    match qr_modules(url) {
+///
+/// The mask each invite's code was drawn with is remembered, so that views
+/// after the first skip scoring the eight masks (two thirds of the page's
+/// cost even done as [`mask_penalty`] does it).
+fn qr_svg(url: &str, invite_id: i64) -> String {
+    match qr_modules(url, invite_id) {
         Some((colors, modules)) => render_qr(&colors, modules),
         // Only URLs longer than a QR code holds fail; the page works without it.
         None => String::new(),
@@ -295,7 +299,7 @@ fn qr_svg(url: &str) -> String {
 /// choice of mask scores each of the eight with a boxed closure per module
 /// (over 90 % of a code's cost, 350 µs per view here); [`mask_penalty`]
 /// computes the same scores on a plain matrix.
-fn qr_modules(url: &str) -> Option<(Vec<qrcode::Color>, usize)> {
+fn qr_modules(url: &str, invite_id: i64) -> Option<(Vec<qrcode::Color>, usize)> {
     use qrcode::canvas::Canvas;
     use qrcode::EcLevel;
     // What `QrCode::new` does: the smallest version at error correction M.
@@ -307,18 +311,54 @@ fn qr_modules(url: &str) -> Option<(Vec<qrcode::Color>, usize)> {
     canvas.draw_all_functional_patterns();
     canvas.draw_data(&data, &ec);
     let modules = usize::from(version.width().unsigned_abs());
+    if let Some(mask) = QR_MASKS.remembered(invite_id) {
+        canvas.apply_mask(mask);
+        return Some((canvas.into_colors(), modules));
+    }
     // As the crate does: the first of the masks with the least penalty.
-    MASK_PATTERNS
+    let (n, _, colors) = MASK_PATTERNS
         .iter()
-        .map(|mask| {
+        .enumerate()
+        .map(|(n, mask)| {
             let mut c = canvas.clone();
             c.apply_mask(*mask);
             let colors = c.into_colors();
             let dark: Vec<bool> = colors.iter().map(|c| *c == qrcode::Color::Dark).collect();
-            (mask_penalty(&dark, modules), colors)
+            (n, mask_penalty(&dark, modules), colors)
         })
-        .min_by_key(|(penalty, _)| *penalty)
-        .map(|(_, colors)| (colors, modules))
+        .min_by_key(|(_, penalty, _)| *penalty)?;
+    QR_MASKS.remember(invite_id, n);
+    Some((colors, modules))
+}
+
+/// The masks the QR codes of recent invites were drawn with, by invite id.
+static QR_MASKS: QrMasks = QrMasks(std::sync::Mutex::new(None));
+
+/// The mask of each invite's QR code (its index in [`MASK_PATTERNS`]). A map
+/// of ids to one byte, cleared when full, rather than an LRU crate: an
+/// evicted entry only costs one more scoring, and a wrong one (impossible
+/// while ids are unique) would still draw a valid code, since every mask does.
+struct QrMasks(std::sync::Mutex<Option<std::collections::HashMap<i64, u8>>>);
+
+/// At most this many invites' masks are kept (a few hundred KiB).
+const QR_MASKS_KEPT: usize = 16_384;
+
+impl QrMasks {
+    fn remembered(&self, invite_id: i64) -> Option<qrcode::canvas::MaskPattern> {
+        let masks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = *masks.as_ref()?.get(&invite_id)?;
+        MASK_PATTERNS.get(usize::from(n)).copied()
+    }
+
+    fn remember(&self, invite_id: i64, n: usize) {
+        let Ok(n) = u8::try_from(n) else { return };
+        let mut masks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let masks = masks.get_or_insert_with(Default::default);
+        if masks.len() >= QR_MASKS_KEPT {
+            masks.clear();
+        }
+        masks.insert(invite_id, n);
+    }
 }
 
 /// The eight masks of a (non-micro) QR code, in the crate's order.
@@ -487,7 +527,7 @@ fn form_page(
         fixed_name: invite.fixed_name.is_some(),
         uses_remaining: invite.uses_remaining(),
         csrf: &csrf,
-        qr_svg: qr_svg(&host.invite_url(token.expose())),
+        qr_svg: qr_svg(&host.invite_url(token.expose()), invite.id),
     };
     let mut res = render(status, &page);
     no_store(&mut res);
@@ -705,10 +745,13 @@ mod tests {
                 .collect();
             let url = format!("https://chat{i}.example.org/invite?{token}");
             let code = QrCode::new(url.as_bytes()).expect("encodes");
-            let (colors, modules) = qr_modules(&url).expect("encodes");
-            assert_eq!(modules, code.width(), "{url}");
-            assert_eq!(colors, code.to_colors(), "{url}");
-            seen.insert(colors.len());
+            // Scored on the first call, drawn with the remembered mask on the second.
+            for _ in 0..2 {
+                let (colors, modules) = qr_modules(&url, i64::from(i)).expect("encodes");
+                assert_eq!(modules, code.width(), "{url}");
+                assert_eq!(colors, code.to_colors(), "{url}");
+            }
+            seen.insert(code.width());
         }
         assert!(seen.len() > 2, "too few versions tried: {seen:?}");
     }
