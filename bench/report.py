@@ -312,6 +312,61 @@ def merge(runs):
     return out
 
 
+def other_load(wrk, *keys):
+    """The largest share of other load during the runs named by `keys`."""
+    vals = [wrk[k]["other_pct"] for k in keys if k in wrk]
+    return f"{max(vals):.0f}%" if vals else "n/a"
+
+
+def hot_section(wrk, meta):
+    """The hot paths' table (Markdown lines) and their targets, as
+    (name, measured, ok, other load): the auth check against /health measured
+    in the same minute, and the invite page's server CPU per view."""
+    def get(phase, c):
+        r = wrk.get((phase, c))
+        return (r, rate(r)) if r else (None, None)
+
+    out = [
+        "",
+        "Hot paths on F: `GET /api/auth/check` with a signed-in session cookie (→ 200), against `/health` "
+        "measured in the same minute (health, check, check, health, half the time each); and the invite page "
+        "(`GET /invite?<token>`, → 200, QR code included) at 8 connections:",
+        "",
+        "| conn. | /health req/s | auth check/s | check ÷ health | check p50 ms | check p99 ms | errors / non-2xx "
+        "| server CPU µs per request (health / check) | other load (health / check) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    targets = []
+    for c in meta.get("hot_connections", []):
+        (h, hr), (a, ar) = get("hot-health", c), get("auth-check", c)
+        x = ar / hr if ar is not None and hr else None
+        if h and a:
+            out.append(
+                f"| {c} | {fmt_rate(hr)} | {fmt_rate(ar)} | {fmt_ratio(x)} | {ms(a['p50_us'])} | {ms(a['p99_us'])} "
+                f"| {err_cell(a)} | {cpu_per_request_us(h)} / {cpu_per_request_us(a)} "
+                f"| {round(h['other_pct'])}% / {round(a['other_pct'])}% |"
+            )
+        targets.append((f"auth check ≥ 0.8 × /health, {c} conn.", fmt_ratio(x), None if x is None else x >= 0.8,
+                        other_load(wrk, ("auth-check", c), ("hot-health", c))))
+        if c == 8:
+            targets.append(("auth check p99 < 2 ms at 8 conn.", f"{ms(a['p99_us'])} ms" if a else "n/a",
+                            None if not a else a["p99_us"] < 2000, other_load(wrk, ("auth-check", 8))))
+    p, pr = get("invite-page", 8)
+    if p:
+        per_view = p["server_cpu_s"] / p["requests"] * 1e6 if p["requests"] else None
+        out += [
+            "",
+            "| invite page | views/s | p50 ms | p99 ms | errors / non-2xx | server CPU µs per view | other load |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            f"| 8 conn. | {fmt_rate(pr)} | {ms(p['p50_us'])} | {ms(p['p99_us'])} | {err_cell(p)} "
+            f"| {cpu_per_request_us(p)} | {round(p['other_pct'])}% |",
+        ]
+        targets.append(("invite page ≤ 100 µs of server CPU per view",
+                        "n/a" if per_view is None else f"{per_view:,.0f} µs",
+                        None if per_view is None or p["non_2xx_3xx"] else per_view <= 100, other_load(wrk, ("invite-page", 8))))
+    return out, targets
+
+
 def build(rows, meta):
     """The report as Markdown lines, and whether any target was missed."""
     grouped = {}
@@ -319,6 +374,9 @@ def build(rows, meta):
         if "requests" in r:
             grouped.setdefault((r["phase"], r["connections"]), []).append(r)
     wrk = {k: merge(v) for k, v in grouped.items()}
+    hot_lines, hot_targets = hot_section(wrk, meta)
+    if meta.get("only") == "hot":
+        return finish(hot_lines[1:], hot_targets, [])
     rss = [r for r in rows if r.get("kind") == "rss"]
     argon = [r for r in rows if r.get("kind") == "argon2"]
     fill = next((r for r in rows if r.get("kind") == "fill"), None)
@@ -473,8 +531,7 @@ def build(rows, meta):
     ]
 
     def other(*keys):
-        vals = [wrk[k]["other_pct"] for k in keys if k in wrk]
-        return f"{max(vals):.0f}%" if vals else "n/a"
+        return other_load(wrk, *keys)
 
     argon_other = max((a["other_pct"] for a in argon), default=None)
     def bounded(x, cap, c):
@@ -521,15 +578,8 @@ def build(rows, meta):
         x = ratio(hash_cpu, redeem_cpu.get(c))
         targets.append((f"(cross-check) the same, CPU-normalised, {c} conn.", fmt_ratio(x), None if x is None else x >= 0.8,
                         "independent of it"))
-    out += ["", "| target | measured | result | other load during the runs compared |", "|---|---:|---|---:|"]
-    for name, measured, ok, load in targets:
-        if ok is None:
-            load = "n/a"
-        out.append(f"| {name} | {measured} | {verdict(ok)} | {load} |")
-    counted = [t for t in targets if not t[0].startswith("(cross-check)")]
-    missed = sum(t[2] is False for t in counted)
-    out += ["", f"{missed} of {len(counted)} targets missed (cross-checks not counted)."
-            if missed else f"All {len(counted)} targets met (cross-checks not counted)."]
+    out += hot_lines
+    targets += hot_targets
 
     notes = []
     if fsync:
@@ -557,8 +607,25 @@ def build(rows, meta):
             f"= {a['rate']:.1f}/s, {a['cpu_ms_per_hash']:.2f} ms of CPU per hash "
             f"(`examples/argon2_rate.rs`, m=19 MiB t=2 p=1; other load {a['other_pct']:.0f}%)."
         )
-    out.append("")
-    out += [f"- {n}" for n in notes]
+    return finish(out, targets, notes)
+
+
+def finish(out, targets, notes):
+    """`out` with the targets table and the notes after it; and how many
+    targets were missed."""
+    out = list(out)
+    out += ["", "| target | measured | result | other load during the runs compared |", "|---|---:|---|---:|"]
+    for name, measured, ok, load in targets:
+        if ok is None:
+            load = "n/a"
+        out.append(f"| {name} | {measured} | {verdict(ok)} | {load} |")
+    counted = [t for t in targets if not t[0].startswith("(cross-check)")]
+    missed = sum(t[2] is False for t in counted)
+    out += ["", f"{missed} of {len(counted)} targets missed (cross-checks not counted)."
+            if missed else f"All {len(counted)} targets met (cross-checks not counted)."]
+    if notes:
+        out.append("")
+        out += [f"- {n}" for n in notes]
     return out, missed
 
 

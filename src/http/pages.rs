@@ -6,8 +6,6 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use askama::Template;
 use chrono::{DateTime, SecondsFormat, Utc};
-use qrcode::render::svg;
-use qrcode::QrCode;
 use serde::Deserialize;
 
 use super::body::{self, Body, BodyError};
@@ -279,23 +277,218 @@ pub(super) fn human_time(t: DateTime<Utc>) -> String {
     t.format("%-d %B %Y at %H:%M UTC").to_string()
 }
 
-fn qr_svg(url: &str) -> String {
-    match QrCode::new(url.as_bytes()) {
-        Ok(code) => {
-            let svg = code
-                .render::<svg::Color<'_>>()
-                .min_dimensions(200, 200)
-                .quiet_zone(true)
-                .build();
-            // Inline in HTML: the XML declaration is not allowed there.
-            match svg.find("<svg") {
-                Some(i) => svg[i..].to_owned(),
-                None => svg,
+/// The invite link as an inline SVG QR code, at least 200 px across with a
+/// four-module quiet zone, drawn as one path of horizontal runs of dark
+/// modules in module units (scaled by `viewBox`). The `qrcode` crate's own
+/// SVG renderer writes every dark module as its own subpath in pixel units:
+/// the same picture in about four times the bytes. Written here because no
+/// SVG renderer in a well-kept crate draws runs.
+///
+/// The mask each invite's code was drawn with is remembered, so that views
+/// after the first skip scoring the eight masks (two thirds of the page's
+/// cost even done as [`mask_penalty`] does it).
+fn qr_svg(url: &str, invite_id: i64) -> String {
+    match qr_modules(url, invite_id) {
+        Some((colors, modules)) => render_qr(&colors, modules),
+        // Only URLs longer than a QR code holds fail; the page works without it.
+        None => String::new(),
+    }
+}
+
+/// The modules of exactly the code `QrCode::new(url)` makes (row by row),
+/// and how many there are across. Built from the crate's parts because its
+/// choice of mask scores each of the eight with a boxed closure per module
+/// (over 90 % of a code's cost, 350 µs per view here); [`mask_penalty`]
+/// computes the same scores on a plain matrix.
+fn qr_modules(url: &str, invite_id: i64) -> Option<(Vec<qrcode::Color>, usize)> {
+    use qrcode::canvas::Canvas;
+    use qrcode::EcLevel;
+    // What `QrCode::new` does: the smallest version at error correction M.
+    let bits = qrcode::bits::encode_auto(url.as_bytes(), EcLevel::M).ok()?;
+    let version = bits.version();
+    let (data, ec) =
+        qrcode::ec::construct_codewords(&bits.into_bytes(), version, EcLevel::M).ok()?;
+    let mut canvas = Canvas::new(version, EcLevel::M);
+    canvas.draw_all_functional_patterns();
+    canvas.draw_data(&data, &ec);
+    let modules = usize::from(version.width().unsigned_abs());
+    if let Some(mask) = QR_MASKS.remembered(invite_id) {
+        canvas.apply_mask(mask);
+        return Some((canvas.into_colors(), modules));
+    }
+    // As the crate does: the first of the masks with the least penalty.
+    let (n, _, colors) = MASK_PATTERNS
+        .iter()
+        .enumerate()
+        .map(|(n, mask)| {
+            let mut c = canvas.clone();
+            c.apply_mask(*mask);
+            let colors = c.into_colors();
+            let dark: Vec<bool> = colors.iter().map(|c| *c == qrcode::Color::Dark).collect();
+            (n, mask_penalty(&dark, modules), colors)
+        })
+        .min_by_key(|(_, penalty, _)| *penalty)?;
+    QR_MASKS.remember(invite_id, n);
+    Some((colors, modules))
+}
+
+/// The masks the QR codes of recent invites were drawn with, by invite id.
+static QR_MASKS: QrMasks = QrMasks(std::sync::Mutex::new(None));
+
+/// The mask of each invite's QR code (its index in [`MASK_PATTERNS`]). A map
+/// of ids to one byte, cleared when full, rather than an LRU crate: an
+/// evicted entry only costs one more scoring, and a wrong one (impossible
+/// while ids are unique) would still draw a valid code, since every mask does.
+struct QrMasks(std::sync::Mutex<Option<std::collections::HashMap<i64, u8>>>);
+
+/// At most this many invites' masks are kept (a few hundred KiB).
+const QR_MASKS_KEPT: usize = 16_384;
+
+impl QrMasks {
+    fn remembered(&self, invite_id: i64) -> Option<qrcode::canvas::MaskPattern> {
+        let masks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = *masks.as_ref()?.get(&invite_id)?;
+        MASK_PATTERNS.get(usize::from(n)).copied()
+    }
+
+    fn remember(&self, invite_id: i64, n: usize) {
+        let Ok(n) = u8::try_from(n) else { return };
+        let mut masks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let masks = masks.get_or_insert_with(Default::default);
+        if masks.len() >= QR_MASKS_KEPT {
+            masks.clear();
+        }
+        masks.insert(invite_id, n);
+    }
+}
+
+/// The eight masks of a (non-micro) QR code, in the crate's order.
+const MASK_PATTERNS: [qrcode::canvas::MaskPattern; 8] = {
+    use qrcode::canvas::MaskPattern::*;
+    [
+        Checkerboard,
+        HorizontalLines,
+        VerticalLines,
+        DiagonalLines,
+        LargeCheckerboard,
+        Fields,
+        Diamonds,
+        Meadow,
+    ]
+};
+
+/// The penalty `qrcode` 0.14 gives a masked code (`dark`, `n` x `n`, row by
+/// row), computed as it does (`Canvas::compute_total_penalty_scores`, with
+/// its u16 arithmetic), so the same mask wins: runs of five or more, 2x2
+/// blocks, finder-like patterns, and the dark/light balance.
+fn mask_penalty(dark: &[bool], n: usize) -> u16 {
+    let at = |row: usize, col: usize, horizontal: bool| {
+        if horizontal {
+            dark[row * n + col]
+        } else {
+            dark[col * n + row]
+        }
+    };
+    let mut total: u16 = 0;
+    for horizontal in [true, false] {
+        // Runs of 5 + k modules of one color cost 3 + k.
+        for line in 0..n {
+            let mut run = 1u16;
+            for k in 1..=n {
+                if k < n && at(line, k, horizontal) == at(line, k - 1, horizontal) {
+                    run += 1;
+                } else {
+                    if run >= 5 {
+                        total = total.wrapping_add(run - 2);
+                    }
+                    run = 1;
+                }
             }
         }
-        // Only URLs longer than a QR code holds fail; the page works without it.
-        Err(_) => String::new(),
     }
+    // Every 2x2 block of one color costs 3.
+    for y in 0..n - 1 {
+        for x in 0..n - 1 {
+            let c = dark[y * n + x];
+            if dark[y * n + x + 1] == c
+                && dark[(y + 1) * n + x] == c
+                && dark[(y + 1) * n + x + 1] == c
+            {
+                total = total.wrapping_add(3);
+            }
+        }
+    }
+    // Dark-light-dark-dark-dark-light-dark without four light modules on one
+    // side costs 40; the crate then takes off the 360 its finders score.
+    const FINDER: [bool; 7] = [true, false, true, true, true, false, true];
+    for horizontal in [true, false] {
+        let mut score: u16 = 0;
+        for line in 0..n {
+            for j in 0..n.saturating_sub(6) {
+                if (0..7).any(|k| at(line, j + k, horizontal) != FINDER[k]) {
+                    continue;
+                }
+                let dark_in =
+                    |from: usize, to: usize| (from..to.min(n)).any(|k| at(line, k, horizontal));
+                if !dark_in(j.saturating_sub(4), j) || !dark_in(j + 7, j + 11) {
+                    score = score.wrapping_add(40);
+                }
+            }
+        }
+        total = total.wrapping_add(score.wrapping_sub(360));
+    }
+    // The share of dark modules away from half, in half-percent.
+    let ratio = dark.iter().filter(|d| **d).count() * 200 / dark.len().max(1);
+    let balance = ratio.abs_diff(100);
+    // At most 100: `ratio` is at most 200.
+    total.wrapping_add(balance as u16)
+}
+
+/// The quiet zone around a QR code, in modules, as the standard asks.
+const QR_QUIET_ZONE: usize = 4;
+/// The least width and height of the QR image, in CSS pixels.
+const QR_MIN_PIXELS: usize = 200;
+
+/// The SVG for a `modules` x `modules` matrix of `colors` (row by row).
+fn render_qr(colors: &[qrcode::Color], modules: usize) -> String {
+    use std::fmt::Write as _;
+    let across = modules + 2 * QR_QUIET_ZONE;
+    // Whole pixels per module, as the crate's `min_dimensions(200, 200)` chose.
+    let pixels = QR_MIN_PIXELS.div_ceil(across) * across;
+    let mut svg = String::with_capacity(256 + colors.len() * 3);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        svg,
+        concat!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{px}" height="{px}""#,
+            r#" viewBox="0 0 {n} {n}" shape-rendering="crispEdges">"#,
+            r##"<rect width="{n}" height="{n}" fill="#fff"/><path fill="#000" d=""##,
+        ),
+        px = pixels,
+        n = across,
+    );
+    for (y, row) in colors.chunks(modules.max(1)).enumerate() {
+        let mut x = 0;
+        while x < row.len() {
+            if row[x] == qrcode::Color::Light {
+                x += 1;
+                continue;
+            }
+            let run = row[x..]
+                .iter()
+                .take_while(|c| **c == qrcode::Color::Dark)
+                .count();
+            let _ = write!(
+                svg,
+                "M{} {}h{run}v1h-{run}z",
+                x + QR_QUIET_ZONE,
+                y + QR_QUIET_ZONE
+            );
+            x += run;
+        }
+    }
+    svg.push_str(r#""/></svg>"#);
+    svg
 }
 
 /// The CSRF nonce in the request's cookie for `host`, if it is well formed.
@@ -335,7 +528,7 @@ fn form_page(
         fixed_name: invite.fixed_name.is_some(),
         uses_remaining: invite.uses_remaining(),
         csrf: &csrf,
-        qr_svg: qr_svg(&host.invite_url(token.expose())),
+        qr_svg: qr_svg(&host.invite_url(token.expose()), invite.id),
     };
     let mut res = render(status, &page);
     no_store(&mut res);
@@ -568,5 +761,38 @@ pub(super) fn capitalise(s: &str) -> String {
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::qr_modules;
+    use qrcode::QrCode;
+
+    #[test]
+    fn the_qr_code_is_the_one_the_crate_makes_whatever_the_link() {
+        // Lengths across several versions, and many contents per length, so
+        // that every mask is the winner somewhere.
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..300u32 {
+            let token: String = (0..(20 + i % 60))
+                .map(|k| {
+                    char::from(
+                        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+                            [((k * 7 + i * 13 + k * k * i) % 64) as usize],
+                    )
+                })
+                .collect();
+            let url = format!("https://chat{i}.example.org/invite?{token}");
+            let code = QrCode::new(url.as_bytes()).expect("encodes");
+            // Scored on the first call, drawn with the remembered mask on the second.
+            for _ in 0..2 {
+                let (colors, modules) = qr_modules(&url, i64::from(i)).expect("encodes");
+                assert_eq!(modules, code.width(), "{url}");
+                assert_eq!(colors, code.to_colors(), "{url}");
+            }
+            seen.insert(code.width());
+        }
+        assert!(seen.len() > 2, "too few versions tried: {seen:?}");
     }
 }

@@ -471,6 +471,23 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
     }
+
+    /// Runs `f` on a read connection right here, on the async worker, without
+    /// the blocking-pool hop [`Self::read`] takes (two thread wake-ups, which
+    /// cost several times the lookup itself). Only for one short indexed
+    /// lookup on the hot path (`find_session`, on every forward-auth check):
+    /// in WAL mode a reader never waits for the writer or for another
+    /// process's transaction, so this blocks the worker only for the
+    /// lookup's own page reads (and, rarely, for a process that is
+    /// rebuilding the WAL index after a crash, as every reader must). Each
+    /// call still reads the database as committed at that moment, so nothing
+    /// it answers can be stale, whichever process changed it.
+    fn read_inline<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.readers.with(f)
+    }
 }
 
 /// Creates the database file, empty and readable by its owner only, unless it
@@ -1762,24 +1779,25 @@ impl Store for SqliteStore {
     }
 
     async fn find_session(&self, token_digest: SecretDigest) -> Result<SessionRecord, StoreError> {
-        self.read(move |conn| {
-            one(conn
-                .prepare_cached(&format!(
-                    "SELECT {ACCOUNT_COLUMNS}, s.last_used_at
-                     FROM sessions s JOIN accounts a ON a.id = s.account_id
-                     WHERE s.token_digest = ?1 AND a.disabled_at IS NULL"
-                ))
-                .and_then(|mut st| {
-                    st.query_row([token_digest.as_bytes().as_slice()], |row| {
-                        Ok(SessionRecord {
-                            account: account_row(row)?,
-                            last_used_at: time_at(row, 8)?,
-                        })
+        // Built once: formatting it on every check cost an allocation per call.
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT {ACCOUNT_COLUMNS}, s.last_used_at
+                 FROM sessions s JOIN accounts a ON a.id = s.account_id
+                 WHERE s.token_digest = ?1 AND a.disabled_at IS NULL"
+            )
+        });
+        self.read_inline(move |conn| {
+            one(conn.prepare_cached(&SQL).and_then(|mut st| {
+                st.query_row([token_digest.as_bytes().as_slice()], |row| {
+                    Ok(SessionRecord {
+                        account: account_row(row)?,
+                        last_used_at: time_at(row, 8)?,
                     })
-                    .optional()
-                }))
+                })
+                .optional()
+            }))
         })
-        .await
     }
 
     async fn touch_session(

@@ -10,6 +10,7 @@ mod config;
 mod crash;
 mod helpers;
 mod hostile;
+mod hot_paths;
 mod invites;
 mod invites_api;
 mod json_api;
