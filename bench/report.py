@@ -367,6 +367,32 @@ def hot_section(wrk, meta):
     return out, targets
 
 
+def synapse_section(wrk, rows, conns):
+    """Synapse's registration tokens beside invite-server's minting on F at the
+    same connection counts (Markdown lines), and how Synapse was run. No
+    target: the ratio is recorded, as the issue asks, not judged."""
+    note = next((r["note"] for r in rows if r.get("kind") == "synapse"), None)
+    out = [
+        "",
+        "Matrix Synapse minting registration tokens (`POST /_synapse/admin/v1/registration_tokens/new`, body `{}`, "
+        "as a server admin → 200), measured in the same round as invite-server's minting on F, at the same connection counts:",
+        "",
+        "| conn. | Synapse tokens/s | p50 ms | p99 ms | errors / non-2xx | server CPU µs per token "
+        "| invite-server mint/s (F) | invite-server ÷ Synapse | other load |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in conns:
+        r, f = wrk.get(("synapse", c)), wrk.get(("mint-empty", c))
+        s_rate, f_rate = (rate(r) if r else None), (rate(f) if f else None)
+        x = f_rate / s_rate if f_rate is not None and s_rate else None
+        out.append(
+            f"| {c} | {fmt_rate(s_rate)} | {ms(r['p50_us']) if r else 'n/a'} | {ms(r['p99_us']) if r else 'n/a'} "
+            f"| {err_cell(r) if r else 'n/a'} | {cpu_per_request_us(r) if r else 'n/a'} "
+            f"| {fmt_rate(f_rate)} | {fmt_ratio(x)} | {str(round(r['other_pct'])) + '%' if r else 'n/a'} |"
+        )
+    return out, note
+
+
 def build(rows, meta):
     """The report as Markdown lines, and whether any target was missed."""
     grouped = {}
@@ -377,6 +403,9 @@ def build(rows, meta):
     hot_lines, hot_targets = hot_section(wrk, meta)
     if meta.get("only") == "hot":
         return finish(hot_lines[1:], hot_targets, [])
+    synapse_lines, synapse_note = synapse_section(wrk, rows, meta["connections"])
+    if meta.get("only") == "synapse":
+        return finish(synapse_lines[1:], [], [f"Synapse: {synapse_note}"] if synapse_note else [])
     rss = [r for r in rows if r.get("kind") == "rss"]
     argon = [r for r in rows if r.get("kind") == "argon2"]
     fill = next((r for r in rows if r.get("kind") == "fill"), None)
@@ -495,6 +524,7 @@ def build(rows, meta):
             f"| {fmt_ratio(ratio(get_rate('mint-empty', c), get_rate('prosody', c)))} "
             f"| {cell('prosody', c, lambda r: str(round(r['other_pct'])) + '%')} |"
         )
+    out += synapse_lines
 
     ceiling = statistics.mean(a["rate"] for a in argon) if argon else None
     out += [
@@ -601,6 +631,8 @@ def build(rows, meta):
         )
     if prosody:
         notes.append(f"Prosody: {prosody['note']}")
+    if synapse_note:
+        notes.append(f"Synapse: {synapse_note}")
     for a in argon:
         notes.append(
             f"Argon2id alone ({a['when']}): {a['hashes']} hashes in {a['seconds']:.1f} s on {a['threads']} threads "
@@ -614,6 +646,8 @@ def finish(out, targets, notes):
     """`out` with the targets table and the notes after it; and how many
     targets were missed."""
     out = list(out)
+    if not targets:
+        return out + ([""] + [f"- {n}" for n in notes] if notes else []), 0
     out += ["", "| target | measured | result | other load during the runs compared |", "|---|---:|---|---:|"]
     for name, measured, ok, load in targets:
         if ok is None:
