@@ -5,13 +5,18 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::audit::audit;
-use super::{
-    backend, find_invite, insert_session, is_primary_key_clash, micros, new_invite_id, one,
-    time_at, AccountRecord, ACCOUNT_COLUMNS, ID_ATTEMPTS,
+use super::audit::{self, audit};
+use super::invites::{find_invite, new_invite_id, ID_ATTEMPTS};
+use super::outbox::{self, Subject};
+use super::rows::{
+    backend, is_constraint_violation, is_primary_key_clash, micros, one, time_at, ACCOUNT_COLUMNS,
 };
+use super::sessions::insert_session;
 use crate::domain::{AccountName, HostName, InviteLookup, LEGACY_INVITE_ID_LIMIT};
-use crate::store::{AccountOrigin, NewResetInvite, NewSession, StoreError};
+use crate::store::{
+    AccountOrigin, AccountRecord, NewAccount, NewResetInvite, NewSession, StoreError,
+};
+use crate::webhooks::EventKind;
 
 /// The row id of an account, or `NotFound`.
 fn account_id(conn: &Connection, host: &HostName, name: &AccountName) -> Result<i64, StoreError> {
@@ -113,7 +118,7 @@ pub(super) fn find_by_id(conn: &Connection, id: i64) -> Result<AccountRecord, St
         .prepare_cached(&format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = ?1"
         ))
-        .and_then(|mut st| st.query_row([id], super::account_row).optional()))
+        .and_then(|mut st| st.query_row([id], super::rows::account_row).optional()))
 }
 
 /// An account with when its invite was minted: from the invite while it is
@@ -136,7 +141,7 @@ pub(super) fn origin(
                     Some(_) => Some(time_at(row, 8)?),
                     None => None,
                 };
-                Ok((super::account_row(row)?, minted))
+                Ok((super::rows::account_row(row)?, minted))
             })
             .optional()
         }))?;
@@ -253,6 +258,73 @@ pub(super) fn redeem_reset(
     .map_err(backend)?;
     insert_session(conn, account_id, session)?;
     Ok(account)
+}
+
+pub(super) fn insert_account(
+    conn: &Connection,
+    a: &NewAccount,
+) -> Result<AccountRecord, StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO accounts (host, name, password_hash, created_at, invited_by, invite_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                a.host.as_str(),
+                a.name.as_str(),
+                a.password_hash,
+                micros(a.created_at),
+                a.invited_by,
+                a.invite_id
+            ])
+        });
+    match inserted {
+        Ok(_) => Ok(AccountRecord {
+            id: conn.last_insert_rowid(),
+            host: a.host.clone(),
+            name: a.name.clone(),
+            password_hash: a.password_hash.clone(),
+            created_at: a.created_at,
+            invited_by: a.invited_by.clone(),
+            invite_id: a.invite_id,
+            disabled_at: None,
+        }),
+        Err(e) if is_constraint_violation(&e) => Err(StoreError::NameTaken),
+        Err(e) => Err(backend(e)),
+    }
+}
+
+/// Inserts an account made without an invite, with its webhook event and
+/// its audit row: only the operator's command creates accounts so.
+pub(super) fn create_account_audited(
+    conn: &Connection,
+    routes: &crate::webhooks::Routes,
+    account: &NewAccount,
+) -> Result<AccountRecord, StoreError> {
+    let created = insert_account(conn, account)?;
+    outbox::record(
+        conn,
+        routes,
+        &created.host,
+        EventKind::AccountCreated,
+        created.created_at,
+        Subject {
+            account: Some(created.name.as_str()),
+            source: Some("cli"),
+            ..Subject::default()
+        },
+    )?;
+    audit::audit(
+        conn,
+        created.created_at,
+        &created.host,
+        "cli",
+        "account.create",
+        created.name.as_str(),
+        None,
+    )?;
+    Ok(created)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
-use super::{backend, micros};
+use super::rows::{backend, micros};
 use crate::domain::HostName;
 use crate::store::StoreError;
 

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
-use super::{FileId, SqliteStore, BUSY_TIMEOUT, MIGRATIONS};
+use super::migrations::MIGRATIONS;
+use super::writer::FileId;
+use super::{SqliteStore, BUSY_TIMEOUT};
 
 /// Why a backup was not written. FILE is left as it was in every case.
 #[derive(Debug, thiserror::Error)]

@@ -7,12 +7,15 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::accounts::insert_account;
 use super::audit::audit;
+use super::keys;
 use super::outbox::{self, Subject};
-use super::{
-    backend, find_invite, insert_account, insert_session, invite_row, one, time_at, INVITE_COLUMNS,
+use super::rows::{
+    backend, digest_at, invite_row, is_primary_key_clash, micros, one, time_at, INVITE_COLUMNS,
 };
-use crate::domain::{HostName, InviteLookup};
+use super::sessions::insert_session;
+use crate::domain::{AccountName, HostName, InviteLookup};
 use crate::store::{
     AccountRecord, InviteDetails, InviteKind, InviteRecord, InviteSource, InviteStatus, InviteUse,
     NewAccount, NewInvite, NewSession, Purged, StatusFilter, StoreError,
@@ -105,7 +108,7 @@ pub(super) fn redeem(
              WHERE id = ?3 AND revoked_at IS NULL AND uses_spent < uses_allowed
                AND expires_at > ?1",
         )
-        .and_then(|mut st| st.execute(params![super::micros(now), account.id, invite.id]))
+        .and_then(|mut st| st.execute(params![micros(now), account.id, invite.id]))
         .map_err(backend)?;
     if spent != 1 {
         return Err(StoreError::InviteUsed);
@@ -121,7 +124,7 @@ pub(super) fn redeem(
             invite.id,
             account.id,
             account.name.as_str(),
-            super::micros(now)
+            micros(now)
         ])
     })
     .map_err(backend)?;
@@ -191,12 +194,7 @@ pub(super) fn list(
         .prepare_cached(&sql)
         .and_then(|mut st| {
             st.query_map(
-                params![
-                    host.as_str(),
-                    after.unwrap_or(i64::MAX),
-                    limit,
-                    super::micros(now)
-                ],
+                params![host.as_str(), after.unwrap_or(i64::MAX), limit, micros(now)],
                 invite_row,
             )?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -237,7 +235,7 @@ pub(super) fn revoke(
              WHERE id = ?1 AND host = ?2 AND revoked_at IS NULL
                AND uses_spent < uses_allowed AND expires_at > ?3",
         )
-        .and_then(|mut st| st.execute(params![id, host.as_str(), super::micros(now)]))
+        .and_then(|mut st| st.execute(params![id, host.as_str(), micros(now)]))
         .map_err(backend)?;
     if changed == 1 {
         let source: String = conn
@@ -295,7 +293,7 @@ pub(super) fn purge(
             .and_then(|mut st| st.execute(p))
             .map_err(backend)
     };
-    let (h, cutoff) = (host.as_str(), super::micros(ended_before));
+    let (h, cutoff) = (host.as_str(), micros(ended_before));
     // Counted first, so a key's count of minted invites survives the purge.
     run(
         &format!(
@@ -318,7 +316,7 @@ pub(super) fn purge(
     let sessions = run(
         "DELETE FROM sessions WHERE last_used_at < ?2
            AND account_id IN (SELECT id FROM accounts WHERE host = ?1)",
-        &[&h, &super::micros(idle_before)],
+        &[&h, &micros(idle_before)],
     )?;
     let purged = Purged {
         invites: invites as u64,
@@ -343,12 +341,238 @@ pub(super) fn purge(
     Ok(purged)
 }
 
+pub(super) fn find_invite(
+    conn: &Connection,
+    lookup: &InviteLookup,
+) -> Result<InviteRecord, StoreError> {
+    match lookup {
+        InviteLookup::ById { id, digest } => {
+            let (invite, stored) = one(conn
+                .prepare_cached(&format!(
+                    "SELECT {INVITE_COLUMNS}, token_digest FROM invites
+                     WHERE id = ?1 AND token_format = 2"
+                ))
+                .and_then(|mut st| {
+                    st.query_row([id], |row| Ok((invite_row(row)?, digest_at(row, 13)?)))
+                        .optional()
+                }))?;
+            // A right id with a wrong secret is no invite at all.
+            if stored.matches(digest) {
+                Ok(invite)
+            } else {
+                Err(StoreError::NotFound)
+            }
+        }
+        // The format repeats the partial index's own condition, so that
+        // SQLite uses it.
+        InviteLookup::Legacy(digest) => one(conn
+            .prepare_cached(&format!(
+                "SELECT {INVITE_COLUMNS} FROM invites
+                 WHERE token_digest = ?1 AND token_format = 1"
+            ))
+            .and_then(|mut st| {
+                st.query_row([digest.as_bytes().as_slice()], invite_row)
+                    .optional()
+            })),
+    }
+}
+
+/// Times an insert draws a new id after landing on one already taken.
+pub(super) const ID_ATTEMPTS: usize = 16;
+
+/// A new invite id: milliseconds since the epoch above 20 random bits. Ids so
+/// made follow time, so inserts land at the end of the table (in random
+/// order within a millisecond); they say when an invite was made (its page
+/// says as much) but not how many came before; and two processes minting in
+/// the same millisecond rarely pick the same one (the insert then draws
+/// again). Never below 2^32, where token parsing expects schema 1 ids, even
+/// for a clock set before 1970; positive until the year 2248.
+pub(super) fn new_invite_id(created_at: DateTime<Utc>) -> i64 {
+    let millis = created_at.timestamp_millis().clamp(1 << 12, (1 << 43) - 1);
+    (millis << 20) | i64::from(rand::random::<u32>() & 0xF_FFFF)
+}
+
+/// Inserts an invite and its `invite.created` event.
+pub(super) fn minted(
+    conn: &Connection,
+    routes: &Routes,
+    inv: &NewInvite,
+) -> Result<i64, StoreError> {
+    let id = insert_invite(conn, inv)?;
+    let source = inv.source.to_text();
+    outbox::record(
+        conn,
+        routes,
+        &inv.host,
+        EventKind::InviteCreated,
+        inv.created_at,
+        Subject {
+            invite: Some(id),
+            source: Some(&source),
+            account: None,
+        },
+    )?;
+    Ok(id)
+}
+
+pub(super) fn insert_invite(conn: &Connection, inv: &NewInvite) -> Result<i64, StoreError> {
+    let ids = std::iter::repeat_with(|| new_invite_id(inv.created_at)).take(ID_ATTEMPTS);
+    insert_invite_with_ids(conn, inv, ids)
+}
+
+/// Inserts under the first of `ids` not yet taken.
+pub(super) fn insert_invite_with_ids(
+    conn: &Connection,
+    inv: &NewInvite,
+    ids: impl IntoIterator<Item = i64>,
+) -> Result<i64, StoreError> {
+    use rusqlite::types::Value;
+    // The guard makes the check and the insert one atomic step inside the batch:
+    // once `keys delete` has committed, no later mint with that key can land.
+    let (guard, minter) = match &inv.source {
+        // An expired key is refused here too, at commit time, so a key
+        // that expires between its lookup and this write mints nothing.
+        InviteSource::Key(id) => (KEY_GUARD.as_str(), Value::Text(id.to_string())),
+        // The quota is counted in the same statement: two mints racing for
+        // an account's last free slot cannot both land.
+        InviteSource::Account(id) => (
+            // Counted in sign-ups still open, the new invite's included, so
+            // a multi-use invite cannot stretch the quota; a disabled
+            // account mints nothing, even racing its disabling.
+            "WHERE EXISTS (SELECT 1 FROM accounts
+                           WHERE id = ?7 AND host = ?2 AND disabled_at IS NULL)
+               AND (?12 IS NULL OR (SELECT coalesce(sum(uses_allowed - uses_spent), 0)
+                    FROM invites
+                    WHERE source = ?3 AND revoked_at IS NULL
+                      AND uses_spent < uses_allowed AND expires_at > ?5) + ?9 <= ?12)",
+            Value::Integer(*id),
+        ),
+        InviteSource::Cli => ("WHERE ?7 IS NULL AND ?12 IS NULL", Value::Null),
+    };
+    static KEY_GUARD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ?7 AND host = ?2
+                AND (expires_at IS NULL OR expires_at > {}))
+             AND ?12 IS NULL",
+            keys::SQL_NOW_MICROS
+        )
+    });
+    let sql = format!(
+        "INSERT INTO invites
+            (id, token_digest, host, source, issuer_name, created_at, expires_at, token_format,
+             uses_allowed, note, fixed_name)
+         SELECT ?8, ?1, ?2, ?3, ?4, ?5, ?6, 2, ?9, ?10, ?11 {guard}"
+    );
+    let mut st = conn.prepare_cached(&sql).map_err(backend)?;
+    let source = inv.source.to_text();
+    for id in ids {
+        let inserted = st.execute(params![
+            inv.token_digest.as_bytes().as_slice(),
+            inv.host.as_str(),
+            source,
+            inv.issuer_name,
+            micros(inv.created_at),
+            micros(inv.expires_at),
+            minter,
+            id,
+            inv.uses_allowed,
+            inv.note,
+            inv.fixed_name.as_ref().map(AccountName::as_str),
+            inv.pending_limit,
+        ]);
+        match inserted {
+            Ok(0) => return Err(why_not_minted(conn, inv, &minter)),
+            Ok(_) => return Ok(id),
+            // Another invite has this id: draw again. A failed statement
+            // undoes only itself.
+            Err(e) if is_primary_key_clash(&e) => continue,
+            Err(e) => return Err(backend(e)),
+        }
+    }
+    Err(StoreError::Backend(
+        "no free invite id in as many draws".into(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::rows::is_constraint_violation;
+    use super::super::test_support::{cli_invite, scratch};
     use super::super::SqliteStore;
+    use super::{insert_invite_with_ids, new_invite_id};
     use crate::crypto::SecretDigest;
     use crate::store::{NewInvite, Store};
-    use chrono::Utc;
+    use chrono::{DateTime, Utc};
+    use rusqlite::params;
+
+    #[test]
+    fn a_schema_1_server_still_running_on_a_migrated_file_cannot_mint() {
+        let (_dir, conn) = scratch();
+        // The statement a schema 1 server runs for every mint.
+        let old = conn.execute(
+            "INSERT INTO invites (token_digest, host, source, issuer_name, created_at, expires_at)
+             SELECT ?1, 'example.com', 'cli', NULL, 1, 2 WHERE ?2 IS NULL",
+            params![
+                SecretDigest::of("t").as_bytes().as_slice(),
+                rusqlite::types::Null
+            ],
+        );
+        assert!(is_constraint_violation(&old.unwrap_err()));
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM invites", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
+
+    #[test]
+    fn lookups_use_an_index_for_both_token_formats() {
+        let (_dir, conn) = scratch();
+        let plan = |sql: &str| -> String {
+            conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap()
+                .join("; ")
+        };
+        let by_id = plan("SELECT host FROM invites WHERE id = 1 AND token_format = 2");
+        assert!(by_id.contains("INTEGER PRIMARY KEY"), "{by_id}");
+        let legacy =
+            plan("SELECT host FROM invites WHERE token_digest = x'00' AND token_format = 1");
+        assert!(legacy.contains("invites_by_legacy_token"), "{legacy}");
+    }
+
+    #[test]
+    fn invite_ids_grow_with_time_and_stay_above_schema_1_ids() {
+        let now = Utc::now();
+        let earlier = now - chrono::Duration::milliseconds(1);
+        for _ in 0..1000 {
+            let (a, b) = (new_invite_id(earlier), new_invite_id(now));
+            assert!(a < b);
+            assert!(a >= crate::domain::LEGACY_INVITE_ID_LIMIT);
+        }
+        let far = DateTime::from_timestamp(8_000_000_000, 0).unwrap();
+        assert!(new_invite_id(far) > 0);
+        let before_1970 = DateTime::from_timestamp(-86_400, 0).unwrap();
+        assert!(new_invite_id(before_1970) >= crate::domain::LEGACY_INVITE_ID_LIMIT);
+    }
+
+    #[test]
+    fn an_invite_id_already_taken_is_drawn_again() {
+        let (_dir, conn) = scratch();
+        let now = Utc::now();
+        let taken = new_invite_id(now);
+        let inv = cli_invite(SecretDigest::of("a"), now);
+        assert_eq!(insert_invite_with_ids(&conn, &inv, [taken]), Ok(taken));
+        let again = insert_invite_with_ids(&conn, &inv, [taken, taken, taken + 1]);
+        assert_eq!(again, Ok(taken + 1));
+        assert!(insert_invite_with_ids(&conn, &inv, [taken, taken + 1]).is_err());
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM invites", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+    }
 
     #[tokio::test]
     async fn revoking_and_purging_write_one_audit_row_each_with_the_actor() {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::audit::audit;
-use super::{all_rows, backend, corrupt, digest_at, host_at, micros, one, time_at};
+use super::rows::{all_rows, backend, corrupt, digest_at, host_at, micros, one, time_at};
 use crate::domain::{HostName, KeyId, KeyScope, MintRate};
 use crate::store::{InviteSource, KeyRecord, ListedKey, StoreError};
 

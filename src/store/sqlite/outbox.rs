@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Row};
 
-use super::{backend, micros, optional_time_at, time_at};
+use super::rows::{backend, corrupt, host_at, micros, optional_time_at, time_at};
 use crate::domain::HostName;
 use crate::store::{Delivery, DeliveryResult, StoreError};
 use crate::webhooks::{EventKind, Routes};
@@ -127,9 +127,9 @@ fn delivery_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
         id: row.get(0)?,
         event_id: row.get(1)?,
-        host: super::host_at(row, 2)?,
+        host: host_at(row, 2)?,
         url: row.get(3)?,
-        event: EventKind::parse(&event).ok_or_else(|| super::corrupt(4, "webhook event"))?,
+        event: EventKind::parse(&event).ok_or_else(|| corrupt(4, "webhook event"))?,
         created_at: time_at(row, 5)?,
         invite_row: row.get(6)?,
         source: row.get(7)?,

@@ -7,7 +7,9 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{backend, create_account_audited, find_invite, invites, micros, time_at};
+use super::accounts::create_account_audited;
+use super::invites::{self, find_invite};
+use super::rows::{backend, corrupt, micros, time_at};
 use crate::domain::{AccountName, InviteLookup};
 use crate::store::{
     AccountRecord, InviteKind, NewAccount, NewReservation, NewSession, PendingReservation,
@@ -132,7 +134,7 @@ pub(super) fn pending(
         .query_map(params![host, micros(now)], |row| {
             let name: String = row.get(0)?;
             Ok(PendingReservation {
-                name: AccountName::parse(&name).map_err(|_| super::corrupt(0, "account name"))?,
+                name: AccountName::parse(&name).map_err(|_| corrupt(0, "account name"))?,
                 invite_id: row.get(1)?,
                 since: time_at(row, 2)?,
             })
