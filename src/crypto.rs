@@ -117,12 +117,19 @@ impl FormKey {
         Self(bytes)
     }
 
-    fn mac(&self, invite_id: i64, nonce: &str) -> HmacSha256 {
+    /// An HMAC under this key, already bound to `context` (what the MAC is
+    /// for), so no two uses of the key can produce each other's tags.
+    fn keyed(&self, context: &[u8]) -> HmacSha256 {
         // Cannot fail: HMAC takes a key of any length (new_from_slice errs
         // only for MACs with a fixed key size).
         let mut mac =
             <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
-        mac.update(FORM_TAG_CONTEXT);
+        mac.update(context);
+        mac
+    }
+
+    fn mac(&self, invite_id: i64, nonce: &str) -> HmacSha256 {
+        let mut mac = self.keyed(FORM_TAG_CONTEXT);
         // The id has a fixed width, so (id, nonce) pairs cannot run together.
         mac.update(&invite_id.to_be_bytes());
         mac.update(nonce.as_bytes());
@@ -150,10 +157,7 @@ const PAGE_FORM_CONTEXT: &[u8] = b"invite-server page form v1\0";
 
 impl FormKey {
     fn page_mac(&self, purpose: &str, nonce: &str) -> HmacSha256 {
-        // Cannot fail: HMAC takes a key of any length.
-        let mut mac =
-            <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
-        mac.update(PAGE_FORM_CONTEXT);
+        let mut mac = self.keyed(PAGE_FORM_CONTEXT);
         // Length-prefixed, so (purpose, nonce) pairs cannot run together.
         mac.update(&(purpose.len() as u64).to_be_bytes());
         mac.update(purpose.as_bytes());
@@ -184,10 +188,7 @@ impl FormKey {
     /// The permutation between invite row ids and the invite ids operators
     /// see, keyed by this database's secret (so every node agrees).
     pub fn invite_ids(&self) -> InviteIds {
-        let mut mac =
-            <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
-        mac.update(INVITE_ID_CONTEXT);
-        let key: [u8; 32] = mac.finalize().into_bytes().into();
+        let key: [u8; 32] = self.keyed(INVITE_ID_CONTEXT).finalize().into_bytes().into();
         InviteIds {
             ff1: fpe::ff1::FF1::<aes::Aes256>::new(&key, 2).expect("radix 2 is within FF1's range"),
         }
