@@ -18,7 +18,7 @@ use crate::domain::{
 use crate::passwords::Hasher;
 use crate::service::{self, invites};
 use crate::startup::Application;
-use crate::store::{InviteSource, KeyCache, SqliteStore, Store, StoreError};
+use crate::store::{self, DatabaseLocation, InviteSource, SqliteStore, Store, StoreError};
 
 /// How many invites one transaction of `invites create --count` carries, so a
 /// bulk fill never holds the write lock long enough to stall a running server.
@@ -31,14 +31,18 @@ pub struct Cli {
     /// Configuration file (TOML); built-in defaults apply without one.
     #[arg(long, global = true, env = "INVITE_SERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// SQLite database file; overrides `database` in the configuration.
+    /// SQLite database file, or PostgreSQL URL (postgres://user@host/db);
+    /// overrides `database` in the configuration.
     #[arg(
         long,
         global = true,
         env = "INVITE_SERVER_DATABASE",
-        value_name = "PATH"
+        // A URL may hold a password: never echo it in --help.
+        hide_env_values = true,
+        value_name = "PATH|URL",
+        value_parser = parse_database
     )]
-    pub db: Option<PathBuf>,
+    pub db: Option<DatabaseLocation>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -89,6 +93,10 @@ pub enum Command {
     /// Inspect and retry webhook deliveries.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Bring the database's schema up to date and print its version. Every
+    /// server also does so when it starts; run this once before rolling a
+    /// new version out to several servers on one PostgreSQL database.
+    Migrate,
 }
 
 /// `invite-server webhooks ...`
@@ -338,6 +346,10 @@ fn parse_rate(s: &str) -> Result<MintRate, String> {
     MintRate::parse(s).map_err(|e| e.0)
 }
 
+fn parse_database(s: &str) -> Result<DatabaseLocation, String> {
+    DatabaseLocation::parse(s).map_err(|e| format!("{e} (from --db or INVITE_SERVER_DATABASE)"))
+}
+
 fn parse_listen(s: &str) -> Result<ListenAddr, String> {
     ListenAddr::parse(s).map_err(|e| format!("{} (from --listen or INVITE_SERVER_LISTEN)", e.0))
 }
@@ -366,8 +378,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(dispatch(config, cli.command))
 }
 
-fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
-    Ok(SqliteStore::open(&config.database)?.with_webhooks(crate::webhooks::Routes::of(config)))
+/// The store an admin command works on: the one `serve` would open.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(store::open(
+        &config.database,
+        crate::webhooks::Routes::of(config),
+        store::Purpose::Admin,
+    )
+    .await?)
 }
 
 async fn webhooks(config: &Config, cmd: WebhooksCommand) -> anyhow::Result<()> {
@@ -378,7 +396,8 @@ async fn webhooks(config: &Config, cmd: WebhooksCommand) -> anyhow::Result<()> {
             json,
         } => {
             let host = host(config, &h)?;
-            let list = open_store(config)?
+            let list = open_store(config)
+                .await?
                 .list_deliveries(&host.name, failed)
                 .await?;
             let mut out = std::io::stdout().lock();
@@ -394,7 +413,8 @@ async fn webhooks(config: &Config, cmd: WebhooksCommand) -> anyhow::Result<()> {
         }
         WebhooksCommand::Retry { host: h, id } => {
             let host = host(config, &h)?;
-            let retried = open_store(config)?
+            let retried = open_store(config)
+                .await?
                 .retry_delivery(&host.name, id, chrono::Utc::now())
                 .await;
             named_not_found(retried, "no such delivery on that host")?;
@@ -445,22 +465,51 @@ async fn dispatch(mut config: Config, command: Command) -> anyhow::Result<()> {
         // Handled by `run_without_config`, before any configuration is read.
         Command::Completions { .. } | Command::Man => Ok(()),
         Command::Backup { file, force } => backup(&config, &file, force),
+        Command::Migrate => migrate(&config).await,
     }
 }
 
 /// `backup FILE`: the copy is made by the store; one line on stdout says
 /// what was written.
 fn backup(config: &Config, file: &std::path::Path, force: bool) -> anyhow::Result<()> {
-    let done = SqliteStore::backup(&config.database, file, force)?;
+    let path = match &config.database {
+        DatabaseLocation::Sqlite(path) => path,
+        DatabaseLocation::Postgres(url) => bail!(
+            "backup copies a SQLite file; {url} is PostgreSQL: use pg_dump (for example \
+             pg_dump --format=custom --file=FILE DATABASE) or the cluster's own backups"
+        ),
+    };
+    let done = SqliteStore::backup(path, file, force)?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "backed up {} to {} ({} bytes, schema version {}, integrity ok)",
-        config.database.display(),
+        path.display(),
         file.display(),
         done.bytes,
         done.schema_version
     )?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `migrate`: applies what the database lacks, says which version it is at.
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let (before, after) = store::migrate(&config.database).await?;
+    let mut out = std::io::stdout().lock();
+    if before == after {
+        writeln!(
+            out,
+            "{}: schema version {after}, up to date",
+            config.database
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{}: schema version {after} (migrated from {before})",
+            config.database
+        )?;
+    }
     out.flush()?;
     Ok(())
 }
@@ -505,10 +554,14 @@ fn check_config(mut config: Config, listen: Option<ListenAddr>) -> anyhow::Resul
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init(config.log_format);
-    let store = open_store(&config)?;
-    // Before listening: a server that cannot write must not report healthy.
-    store.check_writable().await?;
-    let store: Arc<dyn Store> = Arc::new(KeyCache::new(store));
+    // Before listening, the store proves it takes writes: a server that
+    // cannot write must not report healthy.
+    let store = store::open(
+        &config.database,
+        crate::webhooks::Routes::of(&config),
+        store::Purpose::Serve,
+    )
+    .await?;
     let listen = config.listen;
     let app = Application::build(Arc::new(config), store, listen).await?;
     let addr = app.addr();
@@ -540,19 +593,19 @@ async fn keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
             {
                 bail!("a key name is one line of at most 200 characters, without tabs");
             }
-            let store = open_store(config)?;
+            let store = open_store(config).await?;
             let options = service::keys::KeyOptions {
                 name,
                 scope,
                 expires_in: expires_in.map(|d| d.0),
                 rate,
             };
-            let key = service::keys::create(&store, host, options, CLI_ACTOR).await?;
+            let key = service::keys::create(&*store, host, options, CLI_ACTOR).await?;
             println!("{}", key.expose());
         }
         KeysCommand::List { host: h, json } => {
             let host = host(config, &h)?;
-            let keys = open_store(config)?.list_keys(&host.name).await?;
+            let keys = open_store(config).await?.list_keys(&host.name).await?;
             if json {
                 let time =
                     |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
@@ -593,9 +646,9 @@ async fn keys(config: &Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 bail!("give only the key's id, the part before the `/`; nothing was deleted");
             }
             let id = KeyId::parse(&id).map_err(|_| anyhow!("key not found"))?;
-            let store = open_store(config)?;
+            let store = open_store(config).await?;
             let deleted =
-                service::keys::delete(&store, &host.name, &id, keep_invites, CLI_ACTOR).await;
+                service::keys::delete(&*store, &host.name, &id, keep_invites, CLI_ACTOR).await;
             named_not_found(deleted, "key not found")?;
         }
     }
@@ -653,8 +706,8 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
             let name = AccountName::parse(&name)?;
             let text = read_password(password_stdin)?;
             let password = Password::parse(&text, &name, &host.name)?;
-            let store = open_store(config)?;
-            match acc::create(&store, &Hasher::new(), host, name, password).await {
+            let store = open_store(config).await?;
+            match acc::create(&*store, &Hasher::new(), host, name, password).await {
                 Ok(a) => eprintln!("Created {}@{}", a.name, a.host),
                 Err(StoreError::NameTaken) => bail!("that name is taken"),
                 Err(e) => return Err(e.into()),
@@ -666,9 +719,9 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
             pending: true,
         } => {
             let host = host(config, &h)?;
-            let store = open_store(config)?;
+            let store = open_store(config).await?;
             let pending = store.pending_reservations(&host.name, Utc::now()).await?;
-            let ids = service::form_key(&store).await?.invite_ids();
+            let ids = service::form_key(&*store).await?.invite_ids();
             let views: Vec<_> = pending
                 .iter()
                 .map(|p| acc::PendingView::of(p, &ids))
@@ -692,10 +745,10 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
             pending: false,
         } => {
             let host = host(config, &h)?;
-            let store = open_store(config)?;
+            let store = open_store(config).await?;
             let accounts = store.list_accounts(&host.name).await?;
             if json {
-                let ids = service::form_key(&store).await?.invite_ids();
+                let ids = service::form_key(&*store).await?.invite_ids();
                 let list: Vec<_> = accounts.iter().map(|a| AccountView::of(a, &ids)).collect();
                 print_json(&list)?;
             } else {
@@ -716,12 +769,12 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
         } => {
             let host = host(config, &h)?;
             let name = existing_name(&name)?;
-            let store = open_store(config)?;
+            let store = open_store(config).await?;
             let origin = named_not_found(
                 store.account_origin(&host.name, &name).await,
                 "account not found",
             )?;
-            let ids = service::form_key(&store).await?.invite_ids();
+            let ids = service::form_key(&*store).await?.invite_ids();
             let chain = AccountChain::of(&origin, &ids);
             if json {
                 print_json(&chain)?;
@@ -742,7 +795,7 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
         } => {
             let host = host(config, &h)?;
             let name = existing_name(&name)?;
-            let store = open_store(config)?;
+            let store = open_store(config).await?;
             // Before asking: a typo in the name should not cost a prompt.
             let account = named_not_found(
                 store.find_account(&host.name, &name).await,
@@ -751,7 +804,7 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
             let text = read_password(password_stdin)?;
             let password = Password::parse(&text, &name, &host.name)?;
             let changed = acc::set_password(
-                &store,
+                &*store,
                 &Hasher::new(),
                 host,
                 &account,
@@ -765,7 +818,7 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
         AccountsCommand::Delete { host: h, name } => {
             let host = host(config, &h)?;
             let name = existing_name(&name)?;
-            let store = open_store(config)?;
+            let store = open_store(config).await?;
             named_not_found(
                 store.find_account(&host.name, &name).await,
                 "account not found",
@@ -799,7 +852,7 @@ async fn pass_on(
 async fn set_disabled(config: &Config, h: &str, name: &str, disabled: bool) -> anyhow::Result<()> {
     let host = host(config, h)?;
     let name = existing_name(name)?;
-    let store = open_store(config)?;
+    let store = open_store(config).await?;
     named_not_found(
         store.find_account(&host.name, &name).await,
         "account not found",
@@ -865,10 +918,10 @@ async fn invites(config: &Config, cmd: InvitesCommand) -> anyhow::Result<()> {
         } => {
             let host = host(config, &h)?;
             let status = invites::parse_status(&status)?;
-            let store = open_store(config)?;
-            let ids = service::form_key(&store).await?.invite_ids();
+            let store = open_store(config).await?;
+            let ids = service::form_key(&*store).await?.invite_ids();
             let now = Utc::now();
-            let list = invites::list_all(&store, host, status, now).await?;
+            let list = invites::list_all(&*store, host, status, now).await?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             if json {
                 let list: Vec<_> = list
@@ -887,10 +940,10 @@ async fn invites(config: &Config, cmd: InvitesCommand) -> anyhow::Result<()> {
         InvitesCommand::Show { host: h, id, json } => {
             let host = host(config, &h)?;
             let id = InviteId::parse(&id).map_err(|_| anyhow!("invite not found"))?;
-            let store = open_store(config)?;
-            let ids = service::form_key(&store).await?.invite_ids();
+            let store = open_store(config).await?;
+            let ids = service::form_key(&*store).await?.invite_ids();
             let now = Utc::now();
-            let found = invites::find(&store, &ids, host, &id).await;
+            let found = invites::find(&*store, &ids, host, &id).await;
             let d = named_not_found(found, "invite not found")?;
             let v = invites::invite_details_json(&d, &ids, now);
             if json {
@@ -932,14 +985,14 @@ async fn invites(config: &Config, cmd: InvitesCommand) -> anyhow::Result<()> {
             ids: given,
         } => {
             let host = host(config, &h)?;
-            let store = open_store(config)?;
-            let ids = service::form_key(&store).await?.invite_ids();
+            let store = open_store(config).await?;
+            let ids = service::form_key(&*store).await?.invite_ids();
             // Each id on its own: one unknown id does not keep the others
             // from being revoked, and every failure is reported.
             let mut failed = 0;
             for text in &given {
                 let revoked = match InviteId::parse(text) {
-                    Ok(id) => invites::revoke(&store, &ids, host, &id, "cli").await,
+                    Ok(id) => invites::revoke(&*store, &ids, host, &id, "cli").await,
                     Err(_) => Err(StoreError::NotFound),
                 };
                 let why = match revoked {
@@ -979,8 +1032,8 @@ async fn invites(config: &Config, cmd: InvitesCommand) -> anyhow::Result<()> {
                         .0
                 }
             };
-            let store = open_store(config)?;
-            let p = invites::purge(&store, config, host, older_than, "cli").await?;
+            let store = open_store(config).await?;
+            let p = invites::purge(&*store, config, host, older_than, "cli").await?;
             if json {
                 println!(
                     "{}",
@@ -1010,9 +1063,9 @@ async fn create_invites(
     count: u64,
     json: bool,
 ) -> anyhow::Result<()> {
-    let store = open_store(config)?;
+    let store = open_store(config).await?;
     let ids = if json {
-        Some(service::form_key(&store).await?.invite_ids())
+        Some(service::form_key(&*store).await?.invite_ids())
     } else {
         None
     };
@@ -1072,8 +1125,8 @@ async fn reset_invite(
     let host = host(config, h)?;
     let name = existing_name(account)?;
     let ttl = reset_ttl(ttl, host).map_err(|e| anyhow!("--{e}; nothing was minted"))?;
-    let store = open_store(config)?;
-    let minted = mint_reset(&store, host, &name, ttl, InviteSource::Cli, CLI_ACTOR).await;
+    let store = open_store(config).await?;
+    let minted = mint_reset(&*store, host, &name, ttl, InviteSource::Cli, CLI_ACTOR).await;
     let minted = named_not_found(minted, "account not found")?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", minted.url)?;

@@ -13,6 +13,7 @@ use toml::Spanned;
 use url::Url;
 
 use crate::domain::{HostName, Invalid};
+use crate::store::DatabaseLocation;
 use crate::webhooks::{EventKind, Webhook, WebhookSecret, DEFAULT_RETRY};
 
 /// The defaults, embedded so `invite-server serve` runs with no file at all.
@@ -403,7 +404,7 @@ impl TryFrom<i64> for HashQueue {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<ListenAddr>,
-    database: Option<PathBuf>,
+    database: Option<DatabaseLocation>,
     invite_expiry: Option<ConfigDuration>,
     session_idle_expiry: Option<ConfigDuration>,
     login_attempts_per_minute: Option<u32>,
@@ -629,8 +630,8 @@ impl HostConfig {
 pub struct Config {
     /// Where the server listens.
     pub listen: SocketAddr,
-    /// The SQLite database file.
-    pub database: PathBuf,
+    /// Where the store lives: a SQLite file, or a PostgreSQL URL.
+    pub database: DatabaseLocation,
     /// A sign-in unused this long stops working.
     pub session_idle_expiry: Duration,
     /// Sign-in attempts allowed per client address per minute; 0 for no limit.
@@ -790,7 +791,7 @@ impl Config {
             listen,
             database: raw
                 .database
-                .unwrap_or_else(|| PathBuf::from("invite-server.db")),
+                .unwrap_or_else(|| DatabaseLocation::Sqlite(PathBuf::from("invite-server.db"))),
             session_idle_expiry: raw
                 .session_idle_expiry
                 .map_or(Duration::from_secs(30 * 86_400), |d| d.0),

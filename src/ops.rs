@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -140,7 +139,8 @@ pub fn effective_config_toml(config: &Config) -> anyhow::Result<String> {
     let builtin = config.serves_builtin_host();
     let effective = Effective {
         listen: config.listen.to_string(),
-        database: &config.database,
+        // Shown without a PostgreSQL URL's password.
+        database: config.database.to_string(),
         // Outside [hosts] this key is only the default of each host: with
         // hosts configured, each says its own below.
         invite_expiry: builtin
@@ -266,7 +266,7 @@ fn proxy_text(net: &IpNet) -> String {
 #[derive(Serialize)]
 struct Effective<'c> {
     listen: String,
-    database: &'c Path,
+    database: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     invite_expiry: Option<String>,
     session_idle_expiry: String,

@@ -3,17 +3,179 @@
 //! backend can be added without touching handlers or commands.
 
 mod key_cache;
+mod postgres;
 mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use key_cache::KeyCache;
+pub use postgres::{
+    BadUrl, OpenError as PostgresOpenError, PostgresStore, PostgresUrl, SslMode, DEFAULT_POOL_SIZE,
+};
 pub use sqlite::{BackupError, BackupSummary};
 pub use sqlite::{OpenError, SqliteStore};
 
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId, KeyScope, MintRate};
+
+/// Where the store lives, as `database`, `INVITE_SERVER_DATABASE` or `--db`
+/// name it: a `postgres://` or `postgresql://` URL selects PostgreSQL,
+/// anything else is the path of a SQLite file. Shown (Display, Debug)
+/// without any password.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub enum DatabaseLocation {
+    /// A SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (boxed: its parsed settings are large).
+    Postgres(Box<PostgresUrl>),
+}
+
+impl DatabaseLocation {
+    /// Parses a configured location; only a malformed URL is refused.
+    pub fn parse(text: &str) -> Result<Self, BadUrl> {
+        if PostgresUrl::is_postgres(text) {
+            PostgresUrl::parse(text).map(|url| Self::Postgres(Box::new(url)))
+        } else {
+            Ok(Self::Sqlite(PathBuf::from(text)))
+        }
+    }
+}
+
+impl TryFrom<String> for DatabaseLocation {
+    type Error = BadUrl;
+    fn try_from(text: String) -> Result<Self, BadUrl> {
+        Self::parse(&text)
+    }
+}
+
+impl std::fmt::Display for DatabaseLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "{}", path.display()),
+            Self::Postgres(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+/// Why a store could not be opened, whichever backend it is.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenStoreError {
+    /// The SQLite file could not be opened.
+    #[error(transparent)]
+    Sqlite(#[from] OpenError),
+    /// The PostgreSQL database could not be opened.
+    #[error(transparent)]
+    Postgres(#[from] PostgresOpenError),
+}
+
+/// What the caller will do with an opened store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Serve requests: the store must prove it takes writes before the
+    /// server listens, and answers key lookups through a [`KeyCache`].
+    Serve,
+    /// One admin command: no cache, and no write beyond what it asks for.
+    Admin,
+}
+
+/// Opens (creating or migrating as needed) the store `location` names, with
+/// an outbox row for every change `routes` takes: the one way `serve` and
+/// every admin command open their store.
+pub async fn open(
+    location: &DatabaseLocation,
+    routes: crate::webhooks::Routes,
+    purpose: Purpose,
+) -> Result<Arc<dyn Store>, OpenStoreError> {
+    Ok(match location {
+        DatabaseLocation::Sqlite(path) => {
+            let store = SqliteStore::open(path)?.with_webhooks(routes);
+            match purpose {
+                Purpose::Serve => {
+                    store.check_writable().await?;
+                    Arc::new(KeyCache::new(store))
+                }
+                Purpose::Admin => Arc::new(store),
+            }
+        }
+        DatabaseLocation::Postgres(url) => {
+            let store = PostgresStore::open(url, DEFAULT_POOL_SIZE)
+                .await?
+                .with_webhooks(routes);
+            match purpose {
+                Purpose::Serve => {
+                    store.check_writable().await?;
+                    Arc::new(KeyCache::new(store))
+                }
+                Purpose::Admin => Arc::new(store),
+            }
+        }
+    })
+}
+
+/// Applies the schema migrations the database at `location` lacks; the
+/// versions before and after.
+pub async fn migrate(location: &DatabaseLocation) -> Result<(i64, i64), OpenStoreError> {
+    match location {
+        DatabaseLocation::Sqlite(path) => {
+            let before = sqlite_version(path);
+            // Opening a SQLite store migrates it, in one IMMEDIATE transaction.
+            drop(SqliteStore::open(path)?);
+            Ok((before, sqlite_version(path)))
+        }
+        DatabaseLocation::Postgres(url) => {
+            let store = PostgresStore::open(url, 1).await?;
+            Ok(store.migrate().await?)
+        }
+    }
+}
+
+/// The schema version of the SQLite file at `path` (its `user_version`); 0
+/// for a file that does not exist yet or cannot be read.
+fn sqlite_version(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+        .unwrap_or(0)
+}
+
+/// Times an insert draws a new invite id after landing on one already taken.
+pub(crate) const ID_ATTEMPTS: usize = 16;
+
+/// A new invite id: milliseconds since the epoch above 20 random bits, the
+/// same scheme in every backend (see the SQLite backend's `new_invite_id`
+/// for why). Never below 2^32, where token parsing expects schema 1 ids.
+pub(crate) fn new_invite_id(created_at: DateTime<Utc>) -> i64 {
+    let millis = created_at.timestamp_millis().clamp(1 << 12, (1 << 43) - 1);
+    (millis << 20) | i64::from(rand::random::<u32>() & 0xF_FFFF)
+}
+
+/// When the invite with row id `id` was minted, read from the id itself
+/// (its high bits, see [`new_invite_id`]); `None` for a schema 1 id.
+pub(crate) fn invite_minted_at(id: i64) -> Option<DateTime<Utc>> {
+    (id >= crate::domain::LEGACY_INVITE_ID_LIMIT)
+        .then(|| DateTime::from_timestamp_millis(id >> 20))
+        .flatten()
+}
+
+/// What the audit row of an operator's bulk mint says about the batch.
+pub(crate) fn bulk_mint_detail(first: &NewInvite) -> String {
+    format!(
+        "uses {}{}{}",
+        first.uses_allowed,
+        first
+            .fixed_name
+            .as_ref()
+            .map_or(String::new(), |n| format!(", name {n}")),
+        first
+            .note
+            .as_ref()
+            .map_or(String::new(), |n| format!(", note {n:?}")),
+    )
+}
 
 /// What can go wrong in the store. `NotFound` and the conflicts are answers;
 /// `Backend` is a failure of the store itself.

@@ -39,7 +39,7 @@ fn wait_for(count: &AtomicUsize, at_least: usize, what: &str) {
 
 #[test]
 fn a_backup_taken_while_minting_holds_every_invite_acknowledged_before_it_and_serves() {
-    let app = TestApp::spawn();
+    let app = TestApp::spawn_sqlite();
     let key = app.create_key("localhost");
     // Each acknowledged invite with the moment its 201 arrived.
     let minted: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
@@ -140,7 +140,7 @@ fn a_backup_taken_while_minting_holds_every_invite_acknowledged_before_it_and_se
 
 #[test]
 fn backup_refuses_an_existing_file_unless_forced_and_then_replaces_it() {
-    let app = TestApp::spawn();
+    let app = TestApp::spawn_sqlite();
     let page = app.mint();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("existing.db");
@@ -168,7 +168,7 @@ fn backup_refuses_an_existing_file_unless_forced_and_then_replaces_it() {
 
 #[test]
 fn backup_never_writes_over_the_live_database_even_when_forced() {
-    let app = TestApp::spawn();
+    let app = TestApp::spawn_sqlite();
     let page = app.mint();
     let wal = format!("{}-wal", app.db.display());
     for target in [app.db.to_str().unwrap(), wal.as_str()] {
@@ -203,7 +203,7 @@ fn backup_of_a_missing_database_or_into_a_missing_directory_creates_nothing() {
     );
     assert!(!db.exists() && !copy.exists(), "nothing is created");
 
-    let app = TestApp::spawn();
+    let app = TestApp::spawn_sqlite();
     let nowhere = dir.path().join("no-such-dir").join("copy.db");
     let out = app.cli(&["backup", nowhere.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

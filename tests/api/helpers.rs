@@ -23,8 +23,13 @@ pub struct TestApp {
     pub dir: TempDir,
     /// The configuration file the server (and `cli`) use.
     pub config: PathBuf,
-    /// The database file.
+    /// The database: a SQLite file, or (with [`POSTGRES_ENV`]) the URL of
+    /// this app's own PostgreSQL database, carried as a path so that every
+    /// helper passes it to `--db` alike.
     pub db: PathBuf,
+    /// Whether dropping this app drops its PostgreSQL database (not after
+    /// [`TestApp::into_parts`], whose caller goes on with it).
+    owns_database: bool,
     child: Option<Child>,
     /// Kept so the server never blocks writing to a closed pipe.
     _stdout: Option<ChildStdout>,
@@ -53,17 +58,106 @@ after_registration_text = "Open the chat and sign in."
 public_url = "https://example.com"
 "#;
 
+/// The variable that selects PostgreSQL for the black-box tests: a base URL
+/// of a role that may CREATE DATABASE, e.g.
+/// `postgres://postgres@127.0.0.1:55432/postgres`. Unset: SQLite files.
+pub const POSTGRES_ENV: &str = "INVITE_SERVER_TEST_POSTGRES";
+
+/// The PostgreSQL base URL the tests run against, if one is selected.
+pub fn postgres_base() -> Option<String> {
+    std::env::var(POSTGRES_ENV).ok().filter(|s| !s.is_empty())
+}
+
+/// Whether `db` names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres(db: &Path) -> bool {
+    db.to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
+/// A new, empty database for one test: `test.db` in `dir`, or, when
+/// [`POSTGRES_ENV`] is set, a PostgreSQL database made for it.
+pub fn fresh_db(dir: &Path) -> PathBuf {
+    match postgres_base() {
+        Some(base) => PathBuf::from(create_postgres_database(&base)),
+        None => dir.join("test.db"),
+    }
+}
+
+/// Runs one statement on the database at `url` (the test's own tool, not
+/// the server's): creating and dropping the tests' databases.
+fn postgres_admin(url: &str, sql: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        let connection = tokio::spawn(connection);
+        let done = client.batch_execute(sql).await.map_err(|e| e.to_string());
+        drop(client);
+        let _ = connection.await;
+        done
+    })
+}
+
+/// Creates `t_<random>` on the server of `base` and returns its URL.
+pub fn create_postgres_database(base: &str) -> String {
+    let name = format!("t_{:016x}", rand::random::<u64>());
+    postgres_admin(base, &format!("CREATE DATABASE {name}"))
+        .unwrap_or_else(|e| panic!("cannot create a test database on {POSTGRES_ENV}: {e}"));
+    let mut url = url::Url::parse(base).expect("INVITE_SERVER_TEST_POSTGRES is a URL");
+    url.set_path(&name);
+    url.to_string()
+}
+
+/// Drops the test database at `url`, closing the connections still on it
+/// (a killed server's, which PostgreSQL may not have noticed yet).
+fn drop_postgres_database(url: &str) {
+    let (Some(base), Ok(parsed)) = (postgres_base(), url::Url::parse(url)) else {
+        return;
+    };
+    let name = parsed.path().trim_start_matches('/');
+    if name.starts_with("t_") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        let _ = postgres_admin(
+            &base,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+    }
+}
+
 impl TestApp {
     /// Starts the server on the default test configuration.
     pub fn spawn() -> Self {
         Self::spawn_with(DEFAULT_CONFIG)
     }
 
-    /// Starts the server on `config` (`{port}` is replaced).
+    /// Starts the server on `config` (`{port}` is replaced), over a new
+    /// database of the backend the tests run on (see [`POSTGRES_ENV`]).
     pub fn spawn_with(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = fresh_db(dir.path());
+        Self::spawn_in(dir, db, config)
+    }
+
+    /// Starts the server on the default configuration over a SQLite file
+    /// whatever the backend the tests run on: for tests of SQLite itself
+    /// (file modes, deleted or replaced files, backup, old files).
+    pub fn spawn_sqlite() -> Self {
+        Self::spawn_sqlite_with(DEFAULT_CONFIG)
+    }
+
+    /// [`TestApp::spawn_sqlite`] on `config`.
+    pub fn spawn_sqlite_with(config: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("test.db");
         Self::spawn_in(dir, db, config)
+    }
+
+    /// The database location as `--db` takes it: a file path or a URL.
+    pub fn database(&self) -> String {
+        self.db.to_string_lossy().into_owned()
     }
 
     /// Starts a server over an existing directory and database (restarts).
@@ -108,6 +202,8 @@ impl TestApp {
                         url: format!("http://{}", SocketAddr::new(reach, port)),
                         port,
                         config: config_path,
+                        // A restart over a PostgreSQL database takes it over.
+                        owns_database: is_postgres(&db),
                         db,
                         dir,
                         child: Some(child),
@@ -193,6 +289,7 @@ impl TestApp {
     /// Stops the server and hands back its directory and database path.
     pub fn into_parts(mut self) -> (TempDir, PathBuf) {
         self.kill();
+        self.owns_database = false;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         (dir, self.db.clone())
     }
@@ -212,6 +309,9 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.kill();
+        if self.owns_database {
+            drop_postgres_database(&self.database());
+        }
     }
 }
 

@@ -96,7 +96,7 @@ fn post_form(page_url: &str, (cookie, field): &(String, String), name: &str) -> 
 
 #[test]
 fn a_database_deleted_while_serving_is_written_no_more_and_health_says_so_once() {
-    let app = TestApp::spawn();
+    let app = TestApp::spawn_sqlite();
     let key = app.create_key("localhost");
     assert_eq!(mint(&app, &key).status(), 201);
     let unused = app.mint();
@@ -142,7 +142,7 @@ fn a_database_deleted_while_serving_is_written_no_more_and_health_says_so_once()
 
 #[test]
 fn a_database_replaced_while_serving_is_not_written_and_health_says_so() {
-    let app = TestApp::spawn();
+    let app = TestApp::spawn_sqlite();
     let key = app.create_key("localhost");
     assert_eq!(mint(&app, &key).status(), 201);
 
@@ -170,7 +170,7 @@ fn a_database_replaced_while_serving_is_not_written_and_health_says_so() {
 
 #[test]
 fn a_deleted_database_is_noticed_without_a_write_and_never_recreated() {
-    let app = TestApp::spawn();
+    let app = TestApp::spawn_sqlite();
     let page = app.mint();
     assert_eq!(health(&app).0, 200);
     std::fs::remove_file(&app.db).unwrap();
@@ -190,7 +190,7 @@ fn a_deleted_database_is_noticed_without_a_write_and_never_recreated() {
 #[test]
 fn the_database_and_its_wal_and_shm_files_are_readable_by_their_owner_only() {
     // Under the test's umask (022 usually), as the server creates them.
-    let app = TestApp::spawn();
+    let app = TestApp::spawn_sqlite();
     app.mint();
     for suffix in ["", "-wal", "-shm"] {
         let path = sibling(&app.db, suffix);
@@ -301,7 +301,7 @@ fn rename_tables(db: &Path, tables: &[&str], back: bool) {
 
 #[test]
 fn a_store_failing_mid_service_answers_503_everywhere_and_loses_nothing() {
-    let app = TestApp::spawn();
+    let app = TestApp::spawn_sqlite();
     let key = app.create_key("localhost");
     let by_api = app.mint();
     let by_page = app.mint();

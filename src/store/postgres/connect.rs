@@ -1,0 +1,401 @@
+//! A PostgreSQL location as configured (`postgres://` or `postgresql://`),
+//! shown without its password, and the pool of TLS connections to it.
+//!
+//! `sslmode` means what it means to libpq: `disable` (plain), `prefer` (the
+//! default: TLS when the server offers it, unverified), `require` (TLS,
+//! unverified), `verify-ca` (TLS with a certificate from a trusted
+//! authority, any name) and `verify-full` (that, and the certificate names
+//! the host). tokio-postgres knows only the first three, so the mode is
+//! taken out of the URL here and carried out by the rustls verifier.
+//! Trusted authorities are those of `sslrootcert` (a PEM file) when given,
+//! else the Web PKI roots (webpki-roots): libpq's `~/.postgresql/root.crt`
+//! has no equivalent on a server.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// How much TLS the connection insists on (libpq's `sslmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP or a socket.
+    Disable,
+    /// TLS if the server offers it; its certificate is not checked.
+    Prefer,
+    /// TLS always; its certificate is not checked.
+    Require,
+    /// TLS with a certificate from a trusted authority.
+    VerifyCa,
+    /// TLS with a certificate from a trusted authority for this host name.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "disable" => Self::Disable,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            _ => return None,
+        })
+    }
+}
+
+/// A PostgreSQL database URL, parsed once. Its `Display` and `Debug` never
+/// show a password (neither the URL's nor a `password=` parameter).
+#[derive(Clone)]
+pub struct PostgresUrl {
+    /// What tokio-postgres connects with (`sslmode` mapped to its three).
+    config: tokio_postgres::Config,
+    /// The URL with every password replaced, for messages and `check-config`.
+    redacted: String,
+    /// What TLS is asked for.
+    ssl_mode: SslMode,
+    /// A PEM file of trusted authorities for `verify-ca`/`verify-full`.
+    root_cert: Option<PathBuf>,
+}
+
+/// Why a database URL was refused; never quotes the URL (it may hold a password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid PostgreSQL URL: {0}")]
+pub struct BadUrl(String);
+
+impl PostgresUrl {
+    /// Whether `s` names PostgreSQL rather than a SQLite file.
+    pub fn is_postgres(s: &str) -> bool {
+        s.starts_with("postgres://") || s.starts_with("postgresql://")
+    }
+
+    /// Parses a `postgres://` or `postgresql://` URL.
+    pub fn parse(s: &str) -> Result<Self, BadUrl> {
+        if !Self::is_postgres(s) {
+            return Err(BadUrl(
+                "it must start with postgres:// or postgresql://".into(),
+            ));
+        }
+        let url = url::Url::parse(s).map_err(|e| BadUrl(e.to_string()))?;
+        let mut ssl_mode = SslMode::Prefer;
+        let mut root_cert = None;
+        // Percent-encoded by hand: tokio-postgres decodes %20 but takes the
+        // `+` that form encoding writes for a space literally.
+        let pair = |k: &str, v: &str| {
+            use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, NON_ALPHANUMERIC),
+                utf8_percent_encode(v, NON_ALPHANUMERIC)
+            )
+        };
+        let mut kept = Vec::new();
+        let mut redacted_query = Vec::new();
+        for (k, v) in url.query_pairs() {
+            match &*k {
+                "sslmode" => {
+                    ssl_mode = SslMode::parse(&v).ok_or_else(|| {
+                        BadUrl(format!(
+                            "sslmode {v:?} is not one of disable, prefer, require, verify-ca, verify-full"
+                        ))
+                    })?;
+                }
+                "sslrootcert" => root_cert = Some(PathBuf::from(&*v)),
+                _ => kept.push(pair(&k, &v)),
+            }
+            let shown = if k == "password" { "REDACTED" } else { &v };
+            redacted_query.push(pair(&k, shown));
+        }
+        let mut plain = url.clone();
+        let kept = kept.join("&");
+        plain.set_query((!kept.is_empty()).then_some(kept.as_str()));
+        let mut config = tokio_postgres::Config::from_str(plain.as_str())
+            .map_err(|e| BadUrl(super::rows::chain(&e)))?;
+        config.ssl_mode(match ssl_mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                tokio_postgres::config::SslMode::Require
+            }
+        });
+        // Every connection commits durably, whatever the cluster's default:
+        // a write we acknowledge must survive a crash of the database
+        // server (synchronous_commit = off would lose the last ones).
+        let options = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} -c synchronous_commit=on"),
+            _ => "-c synchronous_commit=on".to_owned(),
+        };
+        config.options(&options);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("invite-server");
+        }
+        let mut shown = url;
+        if shown.password().is_some() {
+            // Cannot fail: a URL with a password has a host.
+            let _ = shown.set_password(Some("REDACTED"));
+        }
+        let rq = redacted_query.join("&");
+        shown.set_query((!rq.is_empty()).then_some(rq.as_str()));
+        Ok(Self {
+            config,
+            redacted: shown.to_string(),
+            ssl_mode,
+            root_cert,
+        })
+    }
+
+    /// What TLS is asked for.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.ssl_mode
+    }
+
+    /// A pool of at most `size` connections, each opened on first need.
+    pub(super) fn pool(&self, size: usize) -> Result<Pool, String> {
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?);
+        let manager = Manager::from_config(
+            self.config.clone(),
+            tls,
+            ManagerConfig {
+                // Fast: a connection whose socket closed is dropped; one
+                // that broke mid-query is detected by its failed query.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(size)
+            .runtime(Runtime::Tokio1)
+            // A request waits at most this long for a free connection or a
+            // new one, then fails as transient (503) instead of hanging.
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    fn tls_config(&self) -> Result<rustls::ClientConfig, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let verifier: Arc<dyn ServerCertVerifier> = match self.ssl_mode {
+            SslMode::Disable | SslMode::Prefer | SslMode::Require => {
+                Arc::new(Unverified(Arc::clone(&provider)))
+            }
+            SslMode::VerifyCa | SslMode::VerifyFull => {
+                let webpki =
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(self.roots()?), provider)
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                if self.ssl_mode == SslMode::VerifyCa {
+                    Arc::new(AnyName(webpki))
+                } else {
+                    webpki
+                }
+            }
+        };
+        Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth())
+    }
+
+    fn roots(&self) -> Result<RootCertStore, String> {
+        let mut roots = RootCertStore::empty();
+        match &self.root_cert {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(format!(
+                        "sslrootcert {} holds no usable certificate",
+                        path.display()
+                    ));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        Ok(roots)
+    }
+}
+
+impl fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgresUrl({})", self.redacted)
+    }
+}
+
+impl PartialEq for PostgresUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.redacted == other.redacted && self.config == other.config
+    }
+}
+
+/// `prefer` and `require`: the channel is encrypted, but, as with libpq,
+/// the certificate is not checked (the handshake's signatures still are).
+#[derive(Debug)]
+struct Unverified(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the Web PKI check, except that the certificate may name any
+/// host (libpq's meaning: the authority is trusted, the name is not checked).
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_shows_no_password_however_it_is_given() {
+        let url = PostgresUrl::parse(
+            "postgres://invites:s3cret@db.example:5433/invites?password=other&sslmode=require",
+        )
+        .unwrap();
+        let shown = format!("{url} {url:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("other"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("invites:REDACTED@db.example:5433/invites"),
+            "{shown}"
+        );
+        assert_eq!(url.ssl_mode(), SslMode::Require);
+    }
+
+    #[test]
+    fn every_libpq_sslmode_is_understood_and_others_are_refused() {
+        for (text, mode) in [
+            ("disable", SslMode::Disable),
+            ("prefer", SslMode::Prefer),
+            ("require", SslMode::Require),
+            ("verify-ca", SslMode::VerifyCa),
+            ("verify-full", SslMode::VerifyFull),
+        ] {
+            let url = PostgresUrl::parse(&format!("postgresql://u@h/d?sslmode={text}")).unwrap();
+            assert_eq!(url.ssl_mode(), mode);
+            assert!(url.tls_config().is_ok(), "{text}");
+        }
+        assert_eq!(
+            PostgresUrl::parse("postgres://u@h/d").unwrap().ssl_mode(),
+            SslMode::Prefer
+        );
+        assert!(PostgresUrl::parse("postgres://u@h/d?sslmode=allow").is_err());
+    }
+
+    #[test]
+    fn every_connection_asks_for_synchronous_commit() {
+        let url = PostgresUrl::parse("postgres://u@h/d?options=-c%20work_mem%3D4MB").unwrap();
+        assert_eq!(
+            url.config.get_options(),
+            Some("-c work_mem=4MB -c synchronous_commit=on")
+        );
+    }
+}

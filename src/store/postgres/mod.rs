@@ -1,0 +1,565 @@
+//! The PostgreSQL backend, in the SQLite backend's shape: this file is the
+//! thin [`Store`] implementation, the SQL lives in one file per entity.
+//!
+//! Many nodes may serve one database. Each write is one transaction (or one
+//! statement) under READ COMMITTED, PostgreSQL's default; where a check and
+//! a write must not interleave with another node's transaction, the entity
+//! file takes a row lock or an advisory lock and says why it is enough.
+//! Every connection runs with `synchronous_commit = on` (see
+//! [`connect::PostgresUrl`]), so an answered write is on the database's disk.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
+
+use super::{
+    AccountOrigin, AccountRecord, Delivery, DeliveryResult, InviteDetails, InviteRecord, KeyRecord,
+    ListedKey, NewAccount, NewInvite, NewReservation, NewResetInvite, NewSession,
+    PendingReservation, Purged, SessionRecord, StatusFilter, Store, StoreError,
+};
+use crate::crypto::{FormKey, SecretDigest};
+use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
+use crate::webhooks::{EventKind, Routes};
+use rows::{backend, pool};
+
+mod accounts;
+mod audit;
+mod connect;
+mod invites;
+mod keys;
+mod migrations;
+mod outbox;
+mod reservations;
+mod rows;
+mod secrets;
+mod sessions;
+#[cfg(test)]
+mod tests;
+
+pub use connect::{BadUrl, PostgresUrl, SslMode};
+
+/// Connections each node keeps to the database at most.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The pool could not be set up (a TLS setting or root file is wrong).
+    #[error("cannot use database {url}: {reason}")]
+    Setup {
+        /// The database, without its password.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The database could not be reached or refused us.
+    #[error("cannot connect to database {url}: {reason}")]
+    Connect {
+        /// The database, without its password.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The schema was written by a newer invite-server.
+    #[error("database {url} has schema version {found}, newer than this invite-server knows ({known}); refusing to downgrade it")]
+    TooNew {
+        /// The database, without its password.
+        url: String,
+        /// Its schema version.
+        found: i64,
+        /// The newest this binary knows.
+        known: i64,
+    },
+    /// The schema version is one no invite-server writes.
+    #[error("database {url} has schema version {found}, which no invite-server writes: it is damaged or not an invite-server database; refusing to open it")]
+    BadVersion {
+        /// The database, without its password.
+        url: String,
+        /// Its schema version.
+        found: i64,
+    },
+    /// The database opened but a write to it failed.
+    #[error("database {url} cannot be written: {reason}")]
+    NotWritable {
+        /// The database, without its password.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// The PostgreSQL implementation of [`Store`]. Like SQLite's it keeps no
+/// cache of its own; [`super::KeyCache`] adds one over any store.
+pub struct PostgresStore {
+    pool: Pool,
+    url: PostgresUrl,
+    /// Which events of which host go to a webhook.
+    routes: Arc<Routes>,
+}
+
+/// Runs `$body` (which uses `$tx`) in one transaction on a pooled
+/// connection, committing when it returns `Ok`. On `Err` the transaction is
+/// dropped, which rolls it back before the connection serves anyone else.
+macro_rules! in_transaction {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let mut client = $store.client().await?;
+        let $tx = client.transaction().await.map_err(backend)?;
+        let out = $body;
+        match out {
+            Ok(v) => {
+                $tx.commit().await.map_err(backend)?;
+                Ok(v)
+            }
+            Err(e) => Err(e),
+        }
+    }};
+}
+
+impl PostgresStore {
+    /// Connects to `url` with a pool of at most `pool_size` connections and
+    /// brings its schema up to date (see [`Self::migrate`]).
+    pub async fn open(url: &PostgresUrl, pool_size: usize) -> Result<Self, OpenError> {
+        let store = Self::connect(url, pool_size)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store over `url` whose schema is not checked yet.
+    fn connect(url: &PostgresUrl, pool_size: usize) -> Result<Self, OpenError> {
+        let pool = url.pool(pool_size).map_err(|reason| OpenError::Setup {
+            url: url.to_string(),
+            reason,
+        })?;
+        Ok(Self {
+            pool,
+            url: url.clone(),
+            routes: Arc::new(Routes::default()),
+        })
+    }
+
+    /// Applies the migrations this binary has and the database lacks, and
+    /// returns the schema versions before and after. Safe to run from many
+    /// nodes at once; refuses a database newer than this binary.
+    pub async fn migrate(&self) -> Result<(i64, i64), OpenError> {
+        let url = self.url.to_string();
+        let mut client = self.pool.get().await.map_err(|e| OpenError::Connect {
+            url: url.clone(),
+            reason: match pool(e) {
+                StoreError::Backend(why) => why,
+                other => other.to_string(),
+            },
+        })?;
+        migrations::migrate(&mut client).await.map_err(|e| match e {
+            migrations::MigrateError::TooNew(found) => OpenError::TooNew {
+                url,
+                found,
+                known: migrations::known(),
+            },
+            migrations::MigrateError::BadVersion(found) => OpenError::BadVersion { url, found },
+            migrations::MigrateError::Store(e) => OpenError::Connect {
+                url,
+                reason: e.to_string(),
+            },
+        })
+    }
+
+    /// Writes an outbox row, in the same transaction, for every change that
+    /// a webhook in `routes` takes.
+    pub fn with_webhooks(self, routes: Routes) -> Self {
+        Self {
+            routes: Arc::new(routes),
+            ..self
+        }
+    }
+
+    /// Proves the database takes writes: commits an UPDATE that changes
+    /// nothing (the schema version, set to itself). `serve` calls it before
+    /// it listens, so a read-only replica or a role without write rights
+    /// fails at startup, not after the node reported itself healthy.
+    pub async fn check_writable(&self) -> Result<(), OpenError> {
+        let written = async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "UPDATE invite_server_schema SET version = version WHERE id = 1",
+                    &[],
+                )
+                .await
+                .map_err(backend)
+        };
+        written
+            .await
+            .map(|_| ())
+            .map_err(|e| OpenError::NotWritable {
+                url: self.url.to_string(),
+                reason: match e {
+                    StoreError::Backend(why) => why,
+                    other => other.to_string(),
+                },
+            })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(pool)
+    }
+
+    /// Whether an outbox row may be written for `event` on `host`: without
+    /// one, a single-statement write needs no transaction.
+    fn hooked(&self, host: &HostName, event: EventKind) -> bool {
+        self.routes.targets(host, event).next().is_some()
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_key(&self, key: KeyRecord, actor: &str) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| keys::insert_key(&tx, &key, actor).await)
+    }
+
+    async fn list_keys(&self, host: &HostName) -> Result<Vec<ListedKey>, StoreError> {
+        keys::list_keys(&self.client().await?, host).await
+    }
+
+    async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        keys::find_key(&self.client().await?, id).await
+    }
+
+    async fn delete_key(
+        &self,
+        host: &HostName,
+        id: &KeyId,
+        revoke_invites: bool,
+        actor: &str,
+    ) -> Result<u64, StoreError> {
+        in_transaction!(self, |tx| keys::delete_key(
+            &tx,
+            &self.routes,
+            host,
+            id,
+            revoke_invites,
+            actor,
+            Utc::now()
+        )
+        .await)
+    }
+
+    async fn touch_key(&self, id: &KeyId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        keys::touch_key(&self.client().await?, id, now).await
+    }
+
+    async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError> {
+        // The hot path: a key's mint without webhooks is one statement in
+        // autocommit, one round trip.
+        if invites::needs_transaction(&invite)
+            || self.hooked(&invite.host, EventKind::InviteCreated)
+        {
+            in_transaction!(self, |tx| invites::minted(&tx, &self.routes, &invite).await)
+        } else {
+            invites::insert(&self.client().await?, &invite).await
+        }
+    }
+
+    async fn create_invites(&self, batch: Vec<NewInvite>) -> Result<Vec<i64>, StoreError> {
+        in_transaction!(self, |tx| {
+            let mut ids = Vec::with_capacity(batch.len());
+            for inv in &batch {
+                ids.push(invites::minted(&tx, &self.routes, inv).await?);
+            }
+            // An operator's bulk mint is one audit row per transaction.
+            if let Some(first) = batch.first() {
+                audit::audit(
+                    &tx,
+                    first.created_at,
+                    &first.host,
+                    "cli",
+                    "invite.create",
+                    &format!("{} invites", ids.len()),
+                    Some(&super::bulk_mint_detail(first)),
+                )
+                .await?;
+            }
+            Ok(ids)
+        })
+    }
+
+    async fn find_invite(&self, lookup: InviteLookup) -> Result<InviteRecord, StoreError> {
+        invites::find_invite(&self.client().await?, &lookup).await
+    }
+
+    async fn list_invites(
+        &self,
+        host: &HostName,
+        status: StatusFilter,
+        after: Option<i64>,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<InviteDetails>, StoreError> {
+        invites::list(&self.client().await?, host, status, after, limit, now).await
+    }
+
+    async fn invite_details(&self, host: &HostName, id: i64) -> Result<InviteDetails, StoreError> {
+        invites::details(&self.client().await?, host, id).await
+    }
+
+    async fn revoke_invite(
+        &self,
+        host: &HostName,
+        id: i64,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| invites::revoke(
+            &tx,
+            &self.routes,
+            host,
+            id,
+            &actor,
+            now
+        )
+        .await)
+    }
+
+    async fn purge(
+        &self,
+        host: &HostName,
+        ended_before: DateTime<Utc>,
+        idle_before: DateTime<Utc>,
+        actor: String,
+        now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError> {
+        in_transaction!(self, |tx| invites::purge(
+            &tx,
+            host,
+            ended_before,
+            idle_before,
+            &actor,
+            now
+        )
+        .await)
+    }
+
+    async fn redeem_invite(
+        &self,
+        lookup: InviteLookup,
+        account: NewAccount,
+        session: NewSession,
+        now: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError> {
+        in_transaction!(self, |tx| invites::redeem(
+            &tx,
+            &self.routes,
+            &lookup,
+            account,
+            &session,
+            now
+        )
+        .await)
+    }
+
+    async fn create_account(&self, account: NewAccount) -> Result<AccountRecord, StoreError> {
+        in_transaction!(self, |tx| accounts::create_account_audited(
+            &tx,
+            &self.routes,
+            &account
+        )
+        .await)
+    }
+
+    async fn list_accounts(&self, host: &HostName) -> Result<Vec<AccountRecord>, StoreError> {
+        accounts::list(&self.client().await?, host).await
+    }
+
+    async fn find_account(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+    ) -> Result<AccountRecord, StoreError> {
+        accounts::find(&self.client().await?, host, name).await
+    }
+
+    async fn set_password(
+        &self,
+        account_id: i64,
+        password_hash: String,
+        keep: Option<SecretDigest>,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| accounts::set_password(
+            &tx,
+            account_id,
+            &password_hash,
+            keep.as_ref(),
+            actor
+        )
+        .await)
+    }
+
+    async fn delete_account(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| accounts::delete(
+            &tx,
+            &self.routes,
+            host,
+            name,
+            actor,
+            Utc::now()
+        )
+        .await)
+    }
+
+    async fn find_account_by_id(&self, id: i64) -> Result<AccountRecord, StoreError> {
+        accounts::find_by_id(&self.client().await?, id).await
+    }
+
+    async fn account_origin(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+    ) -> Result<AccountOrigin, StoreError> {
+        accounts::origin(&self.client().await?, host, name).await
+    }
+
+    async fn set_account_disabled(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+        disabled: bool,
+        at: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| accounts::set_disabled(
+            &tx, host, name, disabled, at, actor
+        )
+        .await)
+    }
+
+    async fn create_reset_invite(&self, invite: NewResetInvite) -> Result<i64, StoreError> {
+        in_transaction!(self, |tx| accounts::insert_reset(&tx, &invite).await)
+    }
+
+    async fn redeem_reset_invite(
+        &self,
+        lookup: InviteLookup,
+        password_hash: String,
+        session: NewSession,
+        now: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError> {
+        in_transaction!(self, |tx| accounts::redeem_reset(
+            &tx,
+            &lookup,
+            &password_hash,
+            &session,
+            now
+        )
+        .await)
+    }
+
+    async fn create_session(&self, account_id: i64, session: NewSession) -> Result<(), StoreError> {
+        sessions::insert_session(&self.client().await?, account_id, &session).await
+    }
+
+    async fn find_session(&self, token_digest: SecretDigest) -> Result<SessionRecord, StoreError> {
+        sessions::find_session(&self.client().await?, &token_digest).await
+    }
+
+    async fn touch_session(
+        &self,
+        token_digest: SecretDigest,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sessions::touch_session(&self.client().await?, &token_digest, now).await
+    }
+
+    async fn delete_session(&self, token_digest: SecretDigest) -> Result<(), StoreError> {
+        sessions::delete_session(&self.client().await?, &token_digest).await
+    }
+
+    async fn end_other_sessions(
+        &self,
+        account_id: i64,
+        keep: SecretDigest,
+    ) -> Result<u64, StoreError> {
+        sessions::end_sessions(&self.client().await?, account_id, Some(&keep)).await
+    }
+
+    async fn form_key(&self, candidate: [u8; FormKey::LEN]) -> Result<FormKey, StoreError> {
+        secrets::form_key(&self.client().await?, candidate).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        outbox::claim(&self.client().await?, now, until, limit).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: i64,
+        result: DeliveryResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        outbox::finish(&self.client().await?, id, &result, now).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        host: &HostName,
+        failed_only: bool,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        outbox::list(&self.client().await?, host, failed_only).await
+    }
+
+    async fn retry_delivery(
+        &self,
+        host: &HostName,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        outbox::retry(&self.client().await?, host, id, now).await
+    }
+
+    async fn reserve(&self, reservation: NewReservation) -> Result<i64, StoreError> {
+        in_transaction!(self, |tx| reservations::reserve(&tx, &reservation).await)
+    }
+
+    async fn finalize_reservation(
+        &self,
+        id: i64,
+        invite: Option<InviteLookup>,
+        account: NewAccount,
+        session: Option<NewSession>,
+        reserved_at: DateTime<Utc>,
+    ) -> Result<AccountRecord, StoreError> {
+        in_transaction!(self, |tx| reservations::finalize(
+            &tx,
+            &self.routes,
+            id,
+            invite.as_ref(),
+            account,
+            session.as_ref(),
+            reserved_at
+        )
+        .await)
+    }
+
+    async fn release_reservation(&self, id: i64) -> Result<(), StoreError> {
+        reservations::release(&self.client().await?, id).await
+    }
+
+    async fn pending_reservations(
+        &self,
+        host: &HostName,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PendingReservation>, StoreError> {
+        reservations::pending(&self.client().await?, host, now).await
+    }
+}

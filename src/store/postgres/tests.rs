@@ -1,0 +1,243 @@
+//! Tests against a real PostgreSQL: they run when `INVITE_SERVER_TEST_POSTGRES`
+//! names a base URL (a role that may CREATE DATABASE) and pass trivially
+//! otherwise, each on a database of its own.
+
+use chrono::Utc;
+
+use super::*;
+use crate::domain::InviteLookup;
+use crate::store::{InviteSource, NewAccount};
+
+/// A store over a new database, or `None` without a PostgreSQL to test on.
+async fn scratch() -> Option<PostgresStore> {
+    let base = std::env::var("INVITE_SERVER_TEST_POSTGRES").ok()?;
+    let name = format!("u_{:016x}", rand::random::<u64>());
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(&name);
+    let url = PostgresUrl::parse(url.as_str()).unwrap();
+    Some(PostgresStore::open(&url, 8).await.unwrap())
+}
+
+fn host() -> HostName {
+    HostName::parse("example.com").unwrap()
+}
+
+fn account(name: &str) -> NewAccount {
+    NewAccount {
+        host: host(),
+        name: AccountName::parse(name).unwrap(),
+        password_hash: "$argon2id$x".into(),
+        created_at: Utc::now(),
+        invited_by: "cli".into(),
+        invite_id: None,
+    }
+}
+
+fn invite(source: InviteSource, secret: &str, uses: u32, limit: Option<u32>) -> NewInvite {
+    let now = Utc::now();
+    NewInvite {
+        token_digest: SecretDigest::of(secret),
+        host: host(),
+        source,
+        issuer_name: None,
+        created_at: now,
+        expires_at: now + chrono::Duration::days(1),
+        uses_allowed: uses,
+        note: None,
+        fixed_name: None,
+        pending_limit: limit,
+    }
+}
+
+fn session(s: &str) -> NewSession {
+    NewSession {
+        token_digest: SecretDigest::of(s),
+        created_at: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn migrating_again_changes_nothing_and_a_newer_schema_is_refused() {
+    let Some(store) = scratch().await else { return };
+    assert_eq!(store.migrate().await.unwrap(), (6, 6));
+    store
+        .client()
+        .await
+        .unwrap()
+        .execute("UPDATE invite_server_schema SET version = 99", &[])
+        .await
+        .unwrap();
+    match store.migrate().await {
+        Err(OpenError::TooNew {
+            found: 99,
+            known: 6,
+            ..
+        }) => {}
+        other => panic!("a newer schema was not refused: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_racing_redemptions_of_a_single_use_invite_create_one_account() {
+    let Some(store) = scratch().await else { return };
+    let store = Arc::new(store);
+    let id = store
+        .create_invite(invite(InviteSource::Cli, "once", 1, None))
+        .await
+        .unwrap();
+    let lookup = InviteLookup::ById {
+        id,
+        digest: SecretDigest::of("once"),
+    };
+    let racers: Vec<_> = (0..24)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .redeem_invite(
+                        lookup,
+                        account(&format!("racer{i}")),
+                        session(&format!("s{i}")),
+                        Utc::now(),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::InviteUsed) => {}
+            Err(other) => panic!("unexpected: {other:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(store.list_accounts(&host()).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_mints_for_an_accounts_last_free_slot_land_once() {
+    let Some(store) = scratch().await else { return };
+    let store = Arc::new(store);
+    let alice = store.create_account(account("alice")).await.unwrap();
+    let racers: Vec<_> = (0..12)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .create_invite(invite(
+                        InviteSource::Account(alice.id),
+                        &format!("q{i}"),
+                        1,
+                        Some(3),
+                    ))
+                    .await
+            })
+        })
+        .collect();
+    let mut minted = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(_) => minted += 1,
+            Err(StoreError::InviteQuota) => {}
+            Err(other) => panic!("unexpected: {other:?}"),
+        }
+    }
+    assert_eq!(minted, 3);
+}
+
+#[tokio::test]
+async fn a_deleted_key_mints_nothing_and_its_pending_invites_are_revoked() {
+    let Some(store) = scratch().await else { return };
+    let key = KeyRecord {
+        id: KeyId::parse("PgKeyDelete1").unwrap(),
+        host: host(),
+        name: None,
+        created_at: Utc::now(),
+        secret_digest: SecretDigest::of("k"),
+        scope: crate::domain::KeyScope::Mint,
+        expires_at: None,
+        rate: None,
+        last_used_at: None,
+    };
+    store.create_key(key.clone(), "cli").await.unwrap();
+    let minted = store
+        .create_invite(invite(InviteSource::Key(key.id.clone()), "a", 1, None))
+        .await
+        .unwrap();
+    assert_eq!(store.list_keys(&host()).await.unwrap()[0].invites_minted, 1);
+    assert_eq!(store.delete_key(&host(), &key.id, true, "cli").await, Ok(1));
+    let revoked = store.invite_details(&host(), minted).await.unwrap();
+    assert!(revoked.invite.revoked_at.is_some());
+    assert_eq!(
+        store
+            .create_invite(invite(InviteSource::Key(key.id.clone()), "b", 1, None))
+            .await,
+        Err(StoreError::NotFound)
+    );
+}
+
+#[tokio::test]
+async fn every_node_reads_back_the_first_form_key_stored() {
+    let Some(store) = scratch().await else { return };
+    let first = store.form_key([1; FormKey::LEN]).await.unwrap();
+    let second = store.form_key([2; FormKey::LEN]).await.unwrap();
+    assert_eq!(
+        first.invite_ids().public(1 << 40),
+        second.invite_ids().public(1 << 40)
+    );
+    let ours = FormKey::from_bytes([1; FormKey::LEN]);
+    assert_eq!(
+        first.invite_ids().public(1 << 40),
+        ours.invite_ids().public(1 << 40)
+    );
+}
+
+#[tokio::test]
+async fn a_delivery_leased_by_a_node_is_not_claimed_again_until_its_lease_ends() {
+    let Some(store) = scratch().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[hosts.\"example.com\"]\npublic_url = \"https://example.com\"\n\
+             [[hosts.\"example.com\".webhooks]]\nurl = \"http://127.0.0.1:9/h\"\n\
+             secret_file = {:?}\nevents = [\"account.created\"]\n",
+            secret.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = crate::config::Config::load(Some(&file)).unwrap();
+    let routes = Routes::of(&config);
+    let store = store.with_webhooks(routes);
+    store.create_account(account("bob")).await.unwrap();
+    let now = Utc::now();
+    let lease = now + chrono::Duration::seconds(30);
+    let claimed = store.claim_deliveries(now, lease, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(store
+        .claim_deliveries(now, lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // The claiming node died: once its lease is over, another takes it.
+    let later = lease + chrono::Duration::seconds(1);
+    let taken = store
+        .claim_deliveries(later, later + chrono::Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].id, claimed[0].id);
+}
