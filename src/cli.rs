@@ -39,10 +39,9 @@ pub struct Cli {
         env = "INVITE_SERVER_DATABASE",
         // A URL may hold a password: never echo it in --help.
         hide_env_values = true,
-        value_name = "PATH|URL",
-        value_parser = parse_database
+        value_name = "PATH|URL"
     )]
-    pub db: Option<DatabaseLocation>,
+    pub db: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -346,10 +345,6 @@ fn parse_rate(s: &str) -> Result<MintRate, String> {
     MintRate::parse(s).map_err(|e| e.0)
 }
 
-fn parse_database(s: &str) -> Result<DatabaseLocation, String> {
-    DatabaseLocation::parse(s).map_err(|e| format!("{e} (from --db or INVITE_SERVER_DATABASE)"))
-}
-
 fn parse_listen(s: &str) -> Result<ListenAddr, String> {
     ListenAddr::parse(s).map_err(|e| format!("{} (from --listen or INVITE_SERVER_LISTEN)", e.0))
 }
@@ -373,7 +368,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(db) = cli.db {
-        config.database = db;
+        // Parsed here, not by clap, whose error would quote the value and
+        // so a URL's password.
+        config.database = DatabaseLocation::parse(&db)
+            .map_err(|e| anyhow!("{e} (from --db or INVITE_SERVER_DATABASE)"))?;
     }
     actix_web::rt::System::new().block_on(dispatch(config, cli.command))
 }

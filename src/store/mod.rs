@@ -127,10 +127,7 @@ pub async fn migrate(location: &DatabaseLocation) -> Result<(i64, i64), OpenStor
             drop(SqliteStore::open(path)?);
             Ok((before, sqlite_version(path)))
         }
-        DatabaseLocation::Postgres(url) => {
-            let store = PostgresStore::open(url, 1).await?;
-            Ok(store.migrate().await?)
-        }
+        DatabaseLocation::Postgres(url) => Ok(PostgresStore::migrate_only(url).await?),
     }
 }
 

@@ -18,6 +18,7 @@ mod keys_cli;
 mod keys_lifecycle;
 mod login_pages;
 mod metrics;
+mod migrate;
 mod nginx;
 mod openapi;
 mod ops;

@@ -91,11 +91,19 @@ impl PostgresUrl {
         // Percent-encoded by hand: tokio-postgres decodes %20 but takes the
         // `+` that form encoding writes for a space literally.
         let pair = |k: &str, v: &str| {
-            use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+            use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+            const QUERY: &AsciiSet = &CONTROLS
+                .add(b' ')
+                .add(b'"')
+                .add(b'#')
+                .add(b'%')
+                .add(b'&')
+                .add(b'+')
+                .add(b'=');
             format!(
                 "{}={}",
-                utf8_percent_encode(k, NON_ALPHANUMERIC),
-                utf8_percent_encode(v, NON_ALPHANUMERIC)
+                utf8_percent_encode(k, QUERY),
+                utf8_percent_encode(v, QUERY)
             )
         };
         let mut kept = Vec::new();

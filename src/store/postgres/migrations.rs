@@ -208,5 +208,6 @@ pub(super) async fn migrate(
         .await?;
     }
     tx.commit().await?;
-    Ok((from.max(0), known))
+    // A new database reports 0, as a new SQLite file does.
+    Ok((found.unwrap_or(0), known))
 }

@@ -126,6 +126,12 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// Brings the schema of `url` up to date without opening a store for
+    /// use (`invite-server migrate`); the versions before and after.
+    pub async fn migrate_only(url: &PostgresUrl) -> Result<(i64, i64), OpenError> {
+        Self::connect(url, 1)?.migrate().await
+    }
+
     /// A store over `url` whose schema is not checked yet.
     fn connect(url: &PostgresUrl, pool_size: usize) -> Result<Self, OpenError> {
         let pool = url.pool(pool_size).map_err(|reason| OpenError::Setup {
