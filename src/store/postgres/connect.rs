@@ -406,4 +406,95 @@ mod tests {
             Some("-c work_mem=4MB -c synchronous_commit=on")
         );
     }
+
+    /// A test CA and a certificate it issued for `localhost` only.
+    struct Pki {
+        ca_pem: String,
+        chain: Vec<CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    }
+
+    fn pki() -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "invite-server test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            chain: vec![cert.der().clone()],
+            key: rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        }
+    }
+
+    /// Whether a client connecting with `url` to a loopback server that
+    /// speaks PostgreSQL's TLS request and then presents `pki`'s certificate
+    /// completes the TLS handshake (the server then hangs up: no database).
+    async fn handshake(pki: &Pki, url: &str) -> bool {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(pki.chain.clone(), pki.key.clone_key())
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut socket, _) = listener.accept().await.unwrap();
+            // The SSLRequest: length 8, code 80877103.
+            let mut request = [0u8; 8];
+            socket.read_exact(&mut request).await.unwrap();
+            assert_eq!(request, [0, 0, 0, 8, 4, 210, 22, 47]);
+            socket.write_all(b"S").await.unwrap();
+            acceptor.accept(socket).await.is_ok()
+        });
+        let parsed = PostgresUrl::parse(&url.replace("{port}", &port.to_string())).unwrap();
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(parsed.tls_config().unwrap());
+        // Fails either way: the server never answers the startup message.
+        let _ = parsed.config.connect(tls).await;
+        server.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_sslmode_checks_the_servers_certificate_as_libpq_does() {
+        let pki = pki();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let ca = ca.display().to_string();
+        for (url, completes) in [
+            // Encrypted, but any certificate will do.
+            ("postgres://u@127.0.0.1:{port}/d?sslmode=require", true),
+            ("postgres://u@127.0.0.1:{port}/d?sslmode=prefer", true),
+            // Our CA and the name the certificate gives.
+            (
+                &format!("postgres://u@localhost:{{port}}/d?sslmode=verify-full&sslrootcert={ca}"),
+                true,
+            ),
+            // Our CA but an address the certificate does not name.
+            (
+                &format!("postgres://u@127.0.0.1:{{port}}/d?sslmode=verify-full&sslrootcert={ca}"),
+                false,
+            ),
+            (
+                &format!("postgres://u@127.0.0.1:{{port}}/d?sslmode=verify-ca&sslrootcert={ca}"),
+                true,
+            ),
+            // Not a CA of the Web PKI.
+            ("postgres://u@localhost:{port}/d?sslmode=verify-full", false),
+            ("postgres://u@localhost:{port}/d?sslmode=verify-ca", false),
+        ] {
+            assert_eq!(handshake(&pki, url).await, completes, "{url}");
+        }
+    }
 }
