@@ -102,18 +102,36 @@ pub struct PostgresStore {
 /// Runs `$body` (which uses `$tx`) in one transaction on a pooled
 /// connection, committing when it returns `Ok`. On `Err` the transaction is
 /// dropped, which rolls it back before the connection serves anyone else.
+/// Each commit is measured as the SQLite writer's are
+/// (`invite_server_write_batch_size`, `invite_server_commit_duration_seconds`),
+/// as a batch of one: PostgreSQL commits each transaction on its own.
 macro_rules! in_transaction {
     ($store:expr, |$tx:ident| $body:expr) => {{
+        let started = std::time::Instant::now();
         let mut client = $store.client().await?;
         let $tx = client.transaction().await.map_err(backend)?;
         let out = $body;
         match out {
             Ok(v) => {
                 $tx.commit().await.map_err(backend)?;
+                crate::metrics::commit(1, started.elapsed());
                 Ok(v)
             }
             Err(e) => Err(e),
         }
+    }};
+}
+
+/// Runs `$body`, one write statement in autocommit, measured as a commit of
+/// one write (see [`in_transaction`]).
+macro_rules! autocommit {
+    ($body:expr) => {{
+        let started = std::time::Instant::now();
+        let out = $body;
+        if out.is_ok() {
+            crate::metrics::commit(1, started.elapsed());
+        }
+        out
     }};
 }
 
@@ -252,7 +270,7 @@ impl Store for PostgresStore {
     }
 
     async fn touch_key(&self, id: &KeyId, now: DateTime<Utc>) -> Result<(), StoreError> {
-        keys::touch_key(&self.client().await?, id, now).await
+        autocommit!(keys::touch_key(&self.client().await?, id, now).await)
     }
 
     async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError> {
@@ -263,7 +281,7 @@ impl Store for PostgresStore {
         {
             in_transaction!(self, |tx| invites::minted(&tx, &self.routes, &invite).await)
         } else {
-            invites::insert(&self.client().await?, &invite).await
+            autocommit!(invites::insert(&self.client().await?, &invite).await)
         }
     }
 
@@ -467,7 +485,7 @@ impl Store for PostgresStore {
     }
 
     async fn create_session(&self, account_id: i64, session: NewSession) -> Result<(), StoreError> {
-        sessions::insert_session(&self.client().await?, account_id, &session).await
+        autocommit!(sessions::insert_session(&self.client().await?, account_id, &session).await)
     }
 
     async fn find_session(&self, token_digest: SecretDigest) -> Result<SessionRecord, StoreError> {
@@ -479,11 +497,11 @@ impl Store for PostgresStore {
         token_digest: SecretDigest,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sessions::touch_session(&self.client().await?, &token_digest, now).await
+        autocommit!(sessions::touch_session(&self.client().await?, &token_digest, now).await)
     }
 
     async fn delete_session(&self, token_digest: SecretDigest) -> Result<(), StoreError> {
-        sessions::delete_session(&self.client().await?, &token_digest).await
+        autocommit!(sessions::delete_session(&self.client().await?, &token_digest).await)
     }
 
     async fn end_other_sessions(
@@ -491,7 +509,7 @@ impl Store for PostgresStore {
         account_id: i64,
         keep: SecretDigest,
     ) -> Result<u64, StoreError> {
-        sessions::end_sessions(&self.client().await?, account_id, Some(&keep)).await
+        autocommit!(sessions::end_sessions(&self.client().await?, account_id, Some(&keep)).await)
     }
 
     async fn form_key(&self, candidate: [u8; FormKey::LEN]) -> Result<FormKey, StoreError> {
@@ -504,7 +522,7 @@ impl Store for PostgresStore {
         until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError> {
-        outbox::claim(&self.client().await?, now, until, limit).await
+        autocommit!(outbox::claim(&self.client().await?, now, until, limit).await)
     }
 
     async fn finish_delivery(
@@ -513,7 +531,7 @@ impl Store for PostgresStore {
         result: DeliveryResult,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        outbox::finish(&self.client().await?, id, &result, now).await
+        autocommit!(outbox::finish(&self.client().await?, id, &result, now).await)
     }
 
     async fn list_deliveries(
@@ -530,7 +548,7 @@ impl Store for PostgresStore {
         id: i64,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        outbox::retry(&self.client().await?, host, id, now).await
+        autocommit!(outbox::retry(&self.client().await?, host, id, now).await)
     }
 
     async fn reserve(&self, reservation: NewReservation) -> Result<i64, StoreError> {
@@ -558,7 +576,7 @@ impl Store for PostgresStore {
     }
 
     async fn release_reservation(&self, id: i64) -> Result<(), StoreError> {
-        reservations::release(&self.client().await?, id).await
+        autocommit!(reservations::release(&self.client().await?, id).await)
     }
 
     async fn pending_reservations(
