@@ -194,7 +194,7 @@ fn a_metrics_listener_on_the_listen_address_is_refused() {
         "listen = \"127.0.0.1:5299\"\nmetrics_listen = \"127.0.0.1:5299\"\n",
     )
     .unwrap();
-    let db = dir.path().join("test.db");
+    let db = fresh_db(dir.path());
     let out = cli_at(&config, &db, &["check-config"], None);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(stderr_of(&out).contains("metrics_listen"), "{out:?}");
@@ -257,7 +257,7 @@ fn webhook_deliveries_and_provisioning_calls_are_counted_by_outcome_without_name
         config_for(dir.path(), hook_port, r#"["1s"]"#, r#"["invite.created"]"#),
         script.display()
     );
-    let db = dir.path().join("test.db");
+    let db = fresh_db(dir.path());
     let app = TestApp::spawn_in(dir, db, &cfg);
 
     cli_mint(&app);

@@ -13,8 +13,8 @@ use reqwest::blocking::Response;
 use serde_json::json;
 
 use crate::helpers::{
-    accept_invite, cli_at, client, register_account, stderr_of, token_of, TestApp, DEFAULT_CONFIG,
-    GOOD_PASSWORD,
+    accept_invite, cli_at, client, fresh_db, register_account, stderr_of, token_of, TestApp,
+    DEFAULT_CONFIG, GOOD_PASSWORD,
 };
 
 /// The default test configuration with `settings` added at the top level.
@@ -157,7 +157,7 @@ login_attempts_per_account_per_minute = 0
 public_url = "http://localhost:{port}"
 "#;
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("test.db");
+    let db = fresh_db(dir.path());
     let app = TestApp::spawn_listening(dir, db, config, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
     for _ in 0..2 {

@@ -120,7 +120,7 @@ fn events_arrive_signed_and_carry_no_token_secret_or_password() {
     let hook_port = free_port();
     let receiver = Receiver::start(dir.path(), hook_port, &[]);
     let cfg = config(dir.path(), hook_port, r#"["1s"]"#);
-    let db = dir.path().join("test.db");
+    let db = fresh_db(dir.path());
     let app = TestApp::spawn_in(dir, db, &cfg);
     let key = app.create_key("localhost");
     let res = client()
@@ -175,7 +175,7 @@ fn a_receiver_answering_500_twice_then_200_gets_the_event_three_times_with_one_i
     let hook_port = free_port();
     let receiver = Receiver::start(dir.path(), hook_port, &[500, 500, 200]);
     let cfg = config(dir.path(), hook_port, r#"["1s", "1s", "1s"]"#);
-    let db = dir.path().join("test.db");
+    let db = fresh_db(dir.path());
     let app = TestApp::spawn_in(dir, db, &cfg);
     cli_mint(&app);
     let got = receiver.wait_for(3);
@@ -198,7 +198,7 @@ fn a_410_stops_the_retries_and_the_delivery_is_listed_as_failed() {
     let hook_port = free_port();
     let receiver = Receiver::start(dir.path(), hook_port, &[410]);
     let cfg = config(dir.path(), hook_port, r#"["1s", "1s", "1s"]"#);
-    let db = dir.path().join("test.db");
+    let db = fresh_db(dir.path());
     let app = TestApp::spawn_in(dir, db, &cfg);
     cli_mint(&app);
     assert_eq!(receiver.wait_for(1).len(), 1);
@@ -218,7 +218,7 @@ fn a_delivery_survives_a_kill_9_between_the_commit_and_the_delivery() {
     let hook_port = free_port();
     // No receiver yet: the first attempts fail and the event waits.
     let cfg = config(dir.path(), hook_port, r#"["1s", "1s", "1s", "1s", "1s"]"#);
-    let db = dir.path().join("test.db");
+    let db = fresh_db(dir.path());
     let mut app = TestApp::spawn_in(dir, db, &cfg);
     let _ = app.mint();
     app.kill();
@@ -350,7 +350,7 @@ fn every_way_of_revoking_sends_one_invite_revoked_per_revoked_invite_with_its_pu
     let hook_port = free_port();
     let receiver = Receiver::start(dir.path(), hook_port, &[]);
     let cfg = config_for(dir.path(), hook_port, r#"["1s"]"#, r#"["invite.revoked"]"#);
-    let db = dir.path().join("test.db");
+    let db = fresh_db(dir.path());
     let app = TestApp::spawn_in(dir, db, &cfg);
     let mut seen = 0;
 
@@ -447,7 +447,7 @@ fn a_delivery_claimed_by_a_killed_server_is_delivered_by_the_next_once_the_lease
         drop(conn);
     });
     let cfg = config(dir.path(), hook_port, r#"["1s"]"#);
-    let db = dir.path().join("test.db");
+    let db = fresh_db(dir.path());
     let mut app = TestApp::spawn_in(dir, db, &cfg);
     cli_mint(&app);
     rx.recv_timeout(Duration::from_secs(30))
@@ -480,7 +480,7 @@ fn webhooks_retry_sends_a_given_up_delivery_again_with_the_same_id() {
     // Two failures spend the schedule of one retry; the third answer is 200.
     let receiver = Receiver::start(dir.path(), hook_port, &[500, 500]);
     let cfg = config(dir.path(), hook_port, r#"["1s"]"#);
-    let db = dir.path().join("test.db");
+    let db = fresh_db(dir.path());
     let app = TestApp::spawn_in(dir, db, &cfg);
     cli_mint(&app);
     assert_eq!(receiver.wait_for(2).len(), 2);
