@@ -131,3 +131,26 @@ fn a_malformed_postgresql_url_or_sslmode_is_refused_without_echoing_it() {
         assert!(!err.contains("hunter2"), "the password was shown: {err}");
     }
 }
+
+#[test]
+fn serve_and_admin_commands_refuse_an_unreachable_postgresql_naming_it_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = no_config(dir.path());
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let url = Path::new("postgres://invites:hunter2@127.0.0.1:1/invites?sslmode=disable");
+    for args in [
+        &["serve", "--listen", "127.0.0.1:0"][..],
+        &["keys", "list", "localhost"],
+    ] {
+        let out = cli_at(&config, url, args, None);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr_of(&out);
+        assert!(
+            err.contains(
+                "cannot connect to database postgres://invites:REDACTED@127.0.0.1:1/invites"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "the password was shown: {err}");
+    }
+}

@@ -85,7 +85,10 @@ impl PostgresUrl {
                 "it must start with postgres:// or postgresql://".into(),
             ));
         }
-        let url = url::Url::parse(s).map_err(|e| BadUrl(e.to_string()))?;
+        // Split by hand rather than with the url crate, which refuses what
+        // libpq takes, such as `postgres://user@/db?host=/run/postgresql`
+        // (a user and a Unix socket).
+        let (base, query) = s.split_once('?').unwrap_or((s, ""));
         let mut ssl_mode = SslMode::Prefer;
         let mut root_cert = None;
         // Percent-encoded by hand: tokio-postgres decodes %20 but takes the
@@ -106,10 +109,18 @@ impl PostgresUrl {
                 utf8_percent_encode(v, QUERY)
             )
         };
+        let decode = |t: &str| {
+            percent_encoding::percent_decode_str(t)
+                .decode_utf8()
+                .map(|t| t.into_owned())
+                .map_err(|_| BadUrl("a parameter is not UTF-8".into()))
+        };
         let mut kept = Vec::new();
         let mut redacted_query = Vec::new();
-        for (k, v) in url.query_pairs() {
-            match &*k {
+        for param in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = param.split_once('=').unwrap_or((param, ""));
+            let (k, v) = (decode(k)?, decode(v)?);
+            match k.as_str() {
                 "sslmode" => {
                     ssl_mode = SslMode::parse(&v).ok_or_else(|| {
                         BadUrl(format!(
@@ -117,17 +128,19 @@ impl PostgresUrl {
                         ))
                     })?;
                 }
-                "sslrootcert" => root_cert = Some(PathBuf::from(&*v)),
+                "sslrootcert" => root_cert = Some(PathBuf::from(&v)),
                 _ => kept.push(pair(&k, &v)),
             }
             let shown = if k == "password" { "REDACTED" } else { &v };
             redacted_query.push(pair(&k, shown));
         }
-        let mut plain = url.clone();
-        let kept = kept.join("&");
-        plain.set_query((!kept.is_empty()).then_some(kept.as_str()));
-        let mut config = tokio_postgres::Config::from_str(plain.as_str())
-            .map_err(|e| BadUrl(super::rows::chain(&e)))?;
+        let connect_base = socket_form(base, &mut kept);
+        let plain = match kept.is_empty() {
+            true => connect_base,
+            false => format!("{connect_base}?{}", kept.join("&")),
+        };
+        let mut config =
+            tokio_postgres::Config::from_str(&plain).map_err(|e| BadUrl(super::rows::chain(&e)))?;
         config.ssl_mode(match ssl_mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -149,16 +162,14 @@ impl PostgresUrl {
         if config.get_application_name().is_none() {
             config.application_name("invite-server");
         }
-        let mut shown = url;
-        if shown.password().is_some() {
-            // Cannot fail: a URL with a password has a host.
-            let _ = shown.set_password(Some("REDACTED"));
-        }
         let rq = redacted_query.join("&");
-        shown.set_query((!rq.is_empty()).then_some(rq.as_str()));
+        let shown = match rq.is_empty() {
+            true => redact_userinfo(base),
+            false => format!("{}?{rq}", redact_userinfo(base)),
+        };
         Ok(Self {
             config,
-            redacted: shown.to_string(),
+            redacted: shown,
             ssl_mode,
             root_cert,
         })
@@ -237,6 +248,58 @@ impl PostgresUrl {
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
         Ok(roots)
+    }
+}
+
+/// tokio-postgres refuses a URL with a user but no host, which libpq takes
+/// for the default Unix socket or one named by `host=`
+/// (`postgres://user@/db?host=/run/postgresql`): such a user (and password)
+/// move into parameters, where it takes them (they stay percent-encoded,
+/// as parameters are).
+fn socket_form(base: &str, params: &mut Vec<String>) -> String {
+    let Some(scheme_end) = base.find("://").map(|i| i + 3) else {
+        return base.to_owned();
+    };
+    let rest = &base[scheme_end..];
+    let slash = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..slash];
+    match authority.rfind('@') {
+        Some(at) if authority[at + 1..].is_empty() => {
+            let userinfo = &authority[..at];
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password)),
+                None => (userinfo, None),
+            };
+            params.push(format!("user={user}"));
+            if let Some(password) = password {
+                params.push(format!("password={password}"));
+            }
+            format!("{}{}", &base[..scheme_end], &rest[slash..])
+        }
+        _ => base.to_owned(),
+    }
+}
+
+/// `scheme://user:password@host/...` with the password replaced; the
+/// password is whatever follows the first `:` of the part before the last
+/// `@` of the authority.
+fn redact_userinfo(base: &str) -> String {
+    let Some(scheme_end) = base.find("://").map(|i| i + 3) else {
+        return base.to_owned();
+    };
+    let rest = &base[scheme_end..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match authority
+        .rfind('@')
+        .map(|at| (at, authority[..at].find(':')))
+    {
+        Some((at, Some(colon))) => format!(
+            "{}{}:REDACTED{}",
+            &base[..scheme_end],
+            &authority[..colon],
+            &rest[at..]
+        ),
+        _ => base.to_owned(),
     }
 }
 
@@ -376,6 +439,22 @@ mod tests {
             "{shown}"
         );
         assert_eq!(url.ssl_mode(), SslMode::Require);
+        for (given, shown) in [
+            ("postgres://u:p%40ss@h/d", "postgres://u:REDACTED@h/d"),
+            ("postgres://u@h/d", "postgres://u@h/d"),
+            ("postgresql://:pw@h:1/d", "postgresql://:REDACTED@h:1/d"),
+            // A user and a Unix socket, which libpq takes.
+            (
+                "postgres://u@/d?host=/run/postgresql",
+                "postgres://u@/d?host=/run/postgresql",
+            ),
+        ] {
+            assert_eq!(PostgresUrl::parse(given).unwrap().to_string(), shown);
+        }
+        let socket = PostgresUrl::parse("postgres://u:pw@/d?host=/run/postgresql").unwrap();
+        assert_eq!(socket.config.get_user(), Some("u"));
+        assert_eq!(socket.config.get_password(), Some(&b"pw"[..]));
+        assert_eq!(socket.config.get_dbname(), Some("d"));
     }
 
     #[test]
