@@ -112,6 +112,14 @@ pub fn create_postgres_database(base: &str) -> String {
     url.to_string()
 }
 
+/// Drops a database [`fresh_db`] made that no [`TestApp`] took over; a
+/// SQLite file goes with its directory.
+pub fn drop_database(db: &Path) {
+    if is_postgres(db) {
+        drop_postgres_database(&db.to_string_lossy());
+    }
+}
+
 /// Drops the test database at `url`, closing the connections still on it
 /// (a killed server's, which PostgreSQL may not have noticed yet).
 fn drop_postgres_database(url: &str) {

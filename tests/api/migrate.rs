@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::helpers::{cli_at, fresh_db, is_postgres, stderr_of, stdout_of};
+use crate::helpers::{cli_at, drop_database, fresh_db, is_postgres, stderr_of, stdout_of};
 
 fn no_config(dir: &Path) -> std::path::PathBuf {
     let config = dir.join("empty.toml");
@@ -31,6 +31,7 @@ fn migrate_brings_a_new_database_to_the_current_schema_once_and_then_says_it_is_
     // The migrated database serves admin commands at once.
     let keys = cli_at(&config, &db, &["keys", "list", "localhost"], None);
     assert!(keys.status.success(), "{}", stderr_of(&keys));
+    drop_database(&db);
 }
 
 #[test]
@@ -66,6 +67,7 @@ fn migrate_refuses_a_postgresql_database_newer_than_the_binary_with_sqlites_word
             "{err}"
         );
     }
+    drop_database(&db);
 }
 
 #[test]

@@ -8,8 +8,46 @@ use super::*;
 use crate::domain::InviteLookup;
 use crate::store::{InviteSource, NewAccount};
 
+/// A database made for one test, dropped with it.
+struct Scratch {
+    store: Option<PostgresStore>,
+    base: String,
+    name: String,
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = PostgresStore;
+    fn deref(&self) -> &PostgresStore {
+        self.store.as_ref().expect("taken only on drop")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        drop(self.store.take());
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // Its own thread and runtime: this may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                let _ = client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
 /// A store over a new database, or `None` without a PostgreSQL to test on.
-async fn scratch() -> Option<PostgresStore> {
+async fn scratch() -> Option<Scratch> {
     let base = std::env::var("INVITE_SERVER_TEST_POSTGRES").ok()?;
     let name = format!("u_{:016x}", rand::random::<u64>());
     let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
@@ -23,7 +61,12 @@ async fn scratch() -> Option<PostgresStore> {
     let mut url = url::Url::parse(&base).unwrap();
     url.set_path(&name);
     let url = PostgresUrl::parse(url.as_str()).unwrap();
-    Some(PostgresStore::open(&url, 8).await.unwrap())
+    let store = PostgresStore::open(&url, 8).await.unwrap();
+    Some(Scratch {
+        store: Some(store),
+        base,
+        name,
+    })
 }
 
 fn host() -> HostName {
@@ -221,7 +264,8 @@ async fn a_delivery_leased_by_a_node_is_not_claimed_again_until_its_lease_ends()
     .unwrap();
     let config = crate::config::Config::load(Some(&file)).unwrap();
     let routes = Routes::of(&config);
-    let store = store.with_webhooks(routes);
+    let mut store = store;
+    store.store = store.store.take().map(|s| s.with_webhooks(routes));
     store.create_account(account("bob")).await.unwrap();
     let now = Utc::now();
     let lease = now + chrono::Duration::seconds(30);
