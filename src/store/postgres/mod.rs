@@ -8,6 +8,7 @@
 //! Every connection runs with `synchronous_commit = on` (see
 //! [`connect::PostgresUrl`]), so an answered write is on the database's disk.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -17,7 +18,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use super::{
     AccountOrigin, AccountRecord, Delivery, DeliveryResult, InviteDetails, InviteRecord, KeyRecord,
     ListedKey, NewAccount, NewInvite, NewReservation, NewResetInvite, NewSession,
-    PendingReservation, Purged, SessionRecord, StatusFilter, Store, StoreError,
+    PendingReservation, Purged, SessionRecord, StatusFilter, Store, StoreError, Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
@@ -95,8 +96,41 @@ pub enum OpenError {
 pub struct PostgresStore {
     pool: Pool,
     url: PostgresUrl,
+    /// Whether the last connection asked for could be had (see
+    /// [`Store::health`]).
+    reachable: Arc<Reachable>,
     /// Which events of which host go to a webhook.
     routes: Arc<Routes>,
+}
+
+/// Whether connections to the database can be had, as last seen.
+struct Reachable {
+    up: AtomicBool,
+    /// A probe is running (see [`PostgresStore::probe`]).
+    probing: AtomicBool,
+}
+
+impl Default for Reachable {
+    fn default() -> Self {
+        Self {
+            up: AtomicBool::new(true),
+            probing: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Whether a pool error means the database cannot be reached (a connection
+/// could not be opened, or not in time), rather than that every connection
+/// is busy.
+fn unreachable(e: &deadpool_postgres::PoolError) -> bool {
+    use deadpool_postgres::{PoolError, TimeoutType};
+    match e {
+        PoolError::Backend(_) | PoolError::Timeout(TimeoutType::Create) => true,
+        PoolError::Timeout(_)
+        | PoolError::PostCreateHook(_)
+        | PoolError::Closed
+        | PoolError::NoRuntimeSpecified => false,
+    }
 }
 
 /// Runs `$body` (which uses `$tx`) in one transaction on a pooled
@@ -159,6 +193,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             url: url.clone(),
+            reachable: Arc::new(Reachable::default()),
             routes: Arc::new(Routes::default()),
         })
     }
@@ -225,8 +260,43 @@ impl PostgresStore {
             })
     }
 
+    /// A pooled connection. A failure to open one marks the database
+    /// unreachable for `/health` until a connection can be had again, which
+    /// a background probe tries once a second (a node that the load
+    /// balancer stopped sending requests to would otherwise never learn).
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        self.pool.get().await.map_err(pool)
+        match self.pool.get().await {
+            Ok(client) => {
+                self.reachable.up.store(true, Ordering::Relaxed);
+                Ok(client)
+            }
+            Err(e) => {
+                if unreachable(&e) {
+                    self.reachable.up.store(false, Ordering::Relaxed);
+                    self.probe();
+                }
+                Err(pool(e))
+            }
+        }
+    }
+
+    /// Starts the probe that marks the database reachable again, unless
+    /// one runs already.
+    fn probe(&self) {
+        if self.reachable.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (pool, reachable) = (self.pool.clone(), Arc::clone(&self.reachable));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if pool.get().await.is_ok() {
+                    reachable.up.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+            reachable.probing.store(false, Ordering::Release);
+        });
     }
 
     /// Whether an outbox row may be written for `event` on `host`: without
@@ -514,6 +584,13 @@ impl Store for PostgresStore {
 
     async fn form_key(&self, candidate: [u8; FormKey::LEN]) -> Result<FormKey, StoreError> {
         secrets::form_key(&self.client().await?, candidate).await
+    }
+
+    fn health(&self) -> Result<(), Unhealthy> {
+        match self.reachable.up.load(Ordering::Relaxed) {
+            true => Ok(()),
+            false => Err(Unhealthy("the database cannot be reached")),
+        }
     }
 
     async fn claim_deliveries(

@@ -285,3 +285,53 @@ async fn a_delivery_leased_by_a_node_is_not_claimed_again_until_its_lease_ends()
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].id, claimed[0].id);
 }
+
+#[tokio::test]
+async fn health_says_the_database_cannot_be_reached_until_a_connection_can_be_had_again() {
+    let Some(store) = scratch().await else { return };
+    assert_eq!(store.health(), Ok(()));
+    let (admin, conn) = tokio_postgres::connect(&store.base, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let name = &store.name;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+        ))
+        .await
+        .unwrap();
+    // The pool's connections were closed under it: it must open new ones.
+    let mut refused = false;
+    for _ in 0..50 {
+        if store
+            .find_key(&KeyId::parse("NoSuchKey001").unwrap())
+            .await
+            .is_err()
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the store still answered");
+    assert_eq!(
+        store.health(),
+        Err(Unhealthy("the database cannot be reached"))
+    );
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    // No request comes: the probe finds the database again by itself.
+    let mut healthy = false;
+    for _ in 0..100 {
+        if store.health().is_ok() {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(healthy, "the store did not notice the database was back");
+}
