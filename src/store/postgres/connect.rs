@@ -151,9 +151,15 @@ impl PostgresUrl {
         // Every connection commits durably, whatever the cluster's default:
         // a write we acknowledge must survive a crash of the database
         // server (synchronous_commit = off would lose the last ones).
+        // And no transaction of ours may sit idle holding row locks that
+        // other nodes wait on: ours never pause between statements for
+        // more than a round trip, so one idle for a minute belongs to a
+        // node that hung or was cut off, and the server ends it. Ours come
+        // last, so they win over the same settings in `options`.
+        const OURS: &str = "-c synchronous_commit=on -c idle_in_transaction_session_timeout=60s";
         let options = match config.get_options() {
-            Some(o) if !o.is_empty() => format!("{o} -c synchronous_commit=on"),
-            _ => "-c synchronous_commit=on".to_owned(),
+            Some(o) if !o.is_empty() => format!("{o} {OURS}"),
+            _ => OURS.to_owned(),
         };
         config.options(&options);
         if config.get_connect_timeout().is_none() {
@@ -482,7 +488,7 @@ mod tests {
         let url = PostgresUrl::parse("postgres://u@h/d?options=-c%20work_mem%3D4MB").unwrap();
         assert_eq!(
             url.config.get_options(),
-            Some("-c work_mem=4MB -c synchronous_commit=on")
+            Some("-c work_mem=4MB -c synchronous_commit=on -c idle_in_transaction_session_timeout=60s")
         );
     }
 

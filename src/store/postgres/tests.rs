@@ -335,3 +335,33 @@ async fn health_says_the_database_cannot_be_reached_until_a_connection_can_be_ha
     }
     assert!(healthy, "the store did not notice the database was back");
 }
+
+#[tokio::test]
+async fn every_connection_commits_synchronously_whatever_the_database_default() {
+    let Some(store) = scratch().await else { return };
+    let (admin, conn) = tokio_postgres::connect(&store.base, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let name = &store.name;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET synchronous_commit = off;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+        ))
+        .await
+        .unwrap();
+    // The pool opens a new connection, which the database default would
+    // start with synchronous_commit off.
+    let mut setting = None;
+    for _ in 0..50 {
+        if let Ok(client) = store.client().await {
+            if let Ok(row) = client.query_one("SHOW synchronous_commit", &[]).await {
+                setting = Some(row.get::<_, String>(0));
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(setting.as_deref(), Some("on"));
+}
