@@ -46,6 +46,26 @@ impl Drop for Scratch {
     }
 }
 
+impl Scratch {
+    /// Runs `sql` as the administrator, `{db}` standing for this database,
+    /// then closes every connection to it (the pool must open new ones).
+    async fn admin(&self, sql: &str) {
+        let (admin, conn) = tokio_postgres::connect(&self.base, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let name = &self.name;
+        admin
+            .batch_execute(&format!(
+                "{};
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';",
+                sql.replace("{db}", name)
+            ))
+            .await
+            .unwrap();
+    }
+}
+
 /// A store over a new database, or `None` without a PostgreSQL to test on.
 async fn scratch() -> Option<Scratch> {
     let base = std::env::var("INVITE_SERVER_TEST_POSTGRES").ok()?;
@@ -290,18 +310,9 @@ async fn a_delivery_leased_by_a_node_is_not_claimed_again_until_its_lease_ends()
 async fn health_says_the_database_cannot_be_reached_until_a_connection_can_be_had_again() {
     let Some(store) = scratch().await else { return };
     assert_eq!(store.health(), Ok(()));
-    let (admin, conn) = tokio_postgres::connect(&store.base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let name = &store.name;
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
-        ))
-        .await
-        .unwrap();
+    store
+        .admin("ALTER DATABASE {db} ALLOW_CONNECTIONS false")
+        .await;
     // The pool's connections were closed under it: it must open new ones.
     let mut refused = false;
     for _ in 0..50 {
@@ -320,10 +331,9 @@ async fn health_says_the_database_cannot_be_reached_until_a_connection_can_be_ha
         store.health(),
         Err(Unhealthy("the database cannot be reached"))
     );
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .await
-        .unwrap();
+    store
+        .admin("ALTER DATABASE {db} ALLOW_CONNECTIONS true")
+        .await;
     // No request comes: the probe finds the database again by itself.
     let mut healthy = false;
     for _ in 0..100 {
@@ -339,18 +349,9 @@ async fn health_says_the_database_cannot_be_reached_until_a_connection_can_be_ha
 #[tokio::test]
 async fn every_connection_commits_synchronously_whatever_the_database_default() {
     let Some(store) = scratch().await else { return };
-    let (admin, conn) = tokio_postgres::connect(&store.base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let name = &store.name;
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {name} SET synchronous_commit = off;
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
-        ))
-        .await
-        .unwrap();
+    store
+        .admin("ALTER DATABASE {db} SET synchronous_commit = off")
+        .await;
     // The pool opens a new connection, which the database default would
     // start with synchronous_commit off.
     let mut setting = None;
