@@ -112,6 +112,25 @@ pub fn create_postgres_database(base: &str) -> String {
     url.to_string()
 }
 
+/// The PostgreSQL databases a live [`TestApp`] owns (drops when it drops).
+static OWNED_DATABASES: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes `db` owned by the app about to start, unless a live app owns it.
+fn claim_database(db: &Path) -> bool {
+    let mut owned = OWNED_DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+    if owned.iter().any(|o| o == db) {
+        return false;
+    }
+    owned.push(db.to_owned());
+    true
+}
+
+/// Gives up the ownership [`claim_database`] took.
+fn release_database(db: &Path) {
+    let mut owned = OWNED_DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+    owned.retain(|o| o != db);
+}
+
 /// Drops a database [`fresh_db`] made that no [`TestApp`] took over; a
 /// SQLite file goes with its directory.
 pub fn drop_database(db: &Path) {
@@ -210,8 +229,9 @@ impl TestApp {
                         url: format!("http://{}", SocketAddr::new(reach, port)),
                         port,
                         config: config_path,
-                        // A restart over a PostgreSQL database takes it over.
-                        owns_database: is_postgres(&db),
+                        // A restart over a PostgreSQL database takes it
+                        // over; a second node on a live app's does not.
+                        owns_database: is_postgres(&db) && claim_database(&db),
                         db,
                         dir,
                         child: Some(child),
@@ -297,7 +317,9 @@ impl TestApp {
     /// Stops the server and hands back its directory and database path.
     pub fn into_parts(mut self) -> (TempDir, PathBuf) {
         self.kill();
-        self.owns_database = false;
+        if std::mem::take(&mut self.owns_database) {
+            release_database(&self.db);
+        }
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         (dir, self.db.clone())
     }
@@ -318,6 +340,7 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.kill();
         if self.owns_database {
+            release_database(&self.db);
             drop_postgres_database(&self.database());
         }
     }
