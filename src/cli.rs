@@ -380,6 +380,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store::open(
         &config.database,
+        config.database_pool_size,
         crate::webhooks::Routes::of(config),
         store::Purpose::Admin,
     )
@@ -556,6 +557,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // cannot write must not report healthy.
     let store = store::open(
         &config.database,
+        config.database_pool_size,
         crate::webhooks::Routes::of(&config),
         store::Purpose::Serve,
     )

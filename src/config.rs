@@ -379,6 +379,24 @@ fn bounded_count(n: i64, key: &str, max: usize) -> Result<usize, Invalid> {
         .ok_or_else(|| Invalid::new(format!("invalid {key} `{n}`: it must be from 1 to {max}")))
 }
 
+/// Connections each server keeps to a PostgreSQL database at most: 1 to
+/// [`PoolSize::MAX`] (ignored for SQLite, which has its own writer and readers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct PoolSize(pub usize);
+
+impl PoolSize {
+    /// The largest pool accepted, far past what one PostgreSQL serves well.
+    pub const MAX: usize = 1000;
+}
+
+impl TryFrom<i64> for PoolSize {
+    type Error = Invalid;
+    fn try_from(n: i64) -> Result<Self, Invalid> {
+        bounded_count(n, "database_pool_size", Self::MAX).map(Self)
+    }
+}
+
 /// How many sign-ins and registrations may wait for a hashing thread: 1 to
 /// [`HashQueue::MAX`]. Unbounded is not offered: that is the queue a flood of
 /// wrong sign-ins filled with minutes of work.
@@ -405,6 +423,7 @@ impl TryFrom<i64> for HashQueue {
 struct RawConfig {
     listen: Option<ListenAddr>,
     database: Option<DatabaseLocation>,
+    database_pool_size: Option<PoolSize>,
     invite_expiry: Option<ConfigDuration>,
     session_idle_expiry: Option<ConfigDuration>,
     login_attempts_per_minute: Option<u32>,
@@ -632,6 +651,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the store lives: a SQLite file, or a PostgreSQL URL.
     pub database: DatabaseLocation,
+    /// Connections to PostgreSQL each server keeps at most.
+    pub database_pool_size: usize,
     /// A sign-in unused this long stops working.
     pub session_idle_expiry: Duration,
     /// Sign-in attempts allowed per client address per minute; 0 for no limit.
@@ -684,6 +705,7 @@ impl Config {
             let user = parse_raw(&text, &path.display().to_string())?;
             raw.listen = user.listen.or(raw.listen);
             raw.database = user.database.or(raw.database);
+            raw.database_pool_size = user.database_pool_size.or(raw.database_pool_size);
             raw.invite_expiry = user.invite_expiry.or(raw.invite_expiry);
             raw.session_idle_expiry = user.session_idle_expiry.or(raw.session_idle_expiry);
             raw.login_attempts_per_minute = user
@@ -792,6 +814,9 @@ impl Config {
             database: raw
                 .database
                 .unwrap_or_else(|| DatabaseLocation::Sqlite(PathBuf::from("invite-server.db"))),
+            database_pool_size: raw
+                .database_pool_size
+                .map_or(crate::store::DEFAULT_POOL_SIZE, |p| p.0),
             session_idle_expiry: raw
                 .session_idle_expiry
                 .map_or(Duration::from_secs(30 * 86_400), |d| d.0),

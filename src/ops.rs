@@ -141,6 +141,7 @@ pub fn effective_config_toml(config: &Config) -> anyhow::Result<String> {
         listen: config.listen.to_string(),
         // Shown without a PostgreSQL URL's password.
         database: config.database.to_string(),
+        database_pool_size: config.database_pool_size,
         // Outside [hosts] this key is only the default of each host: with
         // hosts configured, each says its own below.
         invite_expiry: builtin
@@ -267,6 +268,7 @@ fn proxy_text(net: &IpNet) -> String {
 struct Effective<'c> {
     listen: String,
     database: String,
+    database_pool_size: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     invite_expiry: Option<String>,
     session_idle_expiry: String,

@@ -84,10 +84,12 @@ pub enum Purpose {
 }
 
 /// Opens (creating or migrating as needed) the store `location` names, with
-/// an outbox row for every change `routes` takes: the one way `serve` and
-/// every admin command open their store.
+/// an outbox row for every change `routes` takes and (PostgreSQL) at most
+/// `pool_size` connections: the one way `serve` and every admin command
+/// open their store.
 pub async fn open(
     location: &DatabaseLocation,
+    pool_size: usize,
     routes: crate::webhooks::Routes,
     purpose: Purpose,
 ) -> Result<Arc<dyn Store>, OpenStoreError> {
@@ -103,7 +105,7 @@ pub async fn open(
             }
         }
         DatabaseLocation::Postgres(url) => {
-            let store = PostgresStore::open(url, DEFAULT_POOL_SIZE)
+            let store = PostgresStore::open(url, pool_size)
                 .await?
                 .with_webhooks(routes);
             match purpose {

@@ -101,6 +101,30 @@ fn check_config_shows_a_postgresql_url_without_its_password() {
         shown.contains("database = \"postgresql://invites:REDACTED@db.internal:5432/invites?sslmode=verify-full\""),
         "{shown}"
     );
+    assert!(shown.contains("\ndatabase_pool_size = 16\n"), "{shown}");
+}
+
+#[test]
+fn a_database_pool_size_outside_1_to_1000_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (size, ok) in [("0", false), ("1", true), ("1000", true), ("1001", false)] {
+        let file = dir.path().join("pool.toml");
+        std::fs::write(&file, format!("database_pool_size = {size}\n")).unwrap();
+        let out = cli_at(
+            &file,
+            Path::new("postgres://u@127.0.0.1:1/d"),
+            &["check-config"],
+            None,
+        );
+        assert_eq!(out.status.success(), ok, "{size}: {}", stderr_of(&out));
+        if !ok {
+            assert!(
+                stderr_of(&out).contains("database_pool_size"),
+                "{}",
+                stderr_of(&out)
+            );
+        }
+    }
 }
 
 #[test]
