@@ -24,6 +24,10 @@ use crate::store::{AccountRecord, InviteKind, InviteRecord, StoreError};
 ///   or the server went away mid-request.
 /// - 53300 too_many_connections: other clients hold every slot.
 ///
+/// A TLS handshake that our `sslmode` refuses (an untrusted certificate,
+/// one for another name) is permanent: it fails the same way until the
+/// configuration or the certificate changes.
+///
 /// Everything else (a constraint this code did not expect, a syntax error,
 /// a missing table, a full disk: 53100) is permanent.
 pub(super) fn is_transient(e: &tokio_postgres::Error) -> bool {
@@ -45,10 +49,29 @@ pub(super) fn is_transient(e: &tokio_postgres::Error) -> bool {
             .contains(code)
                 || code.code().starts_with("08")
         }
-        // No SQLSTATE: the error happened on our side of the wire (I/O,
-        // TLS, a connection that never opened).
-        None => true,
+        // No SQLSTATE: the error happened on our side of the wire (I/O, a
+        // connection that never opened), except that a certificate the
+        // TLS settings refuse stays refused until someone changes them.
+        None => !is_tls_refusal(e),
     }
+}
+
+/// Whether rustls refused the connection (a certificate not trusted or
+/// not for this host, no common protocol): anywhere in the error's causes,
+/// as itself or inside the I/O error that carries it.
+fn is_tls_refusal(e: &tokio_postgres::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let tls = c.downcast_ref::<rustls::Error>().is_some()
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+        if tls {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The one adapter from a driver error to a [`StoreError`]; the message
