@@ -851,3 +851,43 @@ pub struct DeliveryResult {
     /// When to try again; `None` when done or given up.
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invite_id_says_when_it_was_minted_to_the_millisecond() {
+        let now = Utc::now();
+        for _ in 0..1000 {
+            let id = new_invite_id(now);
+            assert!(id >= crate::domain::LEGACY_INVITE_ID_LIMIT);
+            let minted = invite_minted_at(id).unwrap();
+            assert_eq!(minted.timestamp_millis(), now.timestamp_millis());
+        }
+        assert_eq!(invite_minted_at(7), None, "a schema 1 id carries no time");
+    }
+
+    #[test]
+    fn a_location_is_postgresql_only_for_a_postgres_url() {
+        for sqlite in [
+            "invite-server.db",
+            "/var/lib/x.db",
+            "postgres.db",
+            "./postgres:/x",
+        ] {
+            assert_eq!(
+                DatabaseLocation::parse(sqlite),
+                Ok(DatabaseLocation::Sqlite(PathBuf::from(sqlite)))
+            );
+        }
+        for pg in [
+            "postgres://u@h/d",
+            "postgresql://u:p@h:5432/d?sslmode=require",
+        ] {
+            let location = DatabaseLocation::parse(pg).unwrap();
+            assert!(matches!(location, DatabaseLocation::Postgres(_)), "{pg}");
+            assert!(!location.to_string().contains(":p@"), "{location}");
+        }
+    }
+}
