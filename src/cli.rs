@@ -16,7 +16,7 @@ use crate::domain::{
     AccountName, InviteId, InviteOptions, KeyId, KeyScope, MintRate, Password, RawInviteOptions,
 };
 use crate::passwords::Hasher;
-use crate::service::{self, invites};
+use crate::service::{self, invites, HashedWriteError};
 use crate::startup::Application;
 use crate::store::{InviteSource, KeyCache, SqliteStore, Store, StoreError};
 
@@ -656,7 +656,9 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
             let store = open_store(config)?;
             match acc::create(&store, &Hasher::new(), host, name, password).await {
                 Ok(a) => eprintln!("Created {}@{}", a.name, a.host),
-                Err(StoreError::NameTaken) => bail!("that name is taken"),
+                Err(HashedWriteError::Store(StoreError::NameTaken)) => {
+                    bail!("that name is taken")
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -760,7 +762,11 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
                 CLI_ACTOR,
             )
             .await;
-            named_not_found(changed, "account not found")?;
+            match changed {
+                Ok(()) => {}
+                Err(HashedWriteError::Store(e)) => named_not_found(Err(e), "account not found")?,
+                Err(e) => return Err(e.into()),
+            }
         }
         AccountsCommand::Delete { host: h, name } => {
             let host = host(config, &h)?;

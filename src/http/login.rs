@@ -11,7 +11,7 @@ use url::Url;
 use super::auth;
 use super::body::Body;
 use super::pages::{
-    base_path, csrf_nonce, form_body, form_nonce, no_store, render, set_form_nonce, PageError,
+    self, base_path, csrf_nonce, form_body, form_nonce, no_store, render, set_form_nonce, PageError,
 };
 use super::AppState;
 use crate::config::HostConfig;
@@ -317,7 +317,7 @@ async fn login(
             StatusCode::BAD_REQUEST,
             "Sign in with your whole address, name@host.",
         ),
-        Err(SignInError::Unavailable) => Err(PageError::Unavailable),
+        Err(SignInError::Unavailable(outage)) => Err(outage.into()),
     }
 }
 
@@ -338,10 +338,7 @@ async fn account_of(
 ) -> Result<Option<AccountRecord>, PageError> {
     match auth::signed_in(state, req).await {
         Ok(account) => Ok(account.filter(|a| a.host == host.name)),
-        Err(e) => {
-            tracing::error!(error = %e, "store failure on the account page");
-            Err(PageError::Unavailable)
-        }
+        Err(e) => Err(pages::store_failed(e)),
     }
 }
 
@@ -491,7 +488,9 @@ fn change_failed(
             secs,
         ),
         ChangeError::Gone => Ok(see_other(&login_for_account(&base_path(host)))),
-        ChangeError::SignIn(_) => Err(PageError::Unavailable),
+        ChangeError::SignIn(SignInError::Unavailable(outage)) => Err(outage.into()),
+        // Cannot happen: the account page knows its host.
+        ChangeError::SignIn(SignInError::AmbiguousHost) => Err(PageError::Internal),
     }
 }
 
@@ -538,10 +537,7 @@ async fn end_other_sessions(
             None,
             Some("Every other session was signed out."),
         ),
-        Err(e) => {
-            tracing::error!(error = %e, "store failure signing out other sessions");
-            Err(PageError::Unavailable)
-        }
+        Err(e) => Err(pages::store_failed(e)),
     }
 }
 
@@ -571,8 +567,7 @@ async fn logout(
         }
         if let Some(token) = auth::identity_token(&state, &req) {
             if let Err(e) = state.store.delete_session(token.digest()).await {
-                tracing::error!(error = %e, "store failure signing out");
-                return Err(PageError::Unavailable);
+                return Err(pages::store_failed(e));
             }
         }
     }

@@ -45,7 +45,7 @@ pub async fn create(
             chrono::Duration::from_std(d)
                 .ok()
                 .and_then(|d| now.checked_add_signed(d))
-                .ok_or_else(|| StoreError::Backend("key expiry out of range".into()))?,
+                .ok_or_else(|| StoreError::permanent("key expiry out of range"))?,
         ),
         None => None,
     };
@@ -251,9 +251,10 @@ mod tests {
             refusal_at_commit(&key.record, StoreError::NotFound),
             KeyRefusal::Expired
         );
+        let failure = StoreError::transient("x");
         assert_eq!(
-            refusal_at_commit(&key.record, StoreError::Backend("x".into())),
-            KeyRefusal::Store(StoreError::Backend("x".into()))
+            refusal_at_commit(&key.record, failure.clone()),
+            KeyRefusal::Store(failure)
         );
     }
 }

@@ -457,7 +457,7 @@ mod tests {
     }
 
     fn unsupported<T>() -> Result<T, StoreError> {
-        Err(StoreError::Backend("not part of the fake".into()))
+        Err(StoreError::permanent("not part of the fake"))
     }
 
     #[async_trait]

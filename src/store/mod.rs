@@ -5,6 +5,8 @@
 mod key_cache;
 mod sqlite;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -40,9 +42,10 @@ pub enum StoreError {
     /// An account of that name exists on that host.
     #[error("that name is taken")]
     NameTaken,
-    /// The database or its files failed.
-    #[error("storage failure: {0}")]
-    Backend(String),
+    /// The database or its files failed; whether trying again soon may help
+    /// is [`BackendError::is_transient`].
+    #[error(transparent)]
+    Backend(BackendError),
     /// Every remaining use of the invite is held by a registration still in
     /// progress (see [`Store::reserve`]); it may come free again.
     #[error("a registration with this invite is in progress")]
@@ -51,6 +54,106 @@ pub enum StoreError {
     /// not be reached; nothing was changed here.
     #[error("{0}")]
     Provision(crate::provision::ProvisionError),
+}
+
+/// A failure of the store itself, with its cause kept for the log and a
+/// verdict on whether it may pass by itself. Transient failures (a lock held
+/// past the busy timeout, a store shutting down, a serialization failure or
+/// lost connection on a database server) are answered 503 with
+/// `Retry-After`; permanent ones (a bug, damaged data, a statement the schema
+/// cannot run) 500 with a generic body, logged once with their whole chain.
+#[derive(Debug, Clone)]
+pub struct BackendError {
+    transient: bool,
+    // An Arc, not a Box, so that one failed group commit can answer every
+    // write in its batch with the same error (StoreError is Clone).
+    cause: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl BackendError {
+    /// A failure that may pass if the request is tried again soon.
+    pub fn transient(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            transient: true,
+            cause: Arc::from(cause.into()),
+        }
+    }
+
+    /// A failure that trying again will not mend.
+    pub fn permanent(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            transient: false,
+            cause: Arc::from(cause.into()),
+        }
+    }
+
+    /// Whether trying again soon may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The cause is the source, not repeated here: [`ErrorChain`] shows both.
+        f.write_str(if self.transient {
+            "the store is temporarily unavailable"
+        } else {
+            "storage failure"
+        })
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.cause)
+    }
+}
+
+/// Two backend errors are equal when they are the same failure (clones of
+/// one error), which is what tests of a batch's shared answer ask.
+impl PartialEq for BackendError {
+    fn eq(&self, other: &Self) -> bool {
+        self.transient == other.transient && Arc::ptr_eq(&self.cause, &other.cause)
+    }
+}
+
+impl Eq for BackendError {}
+
+impl StoreError {
+    /// A transient [`StoreError::Backend`] failure.
+    pub fn transient(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Backend(BackendError::transient(cause))
+    }
+
+    /// A permanent [`StoreError::Backend`] failure.
+    pub fn permanent(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Backend(BackendError::permanent(cause))
+    }
+
+    /// The whole chain of causes, for the log.
+    pub fn chain(&self) -> ErrorChain<'_> {
+        ErrorChain(self)
+    }
+}
+
+/// An error and its sources, `outer: inner: innermost`, as one log field.
+/// Written here rather than taken from anyhow: its `{:#}` needs an owned
+/// `anyhow::Error`, and a store error is logged where it is only borrowed.
+pub struct ErrorChain<'e>(pub &'e (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        // Bounded: a chain longer than this is a cycle or a bug, not news.
+        let mut next = self.0.source();
+        for _ in 0..16 {
+            let Some(e) = next else { break };
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
 }
 
 /// Why a store cannot serve right now, in a few words for `/health`.
@@ -689,4 +792,36 @@ pub struct DeliveryResult {
     pub delivered: bool,
     /// When to try again; `None` when done or given up.
     pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_error_keeps_its_cause_and_says_whether_it_may_pass() {
+        let busy = StoreError::transient("database is locked");
+        let broken = StoreError::permanent(std::io::Error::other("disk I/O error"));
+        assert!(matches!(&busy, StoreError::Backend(b) if b.is_transient()));
+        assert!(matches!(&broken, StoreError::Backend(b) if !b.is_transient()));
+        assert_eq!(
+            busy.chain().to_string(),
+            "the store is temporarily unavailable: database is locked"
+        );
+        assert_eq!(
+            broken.chain().to_string(),
+            "storage failure: disk I/O error"
+        );
+        // The cause is the source, so a caller can walk down to it.
+        let source = std::error::Error::source(&broken).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("disk I/O error"));
+    }
+
+    #[test]
+    fn a_backend_error_equals_its_clones_only() {
+        let one = StoreError::permanent("x");
+        assert_eq!(one, one.clone());
+        assert_ne!(one, StoreError::permanent("x"));
+        assert_ne!(StoreError::transient("x"), StoreError::NotFound);
+    }
 }

@@ -198,9 +198,7 @@ pub(super) fn insert_reset(conn: &Connection, inv: &NewResetInvite) -> Result<i6
             Err(e) => return Err(backend(e)),
         }
     }
-    Err(StoreError::Backend(
-        "no free invite id in as many draws".into(),
-    ))
+    Err(StoreError::permanent("no free invite id in as many draws"))
 }
 
 /// Redeems a reset invite: spends it (one conditional write, so two

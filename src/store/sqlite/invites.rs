@@ -268,9 +268,7 @@ pub(super) fn revoke(
     match details(conn, host, id)?.invite.usable_at(now) {
         Err(StoreError::InviteRevoked) => Ok(()),
         Err(e) => Err(e),
-        Ok(()) => Err(StoreError::Backend(
-            "a pending invite was not revoked".into(),
-        )),
+        Ok(()) => Err(StoreError::permanent("a pending invite was not revoked")),
     }
 }
 
@@ -489,9 +487,7 @@ pub(super) fn insert_invite_with_ids(
             Err(e) => return Err(backend(e)),
         }
     }
-    Err(StoreError::Backend(
-        "no free invite id in as many draws".into(),
-    ))
+    Err(StoreError::permanent("no free invite id in as many draws"))
 }
 
 #[cfg(test)]

@@ -233,10 +233,7 @@ impl SqliteStore {
             .await
             .map_err(|e| OpenError::NotWritable {
                 path: self.path.clone(),
-                reason: match e {
-                    StoreError::Backend(why) => why,
-                    other => other.to_string(),
-                },
+                reason: e.chain().to_string(),
             })
     }
 
@@ -253,12 +250,11 @@ impl SqliteStore {
             result: None,
             reply,
         });
-        self.writer
-            .send(job)
-            .map_err(|_| StoreError::Backend("the database writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Backend("the database writer has stopped".into()))?
+        // The writer is gone only while the server shuts down: another
+        // node (or this one, restarted) can take the request.
+        let stopped = || StoreError::transient("the database writer has stopped");
+        self.writer.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Runs `f` on a read connection on the blocking pool.
@@ -270,7 +266,14 @@ impl SqliteStore {
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || readers.with(f))
             .await
-            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+            .map_err(|e| {
+                // Cancelled: the runtime is shutting down. Panicked: a bug.
+                if e.is_cancelled() {
+                    StoreError::transient(e)
+                } else {
+                    StoreError::permanent(e)
+                }
+            })?
     }
 
     /// Runs `f` on a read connection right here, on the async worker, without
@@ -696,7 +699,7 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             <[u8; FormKey::LEN]>::try_from(stored.as_slice())
                 .map(FormKey::from_bytes)
-                .map_err(|_| StoreError::Backend("the stored form key has the wrong length".into()))
+                .map_err(|_| StoreError::permanent("the stored form key has the wrong length"))
         })
         .await
     }

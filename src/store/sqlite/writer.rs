@@ -64,8 +64,8 @@ where
             // later write would fail while the server looked healthy. It is
             // undone like any other failure (run_batch).
             Some(f) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
-                .unwrap_or_else(|_| Err(StoreError::Backend("a write panicked".into()))),
-            None => Err(StoreError::Backend("write applied twice".into())),
+                .unwrap_or_else(|_| Err(StoreError::permanent("a write panicked"))),
+            None => Err(StoreError::permanent("write applied twice")),
         };
         let ok = result.is_ok();
         self.result = Some(result);
@@ -76,7 +76,7 @@ where
         let answer = match (commit, self.result) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(result)) => result,
-            (Ok(()), None) => Err(StoreError::Backend("write was not applied".into())),
+            (Ok(()), None) => Err(StoreError::permanent("write was not applied")),
         };
         // The caller may have gone away (client disconnected); the write stands.
         let _ = self.reply.send(answer);
@@ -300,7 +300,7 @@ impl Health {
     /// from either file. A failing disk still serves what it holds.
     pub(super) fn check_readable(&self) -> Result<(), StoreError> {
         match self.get() {
-            State::Lost => Err(StoreError::Backend(State::Lost.reason().into())),
+            State::Lost => Err(StoreError::transient(State::Lost.reason())),
             _ => Ok(()),
         }
     }
@@ -318,12 +318,15 @@ pub(super) enum BatchError {
 }
 
 impl BatchError {
-    /// What each caller in the batch is told.
-    pub(super) fn to_store_error(&self) -> StoreError {
+    /// What each caller in the batch is told. A lost file is transient:
+    /// the store cannot serve until the operator puts the file back, which
+    /// `/health` reports, so clients are told to retry (elsewhere) rather
+    /// than that their request broke something.
+    pub(super) fn into_store_error(self) -> StoreError {
         match self {
-            Self::Sqlite(e) => StoreError::Backend(e.to_string()),
-            Self::Lost => StoreError::Backend(
-                "the database file was deleted or replaced; nothing was written".into(),
+            Self::Sqlite(e) => backend(e),
+            Self::Lost => StoreError::transient(
+                "the database file was deleted or replaced; nothing was written",
             ),
         }
     }
@@ -371,7 +374,7 @@ impl Writer {
                 Ok(()) => State::Writable,
                 Err(e) => State::of_failure(e),
             });
-            let answer = outcome.map_err(|e| e.to_store_error());
+            let answer = outcome.map_err(BatchError::into_store_error);
             for job in batch {
                 job.finish(answer.clone());
             }
@@ -645,11 +648,9 @@ mod tests {
     #[test]
     fn a_failed_commit_reaches_every_caller_in_the_batch() {
         let (j, r) = job(account("carol"));
-        j.finish(Err(StoreError::Backend("disk full".into())));
-        assert_eq!(
-            r.blocking_recv().unwrap().unwrap_err(),
-            StoreError::Backend("disk full".into())
-        );
+        let full = StoreError::permanent("disk full");
+        j.finish(Err(full.clone()));
+        assert_eq!(r.blocking_recv().unwrap().unwrap_err(), full);
     }
 
     #[test]

@@ -1,0 +1,66 @@
+//! Checking a session: the identity cookie's token -> the session -> its
+//! account, with idle expiry and throttled use records. One use case behind
+//! `/api/auth/check`, the account page and every request that may come
+//! signed in, so they all refuse the same sessions.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::domain::IdentityToken;
+use crate::store::{AccountRecord, Store, StoreError};
+
+/// A session's use is written back at most this often, so checks stay
+/// reads; more often when the idle expiry is short (see [`check`]).
+const TOUCH_EVERY_SECS: i64 = 60;
+
+/// Why a token signs no one in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionError {
+    /// No such session: never made, signed out, ended by a password change,
+    /// or its account is disabled or deleted.
+    Unknown,
+    /// It went unused for longer than the idle expiry, and has been ended.
+    Expired,
+    /// The store failed; nothing is known about the session.
+    Store(StoreError),
+}
+
+/// The account `token` signs in, if its session exists and has been used
+/// within `idle_expiry`. An expired session is deleted so it cannot come
+/// back; a live one is recorded as used when its last record is older than
+/// a tenth of the idle expiry or a minute, whichever is less. One read per
+/// check, and a write at most that often: `/api/auth/check` is on every
+/// request to the apps behind forward-auth.
+pub async fn check(
+    store: &dyn Store,
+    token: &IdentityToken,
+    idle_expiry: Duration,
+) -> Result<AccountRecord, SessionError> {
+    let digest = token.digest();
+    let session = match store.find_session(digest).await {
+        Ok(s) => s,
+        Err(StoreError::NotFound) => return Err(SessionError::Unknown),
+        Err(e) => return Err(SessionError::Store(e)),
+    };
+    let now = Utc::now();
+    // Configuration bounds the expiry to years, well inside chrono's range.
+    let idle = chrono::Duration::from_std(idle_expiry).unwrap_or(chrono::Duration::days(30));
+    if now - session.last_used_at > idle {
+        // Refused whether or not the deletion succeeds: the expiry decides.
+        if let Err(e) = store.delete_session(digest).await {
+            tracing::warn!(error = %e.chain(), "could not delete an expired session");
+        }
+        return Err(SessionError::Expired);
+    }
+    // Throttled writes record use up to `touch_every` late; a tenth of the idle
+    // expiry keeps a session in steady use from expiring even when that is short.
+    let touch_every = (idle / 10).min(chrono::Duration::seconds(TOUCH_EVERY_SECS));
+    if now - session.last_used_at >= touch_every {
+        store
+            .touch_session(digest, now)
+            .await
+            .map_err(SessionError::Store)?;
+    }
+    Ok(session.account)
+}
