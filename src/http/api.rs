@@ -519,7 +519,16 @@ async fn accept_invite(
     let name = AccountName::parse(&creds.name).map_err(|e| ApiError::bad("invalid_name", e.0))?;
     let password = Password::parse(&creds.password, &name, &host.name)
         .map_err(|e| ApiError::bad("invalid_password", e.0))?;
-    match service::register(&*state.store, &state.hasher, host, &token, name, password).await {
+    let registered = service::register(
+        &*state.store,
+        &state.hasher,
+        host,
+        &token,
+        &invite,
+        name,
+        password,
+    );
+    match registered.await {
         Ok((_, identity)) => Ok(HttpResponse::NoContent()
             .cookie(auth::identity_cookie(&identity, host))
             .finish()),

@@ -685,6 +685,7 @@ async fn register(
         &state.hasher,
         host,
         &usable.token,
+        &usable.invite,
         name,
         password,
     )

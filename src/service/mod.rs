@@ -280,13 +280,16 @@ pub fn new_session() -> Result<(IdentityToken, NewSession), RngError> {
 
 /// Registers `name` with an invite: hashes the password, then in one store
 /// write checks the invite, creates the account, consumes the invite and opens
-/// a session. Errors are the hasher's, or the store's: `NameTaken`,
-/// `InviteUsed`, `InviteExpired`, `NotFound`, or `Backend`.
+/// a session. `invite` is the record `token` named when it was checked
+/// usable; the account records its inviter from it ([`invited_by`]). Errors
+/// are the hasher's, or the store's: `NameTaken`, `InviteUsed`,
+/// `InviteExpired`, `NotFound`, or `Backend`.
 pub async fn register(
     store: &dyn Store,
     hasher: &Hasher,
     host: &HostConfig,
     token: &InviteToken,
+    invite: &InviteRecord,
     name: AccountName,
     password: Password,
 ) -> Result<(AccountRecord, IdentityToken), HashedWriteError> {
@@ -298,7 +301,7 @@ pub async fn register(
         Err(e) => return Err(e.into()),
     }
     if let Some(config) = &host.provision {
-        let account = provisioned::unhashed(host, name, "");
+        let account = provisioned::unhashed(host, name, &invited_by(invite));
         return provisioned::register(store, hasher, host, config, token, account, password).await;
     }
     let password_hash = hasher.hash(password).await?;
@@ -309,8 +312,7 @@ pub async fn register(
         name,
         password_hash,
         created_at: now,
-        // The store records who minted the invite, and which it was.
-        invited_by: String::new(),
+        invited_by: invited_by(invite),
         invite_id: None,
     };
     let account = store
@@ -318,6 +320,24 @@ pub async fn register(
         .await?;
     crate::metrics::registration();
     Ok((account, identity))
+}
+
+/// How an account registered with `invite` records who invited it, readable
+/// without a lookup: `key <id>`, `account <name>` or `cli`. Derived here, not
+/// in the store, so every backend records what it is given.
+pub fn invited_by(invite: &InviteRecord) -> String {
+    if let Some(id) = invite.source.strip_prefix("api/token/") {
+        format!("key {id}")
+    } else if let Some(row) = invite.source.strip_prefix("account/") {
+        // issuer_name holds the inviting account's name; an invite minted
+        // before names were kept falls back to its row id.
+        match &invite.issuer_name {
+            Some(name) => format!("account {name}"),
+            None => format!("account #{row}"),
+        }
+    } else {
+        "cli".to_owned()
+    }
 }
 
 /// Why an invite named by a client cannot be used; each surface words it.
@@ -360,7 +380,17 @@ pub async fn usable_invite<'c>(
         Ok(()) => Ok((token, invite, host)),
         Err(StoreError::InviteExpired) => Err(Unusable::Expired(host)),
         Err(StoreError::InviteRevoked) => Err(Unusable::Revoked(host)),
-        Err(_) => Err(Unusable::Used(host)),
+        Err(StoreError::InviteUsed) => Err(Unusable::Used(host)),
+        // `usable_at` answers none of these; a store error is the store's.
+        Err(
+            e @ (StoreError::NotFound
+            | StoreError::NameNotAllowed
+            | StoreError::InviteQuota
+            | StoreError::NameTaken
+            | StoreError::Backend(_)
+            | StoreError::InviteReserved
+            | StoreError::Provision(_)),
+        ) => Err(Unusable::Store(e)),
     }
 }
 
@@ -389,6 +419,40 @@ mod tests {
             StoreError::InviteReserved,
         ] {
             assert_eq!(Outage::of_store(&answer, "testing"), Outage::Permanent);
+        }
+    }
+
+    fn invite_from(source: &str, issuer_name: Option<&str>) -> InviteRecord {
+        InviteRecord {
+            id: 1,
+            host: HostName::parse("example.com").unwrap(),
+            source: source.into(),
+            issuer_name: issuer_name.map(Into::into),
+            created_at: Utc::now(),
+            expires_at: Utc::now(),
+            kind: crate::store::InviteKind::Account,
+            uses_allowed: 1,
+            uses_spent: 0,
+            note: None,
+            fixed_name: None,
+            reset_account_id: None,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn an_account_records_its_inviter_by_key_id_account_name_or_cli() {
+        for (source, issuer, expected) in [
+            (
+                "api/token/AbCdEf123456",
+                Some("a label"),
+                "key AbCdEf123456",
+            ),
+            ("account/7", Some("alice"), "account alice"),
+            ("account/7", None, "account #7"),
+            ("cli", None, "cli"),
+        ] {
+            assert_eq!(invited_by(&invite_from(source, issuer)), expected);
         }
     }
 

@@ -403,7 +403,9 @@ pub struct NewAccount {
     /// When it was made.
     pub created_at: DateTime<Utc>,
     /// Who invited it, readable without a lookup: `key <id>`,
-    /// `account <name>` or `cli` (see [`AccountRecord::invited_by`]).
+    /// `account <name>` or `cli` (see [`AccountRecord::invited_by`]). The
+    /// caller's choice ([`crate::service::invited_by`] for an invite); the
+    /// store records it as given.
     pub invited_by: String,
     /// The row id of the invite it registered with; `None` for an account
     /// made with `accounts create`.
