@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use super::{
@@ -33,7 +33,6 @@ use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
 use crate::webhooks::{EventKind, Routes};
 use migrations::{configure, create_if_missing, migrate};
 use readers::Readers;
-use rows::{account_row, all_rows, backend, host_at, micros, one, time_at, ACCOUNT_COLUMNS};
 use writer::{rewrite_version, Health, Job, Pending, Undo, Watch, Writer};
 
 mod accounts;
@@ -46,6 +45,7 @@ mod outbox;
 mod readers;
 mod reservations;
 mod rows;
+mod secrets;
 mod sessions;
 #[cfg(test)]
 mod test_support;
@@ -471,17 +471,7 @@ impl Store for SqliteStore {
 
     async fn list_accounts(&self, host: &HostName) -> Result<Vec<AccountRecord>, StoreError> {
         let host = host.clone();
-        self.read(move |conn| {
-            all_rows(
-                conn,
-                &format!(
-                    "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.host = ?1 ORDER BY a.name"
-                ),
-                &host,
-                account_row,
-            )
-        })
-        .await
+        self.read(move |conn| accounts::list(conn, &host)).await
     }
 
     async fn find_account(
@@ -490,17 +480,8 @@ impl Store for SqliteStore {
         name: &AccountName,
     ) -> Result<AccountRecord, StoreError> {
         let (host, name) = (host.clone(), name.clone());
-        self.read(move |conn| {
-            one(conn
-                .prepare_cached(&format!(
-                    "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.host = ?1 AND a.name = ?2"
-                ))
-                .and_then(|mut st| {
-                    st.query_row([host.as_str(), name.as_str()], account_row)
-                        .optional()
-                }))
-        })
-        .await
+        self.read(move |conn| accounts::find(conn, &host, &name))
+            .await
     }
 
     async fn set_password(
@@ -512,26 +493,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let actor = actor.to_owned();
         self.write(Undo::Savepoint, move |conn| {
-            let (host, name) = one(conn
-                .prepare_cached(
-                    "UPDATE accounts SET password_hash = ?1 WHERE id = ?2 RETURNING host, name",
-                )
-                .and_then(|mut st| {
-                    st.query_row(params![password_hash, account_id], |r| {
-                        Ok((host_at(r, 0)?, r.get::<_, String>(1)?))
-                    })
-                    .optional()
-                }))?;
-            sessions::end_sessions(conn, account_id, keep.as_ref())?;
-            audit::audit(
-                conn,
-                Utc::now(),
-                &host,
-                &actor,
-                "account.passwd",
-                &name,
-                None,
-            )
+            accounts::set_password(conn, account_id, &password_hash, keep.as_ref(), &actor)
         })
         .await
     }
@@ -607,25 +569,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_session(&self, token_digest: SecretDigest) -> Result<SessionRecord, StoreError> {
-        // Built once: formatting it on every check cost an allocation per call.
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "SELECT {ACCOUNT_COLUMNS}, s.last_used_at
-                 FROM sessions s JOIN accounts a ON a.id = s.account_id
-                 WHERE s.token_digest = ?1 AND a.disabled_at IS NULL"
-            )
-        });
-        self.read_inline(move |conn| {
-            one(conn.prepare_cached(&SQL).and_then(|mut st| {
-                st.query_row([token_digest.as_bytes().as_slice()], |row| {
-                    Ok(SessionRecord {
-                        account: account_row(row)?,
-                        last_used_at: time_at(row, 8)?,
-                    })
-                })
-                .optional()
-            }))
-        })
+        self.read_inline(move |conn| sessions::find(conn, &token_digest))
     }
 
     async fn touch_session(
@@ -634,22 +578,14 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.write(Undo::Statement, move |conn| {
-            conn.prepare_cached("UPDATE sessions SET last_used_at = ?1 WHERE token_digest = ?2")
-                .and_then(|mut st| {
-                    st.execute(params![micros(now), token_digest.as_bytes().as_slice()])
-                })
-                .map_err(backend)?;
-            Ok(())
+            sessions::touch(conn, &token_digest, now)
         })
         .await
     }
 
     async fn delete_session(&self, token_digest: SecretDigest) -> Result<(), StoreError> {
         self.write(Undo::Statement, move |conn| {
-            conn.prepare_cached("DELETE FROM sessions WHERE token_digest = ?1")
-                .and_then(|mut st| st.execute([token_digest.as_bytes().as_slice()]))
-                .map_err(backend)?;
-            Ok(())
+            sessions::delete(conn, &token_digest)
         })
         .await
     }
@@ -668,38 +604,14 @@ impl Store for SqliteStore {
     async fn form_key(&self, candidate: [u8; FormKey::LEN]) -> Result<FormKey, StoreError> {
         // Almost always there already: read it without the write lock, so
         // read-only commands work on a read-only file and take no fsync.
-        let stored = self
-            .read(|conn| {
-                conn.query_row(
-                    "SELECT form_key FROM server_secrets WHERE id = 1",
-                    [],
-                    |r| r.get::<_, Vec<u8>>(0),
-                )
-                .optional()
-                .map_err(backend)
-            })
-            .await?;
-        if let Some(key) = stored.and_then(|k| <[u8; FormKey::LEN]>::try_from(k.as_slice()).ok()) {
-            return Ok(FormKey::from_bytes(key));
+        let stored = self.read(secrets::stored_form_key).await?;
+        if let Some(key) = stored {
+            return Ok(key);
         }
         // In the writer's transaction, so two servers starting on one new
         // file agree: the first insert wins and both read it back.
         self.write(Undo::Savepoint, move |conn| {
-            conn.execute(
-                "INSERT OR IGNORE INTO server_secrets (id, form_key) VALUES (1, ?1)",
-                [candidate.as_slice()],
-            )
-            .map_err(backend)?;
-            let stored: Vec<u8> = conn
-                .query_row(
-                    "SELECT form_key FROM server_secrets WHERE id = 1",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(backend)?;
-            <[u8; FormKey::LEN]>::try_from(stored.as_slice())
-                .map(FormKey::from_bytes)
-                .map_err(|_| StoreError::permanent("the stored form key has the wrong length"))
+            secrets::insert_form_key(conn, &candidate)
         })
         .await
     }
@@ -804,9 +716,11 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::migrations::MIGRATIONS;
+    use super::rows::micros;
     use super::test_support::{account, cli_invite};
     use super::writer::State;
     use super::*;
+    use rusqlite::params;
 
     #[tokio::test]
     async fn a_bulk_mint_from_the_cli_is_audited_once_per_transaction() {
