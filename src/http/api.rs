@@ -11,7 +11,9 @@ use super::auth::{self, KeyError};
 use super::body::{self, Body, BodyError};
 use super::{AppState, MAX_BODY};
 use crate::config::HostConfig;
-use crate::domain::{AccountName, InviteOptions, InviteToken, Password, RawInviteOptions};
+use crate::domain::{
+    AccountName, InviteOptions, InviteToken, KeyScope, Password, RawInviteOptions,
+};
 use crate::provision::ProvisionError;
 use crate::service::keys::{self, KeyRefusal};
 use crate::service::signin::{self, SignInError};
@@ -335,12 +337,9 @@ async fn create_invite(
                 KeyError::BadRequest(why) => ApiError::bad("bad_request", why),
                 KeyError::Malformed(_) => ApiError::Unauthorized("the API key is not valid"),
             })?;
-            let key = keys::verify(&*state.store, &key)
+            let (key, host) = keys::authorize(&*state.store, &state.config, &key, KeyScope::Mint)
                 .await
                 .map_err(key_refused)?;
-            let host = state.config.hosts.get(&key.record.host).ok_or_else(|| {
-                ApiError::Forbidden(format!("host {} is no longer served here", key.record.host))
-            })?;
             verified = key;
             (Minter::Key(&verified.record), host)
         };
@@ -387,6 +386,12 @@ pub(super) fn key_refused(refusal: KeyRefusal) -> ApiError {
     match refusal {
         KeyRefusal::Invalid => ApiError::Unauthorized("the API key is not valid"),
         KeyRefusal::Expired => ApiError::Forbidden("the API key has expired".into()),
+        KeyRefusal::Scope => ApiError::Forbidden(
+            "this API key may only mint invites; the admin API needs an admin-scope key".into(),
+        ),
+        KeyRefusal::HostGone(host) => {
+            ApiError::Forbidden(format!("host {host} is no longer served here"))
+        }
         KeyRefusal::Store(e) => store_failed(e),
     }
 }

@@ -12,7 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use super::auth::{self, KeyError};
 use super::body::{Body, BodyError};
 use super::{AppState, MAX_BODY};
-use crate::domain::{InviteOptions, RawInviteOptions};
+use crate::domain::{InviteOptions, KeyScope, RawInviteOptions};
 use crate::query::{self, QueryParams};
 use crate::service::keys::{self, KeyRefusal};
 use crate::service::{self, Minter, Outage};
@@ -157,13 +157,7 @@ async fn mint(
     let query = QueryParams::parse(req.query_string())?;
     let redirect = query::flag(query.get("redirect")?, "redirect")?;
     let key = auth::api_key(&req, Some(&query))?;
-    let key = keys::verify(&*state.store, &key).await?;
-    let host = state.config.hosts.get(&key.record.host).ok_or_else(|| {
-        MintError::Forbidden(format!(
-            "this key's host {} is no longer served here",
-            key.record.host
-        ))
-    })?;
+    let (key, host) = keys::authorize(&*state.store, &state.config, &key, KeyScope::Mint).await?;
     let raw = RawInviteOptions {
         ttl: option(&query, "ttl")?,
         uses: option(&query, "uses")?,
@@ -213,6 +207,11 @@ impl From<KeyRefusal> for MintError {
                 Self::Forbidden("the key is not valid (wrong or deleted)".into())
             }
             KeyRefusal::Expired => Self::Forbidden("the key has expired".into()),
+            // Every key may mint; worded all the same.
+            KeyRefusal::Scope => Self::Forbidden("the key may not mint invites".into()),
+            KeyRefusal::HostGone(host) => {
+                Self::Forbidden(format!("this key's host {host} is no longer served here"))
+            }
             KeyRefusal::Store(e) => match Outage::of_store(&e, "minting on /invites_api") {
                 Outage::Transient => Self::Unavailable,
                 Outage::Permanent => Self::Internal,

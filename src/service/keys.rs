@@ -12,7 +12,7 @@ use chrono::Utc;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::config::HostConfig;
+use crate::config::{Config, HostConfig};
 use crate::domain::{ApiKey, HostName, KeyId, KeyScope, MintRate};
 use crate::store::{KeyRecord, Store, StoreError};
 
@@ -108,8 +108,41 @@ pub enum KeyRefusal {
     /// The right secret of a key past its expiry. Told apart only after the
     /// secret matched, so it says nothing to those who do not hold the key.
     Expired,
+    /// A good key whose scope does not allow what was asked (a mint-only
+    /// key at the admin API).
+    Scope,
+    /// A good key of a host that is no longer configured here.
+    HostGone(HostName),
     /// The store failed.
     Store(StoreError),
+}
+
+/// Whether a key of `scope` may do what `needed` names: an admin key may
+/// also mint, a mint key only mint.
+fn permits(scope: KeyScope, needed: KeyScope) -> bool {
+    match (scope, needed) {
+        (KeyScope::Admin, _) | (KeyScope::Mint, KeyScope::Mint) => true,
+        (KeyScope::Mint, KeyScope::Admin) => false,
+    }
+}
+
+/// Checks a key a client presented for a request that needs `needed`: as
+/// [`verify`] does, then its scope, then that its host is still served.
+/// Every surface that takes a key calls this, so they refuse alike.
+pub async fn authorize<'c>(
+    store: &dyn Store,
+    config: &'c Config,
+    key: &ApiKey,
+    needed: KeyScope,
+) -> Result<(VerifiedKey, &'c HostConfig), KeyRefusal> {
+    let key = verify(store, key).await?;
+    if !permits(key.scope(), needed) {
+        return Err(KeyRefusal::Scope);
+    }
+    match config.hosts.get(&key.record.host) {
+        Some(host) => Ok((key, host)),
+        None => Err(KeyRefusal::HostGone(key.record.host.clone())),
+    }
 }
 
 /// Checks a key a client presented: its secret, then its expiry; records
@@ -237,6 +270,14 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(limiter.check(&unlimited.record), Ok(()));
         }
+    }
+
+    #[test]
+    fn an_admin_key_may_mint_and_a_mint_key_may_not_administer() {
+        assert!(permits(KeyScope::Admin, KeyScope::Admin));
+        assert!(permits(KeyScope::Admin, KeyScope::Mint));
+        assert!(permits(KeyScope::Mint, KeyScope::Mint));
+        assert!(!permits(KeyScope::Mint, KeyScope::Admin));
     }
 
     #[test]
