@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod invites;
 pub mod keys;
+pub mod login_limits;
 pub mod provisioned;
 pub mod sessions;
 pub mod signin;

@@ -7,11 +7,11 @@ use std::net::IpAddr;
 use crate::config::{Config, HostConfig};
 use crate::crypto::SecretDigest;
 use crate::domain::{AccountName, IdentityToken, Password};
-use crate::http::LoginLimiter;
 use crate::metrics::{self, SignInFailure};
 use crate::passwords::{HashError, Hasher};
 use crate::store::{AccountRecord, Store, StoreError};
 
+use super::login_limits::LoginLimiter;
 use super::{HashedWriteError, Outage};
 
 /// Why a sign-in (or a password check) did not succeed; each surface words it.
