@@ -64,3 +64,89 @@ pub async fn check(
     }
     Ok(session.account)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AccountName, HostName};
+    use crate::store::{NewAccount, NewSession, SqliteStore};
+
+    const IDLE: Duration = Duration::from_secs(3600);
+
+    /// A store with one account and a session of it last used `ago`.
+    async fn session_used(
+        ago: chrono::Duration,
+    ) -> (tempfile::TempDir, SqliteStore, IdentityToken) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let account = store
+            .create_account(NewAccount {
+                host: HostName::parse("example.com").unwrap(),
+                name: AccountName::parse("alice").unwrap(),
+                password_hash: "$argon2id$test".into(),
+                created_at: Utc::now(),
+                invited_by: "cli".into(),
+                invite_id: None,
+            })
+            .await
+            .unwrap();
+        let token = IdentityToken::generate().unwrap();
+        let session = NewSession {
+            token_digest: token.digest(),
+            created_at: Utc::now() - ago,
+        };
+        store.create_session(account.id, session).await.unwrap();
+        (dir, store, token)
+    }
+
+    async fn last_used(store: &SqliteStore, token: &IdentityToken) -> chrono::DateTime<Utc> {
+        store
+            .find_session(token.digest())
+            .await
+            .unwrap()
+            .last_used_at
+    }
+
+    #[tokio::test]
+    async fn a_session_idle_past_the_expiry_is_refused_and_ended() {
+        let (_dir, store, token) = session_used(chrono::Duration::hours(2)).await;
+        assert_eq!(
+            check(&store, &token, IDLE).await.unwrap_err(),
+            SessionError::Expired
+        );
+        assert_eq!(
+            store.find_session(token.digest()).await.unwrap_err(),
+            StoreError::NotFound
+        );
+        assert_eq!(
+            check(&store, &token, IDLE).await.unwrap_err(),
+            SessionError::Unknown
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_in_use_is_recorded_as_used_at_most_once_per_throttle_period() {
+        // Used 10 s ago: within a minute (and a tenth of the hour), no write.
+        let (_dir, store, token) = session_used(chrono::Duration::seconds(10)).await;
+        let before = last_used(&store, &token).await;
+        let account = check(&store, &token, IDLE).await.unwrap();
+        assert_eq!(account.name.as_str(), "alice");
+        assert_eq!(last_used(&store, &token).await, before);
+
+        // Used 2 minutes ago: recorded as used now.
+        let (_dir, store, token) = session_used(chrono::Duration::minutes(2)).await;
+        let before = last_used(&store, &token).await;
+        check(&store, &token, IDLE).await.unwrap();
+        assert!(last_used(&store, &token).await > before);
+    }
+
+    #[tokio::test]
+    async fn a_token_with_no_session_signs_no_one_in() {
+        let (_dir, store, _) = session_used(chrono::Duration::zero()).await;
+        let stranger = IdentityToken::generate().unwrap();
+        assert_eq!(
+            check(&store, &stranger, IDLE).await.unwrap_err(),
+            SessionError::Unknown
+        );
+    }
+}
