@@ -91,22 +91,30 @@ impl BackendError {
     pub fn is_transient(&self) -> bool {
         self.transient
     }
+
+    /// The backend's own error, to look at (a driver's error code, say).
+    pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.cause
+    }
 }
 
 impl std::fmt::Display for BackendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The cause is the source, not repeated here: [`ErrorChain`] shows both.
-        f.write_str(if self.transient {
+        // The cause is named here, so every log line that shows a store
+        // error by its Display alone still says what failed; `source` then
+        // goes on below the cause, so [`ErrorChain`] repeats nothing.
+        let kind = if self.transient {
             "the store is temporarily unavailable"
         } else {
             "storage failure"
-        })
+        };
+        write!(f, "{kind}: {}", self.cause)
     }
 }
 
 impl std::error::Error for BackendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.cause)
+        self.cause.source()
     }
 }
 
@@ -814,9 +822,24 @@ mod tests {
             broken.chain().to_string(),
             "storage failure: disk I/O error"
         );
-        // The cause is the source, so a caller can walk down to it.
-        let source = std::error::Error::source(&broken).map(ToString::to_string);
-        assert_eq!(source.as_deref(), Some("disk I/O error"));
+        // Display alone names the cause too (background loops log that).
+        assert_eq!(broken.to_string(), "storage failure: disk I/O error");
+        let StoreError::Backend(b) = &broken else {
+            unreachable!()
+        };
+        assert!(b.cause().downcast_ref::<std::io::Error>().is_some());
+    }
+
+    #[test]
+    fn the_chain_goes_on_below_the_cause_without_repeating_it() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("connection lost")]
+        struct Outer(#[source] std::io::Error);
+        let e = StoreError::transient(Outer(std::io::Error::other("reset by peer")));
+        assert_eq!(
+            e.chain().to_string(),
+            "the store is temporarily unavailable: connection lost: reset by peer"
+        );
     }
 
     #[test]
