@@ -280,6 +280,11 @@ impl Health {
             (_, State::Writable) => {
                 tracing::info!(database = %path, "database writes succeed again")
             }
+            (_, State::Locked) => tracing::warn!(
+                database = %path,
+                reason = State::Locked.reason(),
+                "database writes are waiting on another process; /health reports it until one succeeds"
+            ),
             (_, failing) => tracing::error!(
                 database = %path,
                 reason = failing.reason(),
@@ -366,14 +371,23 @@ impl Writer {
             let started = std::time::Instant::now();
             let outcome = self.commit(&mut batch);
             crate::metrics::commit(batch.len(), started.elapsed());
-            // A lost file is explained once, by Health::set.
-            if let Err(e @ BatchError::Sqlite(_)) = &outcome {
-                tracing::error!(error = %e, writes = batch.len(), "database commit failed");
-            }
-            self.health.set(match &outcome {
+            let state = match &outcome {
                 Ok(()) => State::Writable,
                 Err(e) => State::of_failure(e),
-            });
+            };
+            // A lost file is explained once, by Health::set. A lock held past
+            // the busy timeout is transient (its callers get a 503 asking
+            // them to retry): a warning, not an error.
+            match &outcome {
+                Err(e @ BatchError::Sqlite(_)) if state == State::Locked => {
+                    tracing::warn!(error = %e, writes = batch.len(), "database commit refused: another process held the write lock past the busy timeout");
+                }
+                Err(e @ BatchError::Sqlite(_)) => {
+                    tracing::error!(error = %e, writes = batch.len(), "database commit failed");
+                }
+                Ok(()) | Err(BatchError::Lost) => {}
+            }
+            self.health.set(state);
             let answer = outcome.map_err(BatchError::into_store_error);
             for job in batch {
                 job.finish(answer.clone());
