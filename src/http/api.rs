@@ -622,9 +622,7 @@ async fn logout(
     // Nothing is sent, but a body that breaks is still a bad request.
     body.bytes()?;
     if let Some(token) = auth::identity_token(&state, &req) {
-        state
-            .store
-            .delete_session(token.digest())
+        service::sessions::end(&*state.store, &token)
             .await
             .map_err(store_failed)?;
     }

@@ -16,6 +16,7 @@ use super::pages::{
 use super::AppState;
 use crate::config::HostConfig;
 use crate::domain::Password;
+use crate::service::sessions;
 use crate::service::signin::{self, ChangeError, SignInContext, SignInError};
 use crate::store::AccountRecord;
 
@@ -523,11 +524,7 @@ async fn end_other_sessions(
             None,
         );
     }
-    match state
-        .store
-        .end_other_sessions(account.id, token.digest())
-        .await
-    {
+    match sessions::end_others(&*state.store, &account, &token).await {
         Ok(_) => account_page(
             &req,
             &state,
@@ -566,7 +563,7 @@ async fn logout(
             );
         }
         if let Some(token) = auth::identity_token(&state, &req) {
-            if let Err(e) = state.store.delete_session(token.digest()).await {
+            if let Err(e) = sessions::end(&*state.store, &token).await {
                 return Err(pages::store_failed(e));
             }
         }

@@ -65,6 +65,21 @@ pub async fn check(
     Ok(session.account)
 }
 
+/// Signs out: ends the session of `token`, if there is one.
+pub async fn end(store: &dyn Store, token: &IdentityToken) -> Result<(), StoreError> {
+    store.delete_session(token.digest()).await
+}
+
+/// Signs `account` out everywhere but here: ends every session of it but
+/// the one of `token`; how many ended.
+pub async fn end_others(
+    store: &dyn Store,
+    account: &AccountRecord,
+    token: &IdentityToken,
+) -> Result<u64, StoreError> {
+    store.end_other_sessions(account.id, token.digest()).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
