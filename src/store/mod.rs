@@ -2,12 +2,14 @@
 //! through [`Store`]; only the backend modules below speak SQL, so another
 //! backend can be added without touching handlers or commands.
 
+pub mod dump;
 mod key_cache;
 mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use dump::{Dump, ImportError, Table, TableCounts};
 pub use key_cache::KeyCache;
 pub use sqlite::{BackupError, BackupSummary};
 pub use sqlite::{OpenError, SqliteStore};
@@ -645,6 +647,20 @@ pub trait Store: Send + Sync + 'static {
         host: &HostName,
         now: DateTime<Utc>,
     ) -> Result<Vec<PendingReservation>, StoreError>;
+
+    /// Every row of every table, read in one consistent transaction, for
+    /// copying the whole store to another backend (`copy-db`).
+    async fn export(&self) -> Result<Dump, StoreError>;
+
+    /// Writes every row of `dump`, ids and all, in one transaction, into
+    /// this store, which must be empty (`ImportError::NotEmpty`, checked in
+    /// that transaction) and at the dump's schema version
+    /// (`ImportError::SchemaMismatch`); on any error nothing is written.
+    /// Afterwards the store's id generators continue above the imported ids.
+    async fn import_into_empty(&self, dump: Dump) -> Result<(), ImportError>;
+
+    /// How many rows each table holds, to check a copy.
+    async fn table_counts(&self) -> Result<TableCounts, StoreError>;
 }
 
 /// One event for one webhook target, as the outbox keeps it.

@@ -7,6 +7,7 @@ mod admin;
 mod backup;
 mod browser;
 mod config;
+mod copy_db;
 mod crash;
 mod helpers;
 mod hostile;

@@ -39,6 +39,7 @@ use writer::{rewrite_version, Health, Job, Pending, Undo, Watch, Writer};
 mod accounts;
 mod audit;
 mod backup;
+mod dump;
 mod invites;
 mod keys;
 mod migrations;
@@ -795,6 +796,21 @@ impl Store for SqliteStore {
         let host = host.clone();
         self.read(move |conn| reservations::pending(conn, host.as_str(), now))
             .await
+    }
+
+    async fn export(&self) -> Result<super::Dump, StoreError> {
+        self.read(dump::export).await
+    }
+
+    async fn import_into_empty(&self, dump: super::Dump) -> Result<(), super::ImportError> {
+        // One savepoint in the writer's transaction: a failure part way
+        // undoes every row, and the emptiness check sees what it writes into.
+        self.write(Undo::Savepoint, move |conn| dump::import(conn, &dump))
+            .await?
+    }
+
+    async fn table_counts(&self) -> Result<super::TableCounts, StoreError> {
+        self.read(dump::counts).await
     }
 }
 
