@@ -95,11 +95,12 @@ pub enum Command {
     /// Refuses a target that holds any row. Stop the server first: what it
     /// writes after the copy is read is not copied.
     CopyDb {
-        /// The database to copy: a SQLite file, which must exist.
+        /// The database to copy: a SQLite file, which must exist, or a
+        /// `postgres://` URL.
         #[arg(long, value_name = "URL|PATH")]
         from: String,
         /// The empty database to copy into: a SQLite file (created if
-        /// missing; its directory must exist).
+        /// missing; its directory must exist) or a `postgres://` URL.
         #[arg(long, value_name = "URL|PATH")]
         to: String,
     },
