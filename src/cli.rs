@@ -501,7 +501,9 @@ fn shown(location: &str) -> String {
 /// paths are spelled), or the same URL.
 fn same_database(a: &str, b: &str) -> bool {
     if is_url(a) || is_url(b) {
-        return a.trim_end_matches('/') == b.trim_end_matches('/');
+        // Both schemes name the same thing.
+        let plain = |u: &str| u.replacen("postgresql://", "postgres://", 1);
+        return plain(a).trim_end_matches('/') == plain(b).trim_end_matches('/');
     }
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
@@ -511,7 +513,8 @@ fn same_database(a: &str, b: &str) -> bool {
 
 /// `copy-db --from A --to B`: reads A in one transaction, writes it into B in
 /// one transaction (refused unless B is empty), then counts B's tables
-/// against what was read, and prints both.
+/// against what was read, and prints both; then checks that A did not change
+/// meanwhile.
 async fn copy_db(from: &str, to: &str) -> anyhow::Result<()> {
     let (from_shown, to_shown) = (shown(from), shown(to));
     if same_database(from, to) {
@@ -554,6 +557,19 @@ async fn copy_db(from: &str, to: &str) -> anyhow::Result<()> {
              the target is not a faithful copy: empty it before trying again",
             table.as_str(),
             written.get(table),
+            read.get(table)
+        );
+    }
+    // Counted again: a source that changed since it was read has a writer
+    // the operator forgot to stop, whose later writes the copy lacks.
+    let now = source.table_counts().await?;
+    if let Some(table) = Table::ALL.into_iter().find(|&t| now.get(t) != read.get(t)) {
+        bail!(
+            "{from_shown} changed while it was copied ({} holds {} row(s) now, {} when read): \
+             is a server still writing to it? The target holds the store as read; stop every \
+             writer, empty the target and copy again",
+            table.as_str(),
+            now.get(table),
             read.get(table)
         );
     }
