@@ -11,25 +11,59 @@ use crate::helpers::*;
 /// the file a new server is started on: none (one SQLite to SQLite copy),
 /// or with `INVITE_SERVER_TEST_POSTGRES` (the base URL of a throwaway
 /// cluster) one fresh PostgreSQL database, so the round trip is SQLite ->
-/// PostgreSQL -> SQLite. The one place that says where copies go.
-fn stops_between() -> Vec<String> {
-    let Ok(base) = std::env::var("INVITE_SERVER_TEST_POSTGRES") else {
-        return Vec::new();
-    };
-    let name = format!("t_copy_{:016x}", rand::random::<u64>());
-    let created = Command::new("psql")
-        .args([
-            base.as_str(),
-            "-q",
-            "-c",
-            &format!("CREATE DATABASE {name}"),
-        ])
+/// PostgreSQL -> SQLite. The one place that says where copies go. The
+/// databases are dropped with it, also when the test fails.
+struct Stops {
+    base: Option<String>,
+    names: Vec<String>,
+}
+
+impl Stops {
+    fn new() -> Self {
+        let base = std::env::var("INVITE_SERVER_TEST_POSTGRES").ok();
+        let names: Vec<String> = base
+            .iter()
+            .map(|base| {
+                let name = format!("t_copy_{:016x}", rand::random::<u64>());
+                assert!(psql(base, &format!("CREATE DATABASE {name}")));
+                name
+            })
+            .collect();
+        Self { base, names }
+    }
+
+    /// Their URLs, in the order the copy passes them.
+    fn urls(&self) -> Vec<String> {
+        let Some(base) = &self.base else {
+            return Vec::new();
+        };
+        let base = url::Url::parse(base).expect("INVITE_SERVER_TEST_POSTGRES is a URL");
+        self.names
+            .iter()
+            .map(|name| {
+                let mut url = base.clone();
+                url.set_path(name);
+                url.to_string()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Stops {
+    fn drop(&mut self) {
+        for (base, name) in self.base.iter().zip(&self.names) {
+            // Best effort: a failure here must not hide the test's own.
+            psql(base, &format!("DROP DATABASE IF EXISTS {name}"));
+        }
+    }
+}
+
+/// Runs one statement with `psql` on the cluster at `base`; whether it worked.
+fn psql(base: &str, sql: &str) -> bool {
+    Command::new("psql")
+        .args([base, "-q", "-c", sql])
         .output()
-        .expect("run psql");
-    assert!(created.status.success(), "CREATE DATABASE: {created:?}");
-    let mut url = url::Url::parse(&base).expect("INVITE_SERVER_TEST_POSTGRES is a URL");
-    url.set_path(&name);
-    vec![url.to_string()]
+        .is_ok_and(|out| out.status.success())
 }
 
 /// Runs `copy-db --from from --to to` with no configuration file.
@@ -57,11 +91,12 @@ fn counts_printed(out: &Output) -> BTreeMap<String, (u64, u64)> {
         .collect()
 }
 
-/// Copies `from` to `to` through [`stops_between`], checking at every hop
+/// Copies `from` to `to` through the [`Stops`], checking at every hop
 /// that it succeeded and that every table's count matches; the counts.
 fn copy_through(from: &str, to: &str) -> BTreeMap<String, (u64, u64)> {
+    let stops = Stops::new();
     let mut hops = vec![from.to_owned()];
-    hops.extend(stops_between());
+    hops.extend(stops.urls());
     hops.push(to.to_owned());
     let mut counts = BTreeMap::new();
     for pair in hops.windows(2) {
