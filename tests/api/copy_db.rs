@@ -265,7 +265,7 @@ fn a_missing_source_the_same_database_twice_and_a_url_password_are_refused_witho
     let err = refused(
         "postgres://copier:hunter2secret@127.0.0.1:1/invites",
         &at("new.db"),
-        "",
+        "Error: ",
     );
     assert!(!err.contains("hunter2secret"), "{err}");
     assert!(!Path::new(&at("new.db")).exists(), "no target was created");
