@@ -433,6 +433,10 @@ impl<S: Store> Store for KeyCache<S> {
     ) -> Result<Vec<super::PendingReservation>, StoreError> {
         self.inner.pending_reservations(host, now).await
     }
+
+    async fn census(&self, host: Option<&HostName>) -> Result<super::Census, StoreError> {
+        self.inner.census(host).await
+    }
 }
 
 #[cfg(test)]
@@ -685,6 +689,9 @@ mod tests {
             _: &HostName,
             _: DateTime<Utc>,
         ) -> Result<Vec<super::super::PendingReservation>, StoreError> {
+            unsupported()
+        }
+        async fn census(&self, _: Option<&HostName>) -> Result<super::super::Census, StoreError> {
             unsupported()
         }
     }

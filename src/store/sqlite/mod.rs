@@ -39,6 +39,7 @@ use writer::{rewrite_version, Health, Job, Pending, Undo, Watch, Writer};
 mod accounts;
 mod audit;
 mod backup;
+mod census;
 mod invites;
 mod keys;
 mod migrations;
@@ -794,6 +795,12 @@ impl Store for SqliteStore {
     ) -> Result<Vec<PendingReservation>, StoreError> {
         let host = host.clone();
         self.read(move |conn| reservations::pending(conn, host.as_str(), now))
+            .await
+    }
+
+    async fn census(&self, host: Option<&HostName>) -> Result<super::Census, StoreError> {
+        let host = host.cloned();
+        self.read(move |conn| census::census(conn, host.as_ref()))
             .await
     }
 }
