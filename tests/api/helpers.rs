@@ -125,6 +125,15 @@ impl TestApp {
         panic!("invite-server did not start: {last_err}");
     }
 
+    /// Another node beside this server: a second server process on the same
+    /// database, with the same configuration (so the same public URL, as
+    /// behind a load balancer) but a directory, port and log of its own.
+    pub fn spawn_node(&self) -> Self {
+        let config = std::fs::read_to_string(&self.config).expect("read the first node's config");
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_in(dir, self.db.clone(), &config)
+    }
+
     /// Runs an admin command against this server's config and database.
     pub fn cli(&self, args: &[&str]) -> Output {
         self.cli_with_stdin(args, None)
