@@ -655,7 +655,7 @@ pub trait Store: Send + Sync + 'static {
 /// How many of each thing a store holds, all of one host or of every host:
 /// what the black-box tests and operators' checks ask of any backend ("exactly
 /// one account", "no invite over-spent") without reading its tables.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Census {
     /// API keys.
     pub keys: u64,
@@ -681,6 +681,9 @@ pub struct Census {
     pub delivered: u64,
     /// Audit log entries.
     pub audit_entries: u64,
+    /// Audit log entries by what was done and who did it, keyed
+    /// `"<action> by <actor>"` (e.g. `"invite.revoke by key 0123abcd"`).
+    pub audit: std::collections::BTreeMap<String, u64>,
 }
 
 /// One event for one webhook target, as the outbox keeps it.

@@ -205,17 +205,6 @@ impl TestApp {
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         (dir, self.db.clone())
     }
-
-    /// Opens the database read-only, to check what the server stored.
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open_with_flags(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("open test db")
-    }
-
-    /// Counts rows with a SQL query returning one integer.
-    pub fn count(&self, sql: &str) -> i64 {
-        self.db().query_row(sql, [], |r| r.get(0)).expect(sql)
-    }
 }
 
 impl Drop for TestApp {

@@ -20,17 +20,26 @@ fn open(app: &TestApp) -> Box<dyn Store> {
     Box::new(store)
 }
 
-/// Runs one question against `app`'s store on a runtime of its own (the
-/// tests themselves are synchronous).
-fn ask<T, Fut>(app: &TestApp, question: impl FnOnce(Box<dyn Store>) -> Fut) -> T
+/// Runs one question against `app`'s store on a runtime of its own, on a
+/// thread of its own: the tests are synchronous, but some (the browser's)
+/// ask from inside their own runtime, where no other may block.
+fn ask<T, Fut>(app: &TestApp, question: impl FnOnce(Box<dyn Store>) -> Fut + Send) -> T
 where
     Fut: std::future::Future<Output = T>,
+    T: Send,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime for the probe");
-    runtime.block_on(question(open(app)))
+    let store = open(app);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the probe")
+                .block_on(question(store))
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// `Ok(Some)` for a record, `Ok(None)` for `NotFound`; any other error fails
@@ -149,4 +158,39 @@ pub fn invites_of(app: &TestApp, host_name: &str) -> Vec<InviteRecord> {
         all.extend(page.into_iter().map(|d| d.invite));
     }
     all
+}
+
+/// How many invites still have a use left (or were never used).
+pub fn invites_not_used_up(app: &TestApp) -> u64 {
+    let census = census(app);
+    census.invites - census.invites_used_up
+}
+
+/// The key the store keeps for signing registration forms, shown as what it
+/// signs for a fixed input (the key itself has no accessor, on purpose).
+pub fn form_key_signature(app: &TestApp) -> String {
+    // The servers stored their key at startup; this candidate is never kept.
+    let candidate: [u8; 32] = rand::random();
+    let key = ask(app, |s| async move { s.form_key(candidate).await }).expect("probe: form key");
+    key.sign(1, "probe")
+}
+
+/// When the invite a token names was used up, in microseconds since the
+/// epoch, and the row id of the account its last use made; `(None, None)`
+/// while it has a use left (or is not stored).
+pub fn used_up(app: &TestApp, token: &str) -> (Option<i64>, Option<i64>) {
+    let Some(invite) = invite(app, token) else {
+        return (None, None);
+    };
+    if invite.uses_spent < invite.uses_allowed {
+        return (None, None);
+    }
+    let (host, id) = (invite.host.clone(), invite.id);
+    let answer = ask(app, |s| async move { s.invite_details(&host, id).await });
+    let Some(last) = found("an invite's uses", answer).and_then(|d| d.uses.into_iter().last())
+    else {
+        return (None, None);
+    };
+    let account = account_on(app, invite.host.as_str(), &last.name).map(|a| a.id);
+    (Some(last.used_at.timestamp_micros()), account)
 }

@@ -1,15 +1,49 @@
 //! SQL for [`Store::census`](crate::store::Store::census): counts of what the
 //! database holds, for tests and checks that must not read the tables.
 
+use std::collections::BTreeMap;
+
 use rusqlite::{params, Connection};
 
 use super::rows::backend;
 use crate::domain::HostName;
 use crate::store::{Census, StoreError};
 
-/// Counts everything of `host` (every host with `None`) in one statement, so
-/// the counts are of one snapshot even while the server writes.
+/// Counts everything of `host` (every host with `None`) in one read
+/// transaction, so the counts are of one snapshot even while the server writes.
 pub(super) fn census(conn: &Connection, host: Option<&HostName>) -> Result<Census, StoreError> {
+    // Deferred: a read transaction, which is all a query_only reader may open.
+    let tx = conn.unchecked_transaction().map_err(backend)?;
+    let mut census = totals(&tx, host)?;
+    census.audit = audit_counts(&tx, host)?;
+    tx.finish().map_err(backend)?;
+    Ok(census)
+}
+
+/// The audit log's entries by action and actor.
+fn audit_counts(
+    conn: &Connection,
+    host: Option<&HostName>,
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT action, actor, count(*) FROM audit_log WHERE ?1 IS NULL OR host = ?1
+             GROUP BY action, actor",
+        )
+        .map_err(backend)?;
+    let rows = st
+        .query_map(params![host.map(HostName::as_str)], |r| {
+            let (action, actor): (String, String) = (r.get(0)?, r.get(1)?);
+            let n: i64 = r.get(2)?;
+            // A count is never negative.
+            Ok((format!("{action} by {actor}"), n.unsigned_abs()))
+        })
+        .map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+/// Every count but the audit log's, in one statement.
+fn totals(conn: &Connection, host: Option<&HostName>) -> Result<Census, StoreError> {
     // `?1 IS NULL` is the every-host case; each subquery filters the same way.
     const SQL: &str = "SELECT
         (SELECT count(*) FROM api_keys WHERE ?1 IS NULL OR host = ?1),
@@ -48,6 +82,7 @@ pub(super) fn census(conn: &Connection, host: Option<&HostName>) -> Result<Censu
                     deliveries: count(r, 9)?,
                     delivered: count(r, 10)?,
                     audit_entries: count(r, 11)?,
+                    audit: BTreeMap::new(),
                 })
             })
         })
@@ -76,6 +111,11 @@ mod tests {
         let counted = store.census(Some(&example)).await.unwrap();
         assert_eq!((counted.accounts, counted.invites), (1, 2));
         assert_eq!((counted.uses_spent, counted.invites_used_up), (0, 0));
+        assert_eq!(
+            counted.audit.get("account.create by cli"),
+            Some(&1),
+            "{counted:?}"
+        );
         assert_eq!(store.census(None).await.unwrap(), counted);
         let other = HostName::parse("other.example").unwrap();
         assert_eq!(store.census(Some(&other)).await.unwrap(), Census::default());
