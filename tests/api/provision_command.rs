@@ -214,7 +214,8 @@ fn a_kill_during_the_service_call_leaves_a_pending_registration_and_no_spent_use
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(stdout_of(&out), "");
     // Once the lease has run out it is listed (made to have run out here
-    // rather than waited for).
+    // rather than waited for; no store method ends a lease early, so this
+    // writes the SQLite file directly).
     rusqlite::Connection::open(&f.app.db)
         .unwrap()
         .execute("UPDATE provision_reservations SET lease_until = 0", [])

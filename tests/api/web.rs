@@ -124,7 +124,8 @@ fn a_keys_name_is_never_shown_to_its_invitees() {
 fn a_keys_name_recorded_by_an_older_version_is_not_shown_either() {
     let app = TestApp::spawn();
     let url = app.mint();
-    // What earlier versions stored for every key-minted invite.
+    // What earlier versions stored for every key-minted invite. Only SQLite
+    // databases come from those versions, so the file is changed directly.
     let db = rusqlite::Connection::open(&app.db).unwrap();
     db.execute("UPDATE invites SET issuer_name = 'my bookmark'", [])
         .unwrap();
