@@ -67,6 +67,9 @@ fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// How many keys the SQLite file at `db` holds (0 when there is none). These
+/// tests are about which file a path in the flag, the environment or the
+/// configuration selects, so they read the files themselves on purpose.
 fn key_rows(db: &Path) -> i64 {
     if !db.exists() {
         return 0;
@@ -434,6 +437,7 @@ fn all_three_variables_together_configure_a_working_server() {
         location.starts_with(&format!("http://127.0.0.1:{port}/invite?")),
         "{location}"
     );
+    // In the file the variable named (see `key_rows`).
     let invites: i64 = rusqlite::Connection::open(&db)
         .unwrap()
         .query_row("SELECT COUNT(*) FROM invites", [], |r| r.get(0))
