@@ -448,6 +448,10 @@ impl<S: Store> Store for KeyCache<S> {
     async fn table_counts(&self) -> Result<TableCounts, StoreError> {
         self.inner.table_counts().await
     }
+
+    async fn census(&self, host: Option<&HostName>) -> Result<super::Census, StoreError> {
+        self.inner.census(host).await
+    }
 }
 
 #[cfg(test)]
@@ -709,6 +713,9 @@ mod tests {
             Ok(unsupported()?)
         }
         async fn table_counts(&self) -> Result<TableCounts, StoreError> {
+            unsupported()
+        }
+        async fn census(&self, _: Option<&HostName>) -> Result<super::super::Census, StoreError> {
             unsupported()
         }
     }

@@ -39,6 +39,7 @@ use writer::{rewrite_version, Health, Job, Pending, Undo, Watch, Writer};
 mod accounts;
 mod audit;
 mod backup;
+mod census;
 mod dump;
 mod invites;
 mod keys;
@@ -811,6 +812,12 @@ impl Store for SqliteStore {
 
     async fn table_counts(&self) -> Result<super::TableCounts, StoreError> {
         self.read(dump::counts).await
+    }
+
+    async fn census(&self, host: Option<&HostName>) -> Result<super::Census, StoreError> {
+        let host = host.cloned();
+        self.read(move |conn| census::census(conn, host.as_ref()))
+            .await
     }
 }
 
