@@ -18,7 +18,7 @@ use crate::domain::{
 use crate::passwords::Hasher;
 use crate::service::{self, invites, HashedWriteError};
 use crate::startup::Application;
-use crate::store::{InviteSource, KeyCache, SqliteStore, Store, StoreError};
+use crate::store::{ImportError, InviteSource, KeyCache, SqliteStore, Store, StoreError, Table};
 
 /// How many invites one transaction of `invites create --count` carries, so a
 /// bulk fill never holds the write lock long enough to stall a running server.
@@ -89,6 +89,21 @@ pub enum Command {
     /// Inspect and retry webhook deliveries.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Copy a whole store (keys, invites, accounts, sessions, audit log,
+    /// webhook outbox, server secrets) into an empty database, then check
+    /// that every table holds as many rows on both sides and print them.
+    /// Refuses a target that holds any row. Stop the server first: what it
+    /// writes after the copy is read is not copied.
+    CopyDb {
+        /// The database to copy: a SQLite file, which must exist, or a
+        /// `postgres://` URL.
+        #[arg(long, value_name = "URL|PATH")]
+        from: String,
+        /// The empty database to copy into: a SQLite file (created if
+        /// missing; its directory must exist) or a `postgres://` URL.
+        #[arg(long, value_name = "URL|PATH")]
+        to: String,
+    },
 }
 
 /// `invite-server webhooks ...`
@@ -445,7 +460,125 @@ async fn dispatch(mut config: Config, command: Command) -> anyhow::Result<()> {
         // Handled by `run_without_config`, before any configuration is read.
         Command::Completions { .. } | Command::Man => Ok(()),
         Command::Backup { file, force } => backup(&config, &file, force),
+        Command::CopyDb { from, to } => copy_db(&from, &to).await,
     }
+}
+
+/// Opens the store `location` names for `copy-db`, without webhooks (a copy
+/// writes no events) or a key cache. The one place that turns a location
+/// into a store here, so switching it to the opener that also takes
+/// `postgres://` URLs is one change.
+fn open_location(location: &str) -> anyhow::Result<Box<dyn Store>> {
+    if is_url(location) {
+        bail!(
+            "cannot open {}: this invite-server has no PostgreSQL backend",
+            shown(location)
+        );
+    }
+    Ok(Box::new(SqliteStore::open(std::path::Path::new(location))?))
+}
+
+/// Whether a location is a database URL rather than a file path.
+fn is_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// A location as it may be printed: a URL without its password.
+fn shown(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(mut u) if is_url(location) && u.password().is_some() => {
+            // Cannot fail: a URL that has a password can have another one.
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        // Cannot be shown without risking what a malformed URL holds.
+        Err(_) if is_url(location) => "the database URL given".to_owned(),
+        _ => location.to_owned(),
+    }
+}
+
+/// Whether two locations name one database: the same file (however the
+/// paths are spelled), or the same URL.
+fn same_database(a: &str, b: &str) -> bool {
+    if is_url(a) || is_url(b) {
+        // Both schemes name the same thing.
+        let plain = |u: &str| u.replacen("postgresql://", "postgres://", 1);
+        return plain(a).trim_end_matches('/') == plain(b).trim_end_matches('/');
+    }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// `copy-db --from A --to B`: reads A in one transaction, writes it into B in
+/// one transaction (refused unless B is empty), then counts B's tables
+/// against what was read, and prints both; then checks that A did not change
+/// meanwhile.
+async fn copy_db(from: &str, to: &str) -> anyhow::Result<()> {
+    let (from_shown, to_shown) = (shown(from), shown(to));
+    if same_database(from, to) {
+        bail!("--from and --to name the same database ({from_shown}); nothing was copied");
+    }
+    // Opening would create an empty database where the source should be.
+    if !is_url(from) && !std::path::Path::new(from).is_file() {
+        bail!("the source database {from_shown} does not exist; nothing was copied");
+    }
+    let source = open_location(from)?;
+    let target = open_location(to)?;
+    // Checked again in the import's own transaction; here, before reading
+    // what may be a large store for nothing.
+    if let Some((table, rows)) = target.table_counts().await?.first_nonempty() {
+        let refused = ImportError::NotEmpty { table, rows };
+        bail!("cannot copy into {to_shown} (nothing was written): {refused}");
+    }
+    let dump = source
+        .export()
+        .await
+        .with_context(|| format!("cannot read {from_shown}"))?;
+    let (version, read) = (dump.schema_version, dump.counts());
+    target
+        .import_into_empty(dump)
+        .await
+        .with_context(|| format!("cannot copy into {to_shown} (nothing was written)"))?;
+    let written = target.table_counts().await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<24}{:>12}{:>12}", "table", "source", "target")?;
+    for table in Table::ALL {
+        let (a, b) = (read.get(table), written.get(table));
+        writeln!(out, "{:<24}{a:>12}{b:>12}", table.as_str())?;
+    }
+    if let Some(table) = Table::ALL
+        .into_iter()
+        .find(|&t| read.get(t) != written.get(t))
+    {
+        bail!(
+            "after the copy {} holds {} row(s) in {to_shown} against {} read from {from_shown}; \
+             the target is not a faithful copy: empty it before trying again",
+            table.as_str(),
+            written.get(table),
+            read.get(table)
+        );
+    }
+    // Counted again: a source that changed since it was read has a writer
+    // the operator forgot to stop, whose later writes the copy lacks.
+    let now = source.table_counts().await?;
+    if let Some(table) = Table::ALL.into_iter().find(|&t| now.get(t) != read.get(t)) {
+        bail!(
+            "{from_shown} changed while it was copied ({} holds {} row(s) now, {} when read): \
+             is a server still writing to it? The target holds the store as read; stop every \
+             writer, empty the target and copy again",
+            table.as_str(),
+            now.get(table),
+            read.get(table)
+        );
+    }
+    writeln!(
+        out,
+        "copied {from_shown} to {to_shown} (schema version {version}); every table's count matches"
+    )?;
+    out.flush()?;
+    Ok(())
 }
 
 /// `backup FILE`: the copy is made by the store; one line on stdout says

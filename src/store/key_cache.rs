@@ -39,9 +39,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AccountOrigin, AccountRecord, Delivery, DeliveryResult, InviteDetails, InviteRecord,
-    InviteSource, KeyRecord, ListedKey, NewAccount, NewInvite, NewResetInvite, NewSession, Purged,
-    SessionRecord, StatusFilter, Store, StoreError, Unhealthy,
+    AccountOrigin, AccountRecord, Delivery, DeliveryResult, Dump, ImportError, InviteDetails,
+    InviteRecord, InviteSource, KeyRecord, ListedKey, NewAccount, NewInvite, NewResetInvite,
+    NewSession, Purged, SessionRecord, StatusFilter, Store, StoreError, TableCounts, Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
@@ -433,6 +433,25 @@ impl<S: Store> Store for KeyCache<S> {
     ) -> Result<Vec<super::PendingReservation>, StoreError> {
         self.inner.pending_reservations(host, now).await
     }
+
+    async fn export(&self) -> Result<Dump, StoreError> {
+        self.inner.export().await
+    }
+
+    async fn import_into_empty(&self, dump: Dump) -> Result<(), ImportError> {
+        let imported = self.inner.import_into_empty(dump).await;
+        // Ids remembered as unknown may name imported keys now.
+        *self.entries() = Entries::default();
+        imported
+    }
+
+    async fn table_counts(&self) -> Result<TableCounts, StoreError> {
+        self.inner.table_counts().await
+    }
+
+    async fn census(&self, host: Option<&HostName>) -> Result<super::Census, StoreError> {
+        self.inner.census(host).await
+    }
 }
 
 #[cfg(test)]
@@ -685,6 +704,18 @@ mod tests {
             _: &HostName,
             _: DateTime<Utc>,
         ) -> Result<Vec<super::super::PendingReservation>, StoreError> {
+            unsupported()
+        }
+        async fn export(&self) -> Result<Dump, StoreError> {
+            unsupported()
+        }
+        async fn import_into_empty(&self, _: Dump) -> Result<(), ImportError> {
+            Ok(unsupported()?)
+        }
+        async fn table_counts(&self) -> Result<TableCounts, StoreError> {
+            unsupported()
+        }
+        async fn census(&self, _: Option<&HostName>) -> Result<super::super::Census, StoreError> {
             unsupported()
         }
     }

@@ -1,6 +1,10 @@
 //! The database file as an operator meets it: where it may be, who may read
 //! it, what happens when it is deleted, replaced, unwritable or failing under
 //! a running server, and what the key lookups reveal.
+//!
+//! These tests are about SQLite's file itself, so they open and change it
+//! directly on purpose; what the server kept is still asked through the
+//! store-neutral probe.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -13,6 +17,7 @@ use reqwest::header::{AUTHORIZATION, COOKIE, RETRY_AFTER};
 
 use crate::config::{bin, run};
 use crate::helpers::{accept_invite, client, stderr_of, token_of, TestApp, BIN, GOOD_PASSWORD};
+use crate::probe;
 
 /// The account `nobody`, for running the server as someone other than root.
 const NOBODY: u32 = 65534;
@@ -319,7 +324,7 @@ fn a_store_failing_mid_service_answers_500_with_a_generic_body_logs_the_cause_an
     let by_api = app.mint();
     let by_page = app.mint();
     let form = open_form(&by_page);
-    let invites = app.count("SELECT COUNT(*) FROM invites");
+    let invites = probe::invites(&app);
 
     // A statement the schema cannot run: no retry mends it.
     rename_tables(&app.db, &["invites", "accounts"], false);
@@ -358,8 +363,8 @@ fn a_store_failing_mid_service_answers_500_with_a_generic_body_logs_the_cause_an
     );
 
     // Nothing was half done: both invites work, and no more were made.
-    assert_eq!(app.count("SELECT COUNT(*) FROM invites"), invites);
-    assert_eq!(app.count("SELECT COUNT(*) FROM accounts"), 0);
+    assert_eq!(probe::invites(&app), invites);
+    assert_eq!(probe::accounts(&app), 0);
     let res = accept_invite(&app, &token_of(&by_api), "alice", GOOD_PASSWORD);
     assert_eq!(res.status(), 204);
     assert_eq!(post_form(&by_page, &form, "bob").status(), 200);

@@ -38,6 +38,8 @@ use writer::{rewrite_version, Health, Job, Pending, Undo, Watch, Writer};
 mod accounts;
 mod audit;
 mod backup;
+mod census;
+mod dump;
 mod invites;
 mod keys;
 mod migrations;
@@ -709,6 +711,27 @@ impl Store for SqliteStore {
     ) -> Result<Vec<PendingReservation>, StoreError> {
         let host = host.clone();
         self.read(move |conn| reservations::pending(conn, host.as_str(), now))
+            .await
+    }
+
+    async fn export(&self) -> Result<super::Dump, StoreError> {
+        self.read(dump::export).await
+    }
+
+    async fn import_into_empty(&self, dump: super::Dump) -> Result<(), super::ImportError> {
+        // One savepoint in the writer's transaction: a failure part way
+        // undoes every row, and the emptiness check sees what it writes into.
+        self.write(Undo::Savepoint, move |conn| dump::import(conn, &dump))
+            .await?
+    }
+
+    async fn table_counts(&self) -> Result<super::TableCounts, StoreError> {
+        self.read(dump::counts).await
+    }
+
+    async fn census(&self, host: Option<&HostName>) -> Result<super::Census, StoreError> {
+        let host = host.cloned();
+        self.read(move |conn| census::census(conn, host.as_ref()))
             .await
     }
 }
