@@ -43,7 +43,7 @@ pub(super) fn export(conn: &Connection) -> Result<Dump, StoreError> {
     .map(|bytes| {
         <[u8; crate::crypto::FormKey::LEN]>::try_from(bytes.as_slice())
             .map(StoredFormKey)
-            .map_err(|_| StoreError::Backend("the stored form key has the wrong length".into()))
+            .map_err(|_| StoreError::permanent("the stored form key has the wrong length"))
     })
     .transpose()?;
     let dump = Dump {
