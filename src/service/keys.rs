@@ -139,6 +139,19 @@ pub async fn authorize<'c>(
     if !permits(key.scope(), needed) {
         return Err(KeyRefusal::Scope);
     }
+    if needed == KeyScope::Admin {
+        // `verify` may have answered from the key cache, which does not see
+        // a deletion by another node or the CLI. A mint re-checks the key in
+        // its own transaction; admin requests (listing, revoking) have no
+        // such write, so the key is confirmed in the database here. Only
+        // after its secret matched: an unknown id and a wrong secret are
+        // still answered alike from memory.
+        match store.confirm_key(&key.record.id).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => return Err(KeyRefusal::Invalid),
+            Err(e) => return Err(KeyRefusal::Store(e)),
+        }
+    }
     match config.hosts.get(&key.record.host) {
         Some(host) => Ok((key, host)),
         None => Err(KeyRefusal::HostGone(key.record.host.clone())),

@@ -130,6 +130,11 @@ impl<S: Store> Store for KeyCache<S> {
                 return Err(StoreError::NotFound);
             }
         }
+        self.confirm_key(id).await
+    }
+
+    /// Asks the store and remembers its answer, known or unknown.
+    async fn confirm_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
         match self.inner.find_key(id).await {
             Ok(key) => {
                 self.entries().remember_known(key.clone());

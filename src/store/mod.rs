@@ -536,6 +536,14 @@ pub trait Store: Send + Sync + 'static {
     /// another process has just deleted; [`Store::create_invite`] re-checks
     /// the key in its own transaction, which is what makes a deletion final.
     async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError>;
+    /// Looks a key up in the database itself, never in a cache: for
+    /// requests that change or read what a key guards without a write that
+    /// would re-check it (the admin API), so a key deleted by any node or
+    /// the CLI is refused on its next such request. A store without a
+    /// cache answers as [`Store::find_key`] does.
+    async fn confirm_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        self.find_key(id).await
+    }
     /// Deletes a key of a host and, with `revoke_invites`, revokes its
     /// pending invites, with an audit row naming `actor`, all in one
     /// transaction; how many invites it revoked. `NotFound` if the host has

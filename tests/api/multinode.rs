@@ -103,6 +103,36 @@ fn a_key_deleted_through_one_node_is_refused_by_the_other_two_on_their_next_requ
     assert!(probe::key(&a, id).is_none());
 }
 
+/// `GET /api/admin/invites` on `node` with `key` as Bearer: the status.
+fn admin_list_on(node: &TestApp, key: &str) -> u16 {
+    client()
+        .get(format!("{}/api/admin/invites", node.url))
+        .header("Authorization", format!("Bearer {key}"))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn an_admin_key_deleted_through_the_cli_is_refused_by_every_node_on_its_next_admin_request() {
+    let [a, b, c] = three_nodes();
+    let out = a.cli(&["keys", "create", "localhost", "--scope", "admin"]);
+    ok(&out);
+    let key = stdout_of(&out).trim().to_owned();
+    // Every node has checked (and may cache) the key; listing writes nothing
+    // that would re-check it in the store.
+    for node in [&a, &b, &c] {
+        assert_eq!(admin_list_on(node, &key), 200, "node {}", node.url);
+    }
+    let id = key.split('/').next().expect("<id>/<secret>");
+    ok(&a.cli(&["keys", "delete", "--", "localhost", id]));
+
+    for node in [&b, &c, &a] {
+        assert_eq!(admin_list_on(node, &key), 401, "node {}", node.url);
+    }
+}
+
 #[test]
 fn an_account_created_on_one_node_signs_in_on_another_and_signing_out_or_disabling_it_holds_on_every_node(
 ) {
