@@ -16,6 +16,8 @@
         appends the latency of a durable 4 KiB write on DIR's filesystem: appending
         with fsync (a growing file), and overwriting with fdatasync (what a reused
         WAL costs, the least any acknowledged commit can cost); 500 rounds each
+    report.py pgbench RESULTS CLIENTS PGBENCH SECONDS URL SCRIPT
+        runs pgbench with SCRIPT (-M prepared, -j up to 2) and appends its tx/s
     report.py rss RESULTS WHEN PID
         appends the process's peak resident set (VmHWM) so far
     report.py report RESULTS META [--record DOC]
@@ -29,6 +31,7 @@ describing the run (written by bench/run).
 
 import json
 import os
+import re
 import resource
 import socket
 import sqlite3
@@ -139,6 +142,26 @@ def cmd_wrk(results, phase, connections, pid, out, wrk_args):
     record["connections"] = int(connections)
     append(results, record)
     print(describe(record))
+    return 0
+
+
+def cmd_pgbench(results, connections, binary, seconds, url, script):
+    """pgbench's own rate on the cluster: `script` (one one-row INSERT per
+    transaction) from `connections` clients for `seconds`."""
+    c = int(connections)
+    out = subprocess.run(
+        [binary, "-n", "-M", "prepared", "-c", str(c), "-j", str(min(c, 2)), "-T", str(seconds), "-f", script, url],
+        capture_output=True, text=True,
+    )
+    tps = re.search(r"^tps = ([0-9.]+)", out.stdout, re.M)
+    lat = re.search(r"^latency average = ([0-9.]+) ms", out.stdout, re.M)
+    if out.returncode != 0 or not tps:
+        sys.stderr.write(f"pgbench failed at {c} clients:\n{out.stdout}{out.stderr}")
+        return 1
+    record = {"kind": "pgbench", "connections": c, "tps": float(tps.group(1)),
+              "latency_ms": float(lat.group(1)) if lat else None}
+    append(results, record)
+    print(f"  pgbench  {c:>3} clients  {record['tps']:>10,.0f} tx/s  latency avg {record['latency_ms']} ms")
     return 0
 
 
@@ -367,6 +390,61 @@ def hot_section(wrk, meta):
     return out, targets
 
 
+def postgres_section(grouped, rows, conns):
+    """The PostgreSQL rows (Markdown lines), their targets and how PostgreSQL
+    was run. Two-node phases ran as two wrk processes at once, so their
+    rates add up (merging them as one run would halve them)."""
+    note = next((r["note"] for r in rows if r.get("kind") == "postgres"), None)
+    pgbench = {r["connections"]: r for r in rows if r.get("kind") == "pgbench"}
+    if not pgbench:
+        return [], [], note
+
+    def one(phase, c):
+        runs = grouped.get((phase, c))
+        return merge(runs) if runs else None
+
+    def summed(phase, c):
+        runs = grouped.get((phase, c))
+        return sum(rate(r) for r in runs) if runs else None
+
+    def worst_p99(phase, c):
+        runs = grouped.get((phase, c))
+        return max(r["p99_us"] for r in runs) if runs else None
+
+    out = [
+        "",
+        "PostgreSQL: minting (`/invites_api`) and `GET /api/auth/check` on one node (P1) and on two nodes at once "
+        "(P1 + P2, one database), beside pgbench's one-row INSERT per transaction on the same cluster and beside "
+        "SQLite (F), all measured within the same minute at each connection count:",
+        "",
+        "| conn. | pgbench INSERT tx/s | mint/s, 1 node | ÷ pgbench | mint p99 ms, 1 node | mint/s, 2 nodes | ÷ pgbench "
+        "| mint/s, SQLite | auth check/s, 1 node | auth check/s, 2 nodes | auth check/s, SQLite | errors / non-2xx (1 node mint / check) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    targets = []
+
+    def share(x, b):
+        return x / b if x is not None and b else None
+
+    for c in conns:
+        pb = pgbench.get(c)
+        ceiling = pb["tps"] if pb else None
+        m1, m2, mf = one("pg1-mint", c), summed("pg2-mint", c), one("pg-f-mint", c)
+        a1, a2, af = one("pg1-check", c), summed("pg2-check", c), one("pg-f-check", c)
+        r1 = rate(m1) if m1 else None
+        p99 = worst_p99("pg1-mint", c)
+        out.append(
+            f"| {c} | {fmt_rate(ceiling)} | {fmt_rate(r1)} | {fmt_ratio(share(r1, ceiling))} "
+            f"| {ms(p99) if p99 is not None else 'n/a'} | {fmt_rate(m2)} | {fmt_ratio(share(m2, ceiling))} "
+            f"| {fmt_rate(rate(mf) if mf else None)} | {fmt_rate(rate(a1) if a1 else None)} | {fmt_rate(a2)} "
+            f"| {fmt_rate(rate(af) if af else None)} | {err_cell(m1) if m1 else 'n/a'} / {err_cell(a1) if a1 else 'n/a'} |"
+        )
+        for label, x in (("1 node", share(r1, ceiling)), ("2 nodes", share(m2, ceiling))):
+            targets.append((f"PostgreSQL mint ≥ 0.5 × pgbench INSERT, {label}, {c} conn.", fmt_ratio(x),
+                            None if x is None else x >= 0.5, "—"))
+    return out, targets, note
+
+
 def synapse_section(wrk, rows, conns):
     """Synapse's registration tokens beside invite-server's minting on F at the
     same connection counts (Markdown lines), and how Synapse was run. No
@@ -403,6 +481,10 @@ def build(rows, meta):
     hot_lines, hot_targets = hot_section(wrk, meta)
     if meta.get("only") == "hot":
         return finish(hot_lines[1:], hot_targets, [])
+    pg_lines, pg_targets, pg_note = postgres_section(grouped, rows, meta["connections"])
+    pg_notes = [f"PostgreSQL: {pg_note}"] if pg_note else []
+    if meta.get("only") == "postgres":
+        return finish(pg_lines[1:], pg_targets, pg_notes)
     synapse_lines, synapse_note = synapse_section(wrk, rows, meta["connections"])
     if meta.get("only") == "synapse":
         return finish(synapse_lines[1:], [], [f"Synapse: {synapse_note}"] if synapse_note else [])
@@ -610,6 +692,8 @@ def build(rows, meta):
                         "independent of it"))
     out += hot_lines
     targets += hot_targets
+    out += pg_lines
+    targets += pg_targets
 
     notes = []
     if fsync:
@@ -633,6 +717,7 @@ def build(rows, meta):
         notes.append(f"Prosody: {prosody['note']}")
     if synapse_note:
         notes.append(f"Synapse: {synapse_note}")
+    notes += pg_notes
     for a in argon:
         notes.append(
             f"Argon2id alone ({a['when']}): {a['hashes']} hashes in {a['seconds']:.1f} s on {a['threads']} threads "
@@ -698,6 +783,8 @@ def main(argv):
         cmd_count(args[0])
     elif cmd == "wrk" and len(args) >= 6 and args[5] == "--":
         return cmd_wrk(*args[:5], args[6:])
+    elif cmd == "pgbench" and len(args) == 6:
+        return cmd_pgbench(*args)
     elif cmd == "argon2" and len(args) == 4:
         cmd_argon2(*args)
     elif cmd == "fsync" and len(args) == 2:

@@ -16,9 +16,11 @@ use crate::domain::{
     AccountName, InviteId, InviteOptions, KeyId, KeyScope, MintRate, Password, RawInviteOptions,
 };
 use crate::passwords::Hasher;
-use crate::service::{self, invites};
+use crate::service::{self, invites, HashedWriteError};
 use crate::startup::Application;
-use crate::store::{self, DatabaseLocation, InviteSource, SqliteStore, Store, StoreError};
+use crate::store::{
+    self, DatabaseLocation, ImportError, InviteSource, SqliteStore, Store, StoreError, Table,
+};
 
 /// How many invites one transaction of `invites create --count` carries, so a
 /// bulk fill never holds the write lock long enough to stall a running server.
@@ -96,6 +98,21 @@ pub enum Command {
     /// server also does so when it starts; run this once before rolling a
     /// new version out to several servers on one PostgreSQL database.
     Migrate,
+    /// Copy a whole store (keys, invites, accounts, sessions, audit log,
+    /// webhook outbox, server secrets) into an empty database, then check
+    /// that every table holds as many rows on both sides and print them.
+    /// Refuses a target that holds any row. Stop the server first: what it
+    /// writes after the copy is read is not copied.
+    CopyDb {
+        /// The database to copy: a SQLite file, which must exist, or a
+        /// `postgres://` URL.
+        #[arg(long, value_name = "URL|PATH")]
+        from: String,
+        /// The empty database to copy into: a SQLite file (created if
+        /// missing; its directory must exist) or a `postgres://` URL.
+        #[arg(long, value_name = "URL|PATH")]
+        to: String,
+    },
 }
 
 /// `invite-server webhooks ...`
@@ -465,7 +482,109 @@ async fn dispatch(mut config: Config, command: Command) -> anyhow::Result<()> {
         Command::Completions { .. } | Command::Man => Ok(()),
         Command::Backup { file, force } => backup(&config, &file, force),
         Command::Migrate => migrate(&config).await,
+        Command::CopyDb { from, to } => copy_db(&from, &to).await,
     }
+}
+
+/// Opens the store `location` names for `copy-db` as the admin commands
+/// open theirs, without webhooks (a copy writes no events).
+async fn open_location(location: &DatabaseLocation) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(store::open(
+        location,
+        store::DEFAULT_POOL_SIZE,
+        crate::webhooks::Routes::default(),
+        store::Purpose::Admin,
+    )
+    .await?)
+}
+
+/// Whether two locations name one database: the same file (however the
+/// paths are spelled), or the same PostgreSQL database.
+fn same_database(a: &DatabaseLocation, b: &DatabaseLocation) -> bool {
+    match (a, b) {
+        (DatabaseLocation::Sqlite(a), DatabaseLocation::Sqlite(b)) => {
+            match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            }
+        }
+        (DatabaseLocation::Postgres(a), DatabaseLocation::Postgres(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// `copy-db --from A --to B`: reads A in one transaction, writes it into B in
+/// one transaction (refused unless B is empty), then counts B's tables
+/// against what was read, and prints both; then checks that A did not change
+/// meanwhile.
+async fn copy_db(from: &str, to: &str) -> anyhow::Result<()> {
+    let from = DatabaseLocation::parse(from).context("--from")?;
+    let to = DatabaseLocation::parse(to).context("--to")?;
+    let (from_shown, to_shown) = (from.to_string(), to.to_string());
+    if same_database(&from, &to) {
+        bail!("--from and --to name the same database ({from_shown}); nothing was copied");
+    }
+    // Opening would create an empty database where the source should be.
+    if let DatabaseLocation::Sqlite(path) = &from {
+        if !path.is_file() {
+            bail!("the source database {from_shown} does not exist; nothing was copied");
+        }
+    }
+    let source = open_location(&from).await?;
+    let target = open_location(&to).await?;
+    // Checked again in the import's own transaction; here, before reading
+    // what may be a large store for nothing.
+    if let Some((table, rows)) = target.table_counts().await?.first_nonempty() {
+        let refused = ImportError::NotEmpty { table, rows };
+        bail!("cannot copy into {to_shown} (nothing was written): {refused}");
+    }
+    let dump = source
+        .export()
+        .await
+        .with_context(|| format!("cannot read {from_shown}"))?;
+    let (version, read) = (dump.schema_version, dump.counts());
+    target
+        .import_into_empty(dump)
+        .await
+        .with_context(|| format!("cannot copy into {to_shown} (nothing was written)"))?;
+    let written = target.table_counts().await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<24}{:>12}{:>12}", "table", "source", "target")?;
+    for table in Table::ALL {
+        let (a, b) = (read.get(table), written.get(table));
+        writeln!(out, "{:<24}{a:>12}{b:>12}", table.as_str())?;
+    }
+    if let Some(table) = Table::ALL
+        .into_iter()
+        .find(|&t| read.get(t) != written.get(t))
+    {
+        bail!(
+            "after the copy {} holds {} row(s) in {to_shown} against {} read from {from_shown}; \
+             the target is not a faithful copy: empty it before trying again",
+            table.as_str(),
+            written.get(table),
+            read.get(table)
+        );
+    }
+    // Counted again: a source that changed since it was read has a writer
+    // the operator forgot to stop, whose later writes the copy lacks.
+    let now = source.table_counts().await?;
+    if let Some(table) = Table::ALL.into_iter().find(|&t| now.get(t) != read.get(t)) {
+        bail!(
+            "{from_shown} changed while it was copied ({} holds {} row(s) now, {} when read): \
+             is a server still writing to it? The target holds the store as read; stop every \
+             writer, empty the target and copy again",
+            table.as_str(),
+            now.get(table),
+            read.get(table)
+        );
+    }
+    writeln!(
+        out,
+        "copied {from_shown} to {to_shown} (schema version {version}); every table's count matches"
+    )?;
+    out.flush()?;
+    Ok(())
 }
 
 /// `backup FILE`: the copy is made by the store; one line on stdout says
@@ -709,7 +828,9 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
             let store = open_store(config).await?;
             match acc::create(&*store, &Hasher::new(), host, name, password).await {
                 Ok(a) => eprintln!("Created {}@{}", a.name, a.host),
-                Err(StoreError::NameTaken) => bail!("that name is taken"),
+                Err(HashedWriteError::Store(StoreError::NameTaken)) => {
+                    bail!("that name is taken")
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -813,7 +934,11 @@ async fn accounts(config: &Config, cmd: AccountsCommand) -> anyhow::Result<()> {
                 CLI_ACTOR,
             )
             .await;
-            named_not_found(changed, "account not found")?;
+            match changed {
+                Ok(()) => {}
+                Err(HashedWriteError::Store(e)) => named_not_found(Err(e), "account not found")?,
+                Err(e) => return Err(e.into()),
+            }
         }
         AccountsCommand::Delete { host: h, name } => {
             let host = host(config, &h)?;

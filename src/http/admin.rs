@@ -110,19 +110,9 @@ async fn admin_key<'s>(
         KeyError::BadRequest(why) => ApiError::bad("bad_request", why),
         KeyError::Malformed(_) => ApiError::Unauthorized("the API key is not valid"),
     })?;
-    let key = keys::verify(&*state.store, &key)
+    keys::authorize(&*state.store, &state.config, &key, KeyScope::Admin)
         .await
-        .map_err(key_refused)?;
-    if key.scope() != KeyScope::Admin {
-        return Err(ApiError::Forbidden(
-            "this API key may only mint invites; the admin API needs an admin-scope key".into(),
-        )
-        .into());
-    }
-    let host = state.config.hosts.get(&key.record.host).ok_or_else(|| {
-        ApiError::Forbidden(format!("host {} is no longer served here", key.record.host))
-    })?;
-    Ok((key, host))
+        .map_err(|refused| key_refused(refused).into())
 }
 
 /// A JSON answer that is never cached: invites carry their page URL.

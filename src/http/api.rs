@@ -11,11 +11,13 @@ use super::auth::{self, KeyError};
 use super::body::{self, Body, BodyError};
 use super::{AppState, MAX_BODY};
 use crate::config::HostConfig;
-use crate::domain::{AccountName, InviteOptions, InviteToken, Password, RawInviteOptions};
+use crate::domain::{
+    AccountName, InviteOptions, InviteToken, KeyScope, Password, RawInviteOptions,
+};
 use crate::provision::ProvisionError;
 use crate::service::keys::{self, KeyRefusal};
 use crate::service::signin::{self, SignInError};
-use crate::service::{self, Minter, Unusable};
+use crate::service::{self, HashedWriteError, Minter, Outage, Unusable};
 use crate::store::{AccountRecord, StoreError};
 
 /// The header `/api/auth/check` names the signed-in account in.
@@ -93,10 +95,14 @@ pub enum ApiError {
     /// The API key's mint rate is used up; retry after the seconds given.
     #[error("this API key's mint rate is used up; try again in {}", seconds(*.0))]
     KeyRateLimited(u64),
-    /// The store failed, or the hasher failed or is busy; nothing was changed.
-    /// Answered with `Retry-After: 1`.
+    /// The store is briefly unavailable, or the hashing queue is full;
+    /// nothing was changed. Answered with `Retry-After: 1`.
     #[error("temporarily unavailable; nothing was changed, try again")]
     Unavailable,
+    /// Something failed on the server's side that trying again will not
+    /// mend; the cause is logged, never sent.
+    #[error("internal server error; the failure was logged")]
+    Internal,
     /// The account service refused or failed, or another registration holds
     /// the invite's last use; nothing was changed and the invite stays
     /// usable. Answered 503 with `Retry-After`.
@@ -126,6 +132,7 @@ impl ApiError {
             Self::TooLarge => "body_too_large",
             Self::TooManyRequests(_) | Self::KeyRateLimited(_) => "too_many_requests",
             Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
             Self::ServiceBusy(_) => "service_unavailable",
         }
     }
@@ -150,6 +157,7 @@ impl ResponseError for ApiError {
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) | Self::KeyRateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable | Self::ServiceBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -177,26 +185,45 @@ impl ResponseError for ApiError {
     }
 }
 
+impl From<Outage> for ApiError {
+    fn from(outage: Outage) -> Self {
+        match outage {
+            Outage::Transient => Self::Unavailable,
+            Outage::Permanent => Self::Internal,
+        }
+    }
+}
+
+/// The answer to a store error that the request had no answer of its own for.
 pub(super) fn store_failed(e: StoreError) -> ApiError {
     match e {
-        StoreError::InviteReserved => {
-            return ApiError::ServiceBusy(
-                "a registration with this invite is in progress; nothing was changed, try again",
-            )
-        }
+        StoreError::InviteReserved => ApiError::ServiceBusy(
+            "a registration with this invite is in progress; nothing was changed, try again",
+        ),
         StoreError::Provision(ProvisionError::PasswordRefused(why)) => {
-            return ApiError::bad("invalid_password", why);
+            ApiError::bad("invalid_password", why)
         }
-        StoreError::Provision(_) => {
-            return ApiError::ServiceBusy(
-                "the account service could not create or change the account; nothing was \
-                 changed and the invite is still usable, try again later",
-            )
-        }
-        _ => {}
+        StoreError::Provision(_) => ApiError::ServiceBusy(
+            "the account service could not create or change the account; nothing was \
+             changed and the invite is still usable, try again later",
+        ),
+        StoreError::Backend(_)
+        | StoreError::NotFound
+        | StoreError::InviteUsed
+        | StoreError::InviteExpired
+        | StoreError::InviteRevoked
+        | StoreError::NameNotAllowed
+        | StoreError::InviteQuota
+        | StoreError::NameTaken => Outage::of_store(&e, "the JSON API").into(),
     }
-    tracing::error!(error = %e, "store failure in the JSON API");
-    ApiError::Unavailable
+}
+
+/// The answer to a use case that hashed a password and then failed.
+pub(super) fn hashed_write_failed(e: HashedWriteError) -> ApiError {
+    match e {
+        HashedWriteError::Store(e) => store_failed(e),
+        e @ HashedWriteError::Hash(_) => e.outage("the JSON API").into(),
+    }
 }
 
 impl From<BodyError> for ApiError {
@@ -310,12 +337,9 @@ async fn create_invite(
                 KeyError::BadRequest(why) => ApiError::bad("bad_request", why),
                 KeyError::Malformed(_) => ApiError::Unauthorized("the API key is not valid"),
             })?;
-            let key = keys::verify(&*state.store, &key)
+            let (key, host) = keys::authorize(&*state.store, &state.config, &key, KeyScope::Mint)
                 .await
                 .map_err(key_refused)?;
-            let host = state.config.hosts.get(&key.record.host).ok_or_else(|| {
-                ApiError::Forbidden(format!("host {} is no longer served here", key.record.host))
-            })?;
             verified = key;
             (Minter::Key(&verified.record), host)
         };
@@ -362,6 +386,12 @@ pub(super) fn key_refused(refusal: KeyRefusal) -> ApiError {
     match refusal {
         KeyRefusal::Invalid => ApiError::Unauthorized("the API key is not valid"),
         KeyRefusal::Expired => ApiError::Forbidden("the API key has expired".into()),
+        KeyRefusal::Scope => ApiError::Forbidden(
+            "this API key may only mint invites; the admin API needs an admin-scope key".into(),
+        ),
+        KeyRefusal::HostGone(host) => {
+            ApiError::Forbidden(format!("host {host} is no longer served here"))
+        }
         KeyRefusal::Store(e) => store_failed(e),
     }
 }
@@ -494,22 +524,31 @@ async fn accept_invite(
     let name = AccountName::parse(&creds.name).map_err(|e| ApiError::bad("invalid_name", e.0))?;
     let password = Password::parse(&creds.password, &name, &host.name)
         .map_err(|e| ApiError::bad("invalid_password", e.0))?;
-    match service::register(&*state.store, &state.hasher, host, &token, name, password).await {
+    let registered = service::register(
+        &*state.store,
+        &state.hasher,
+        host,
+        &token,
+        &invite,
+        name,
+        password,
+    );
+    match registered.await {
         Ok((_, identity)) => Ok(HttpResponse::NoContent()
             .cookie(auth::identity_cookie(&identity, host))
             .finish()),
-        Err(StoreError::NameTaken) => Err(ApiError::NameTaken),
-        Err(StoreError::NameNotAllowed) => Err(ApiError::bad(
+        Err(HashedWriteError::Store(StoreError::NameTaken)) => Err(ApiError::NameTaken),
+        Err(HashedWriteError::Store(StoreError::NameNotAllowed)) => Err(ApiError::bad(
             "name_not_allowed",
             "this invite is for one name only: register with the name it names",
         )),
-        Err(
+        Err(HashedWriteError::Store(
             StoreError::NotFound
             | StoreError::InviteUsed
             | StoreError::InviteExpired
             | StoreError::InviteRevoked,
-        ) => Err(ApiError::NotFound(INVITE_NOT_FOUND)),
-        Err(e) => Err(store_failed(e)),
+        )) => Err(ApiError::NotFound(INVITE_NOT_FOUND)),
+        Err(e) => Err(hashed_write_failed(e)),
     }
 }
 
@@ -542,7 +581,7 @@ async fn login(
             "this server has several hosts: sign in as name@host",
         ),
         SignInError::Wrong => ApiError::Unauthorized(BAD_LOGIN),
-        SignInError::Unavailable => ApiError::Unavailable,
+        SignInError::Unavailable(outage) => outage.into(),
     };
     let attempt = super::login::sign_in_context(&state, &req)
         .count_attempt()
@@ -583,9 +622,7 @@ async fn logout(
     // Nothing is sent, but a body that breaks is still a bad request.
     body.bytes()?;
     if let Some(token) = auth::identity_token(&state, &req) {
-        state
-            .store
-            .delete_session(token.digest())
+        service::sessions::end(&*state.store, &token)
             .await
             .map_err(store_failed)?;
     }
@@ -632,4 +669,28 @@ fn only(allow: &'static str) -> actix_web::Route {
 
 async fn no_such_endpoint() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such API endpoint"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transient_store_failure_answers_503_with_retry_after_and_a_permanent_one_500() {
+        let res = store_failed(StoreError::transient("database is locked")).error_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "1");
+
+        let res = store_failed(StoreError::permanent("no such table: invites")).error_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!res.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn a_full_hashing_queue_answers_503_with_retry_after() {
+        let e = HashedWriteError::Hash(crate::passwords::HashError::Busy);
+        let res = hashed_write_failed(e).error_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "1");
+    }
 }

@@ -5,12 +5,12 @@
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::HttpRequest;
-use chrono::Utc;
 
 use super::AppState;
 use crate::config::HostConfig;
 use crate::domain::{ApiKey, IdentityToken};
 use crate::query::{QueryError, QueryParams};
+use crate::service::sessions::{self, SessionError};
 use crate::store::{AccountRecord, StoreError};
 
 /// The name of the sign-in cookie on http hosts.
@@ -28,10 +28,6 @@ pub fn identity_cookie_name(host: &HostConfig) -> &'static str {
         IDENTITY_COOKIE
     }
 }
-
-/// A session is written back as used at most this often, so checks stay reads;
-/// more often when the idle expiry is short (see [`signed_in`]).
-const TOUCH_EVERY_SECS: i64 = 60;
 
 /// Why no usable API key came with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +162,8 @@ pub fn identity_token(state: &AppState, req: &HttpRequest) -> Option<IdentityTok
 }
 
 /// The signed-in account of a request, if its identity cookie is valid and has
-/// not gone unused for longer than `session_idle_expiry`.
+/// not gone unused for longer than `session_idle_expiry` (decided by
+/// [`sessions::check`]); `Err` only when the store failed.
 pub async fn signed_in(
     state: &AppState,
     req: &HttpRequest,
@@ -174,27 +171,11 @@ pub async fn signed_in(
     let Some(token) = identity_token(state, req) else {
         return Ok(None);
     };
-    let digest = token.digest();
-    let session = match state.store.find_session(digest).await {
-        Ok(s) => s,
-        Err(StoreError::NotFound) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let now = Utc::now();
-    let idle = chrono::Duration::from_std(state.config.session_idle_expiry)
-        .unwrap_or(chrono::Duration::days(30));
-    if now - session.last_used_at > idle {
-        // Expired sessions are removed so they cannot come back.
-        let _ = state.store.delete_session(digest).await;
-        return Ok(None);
+    match sessions::check(&*state.store, &token, state.config.session_idle_expiry).await {
+        Ok(account) => Ok(Some(account)),
+        Err(SessionError::Unknown | SessionError::Expired) => Ok(None),
+        Err(SessionError::Store(e)) => Err(e),
     }
-    // Throttled writes record use up to `touch_every` late; a tenth of the idle
-    // expiry keeps a session in steady use from expiring even when that is short.
-    let touch_every = (idle / 10).min(chrono::Duration::seconds(TOUCH_EVERY_SECS));
-    if now - session.last_used_at >= touch_every {
-        state.store.touch_session(digest, now).await?;
-    }
-    Ok(Some(session.account))
 }
 
 /// The sign-in cookie for a new session on `host`.

@@ -12,10 +12,10 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use super::auth::{self, KeyError};
 use super::body::{Body, BodyError};
 use super::{AppState, MAX_BODY};
-use crate::domain::{InviteOptions, RawInviteOptions};
+use crate::domain::{InviteOptions, KeyScope, RawInviteOptions};
 use crate::query::{self, QueryParams};
 use crate::service::keys::{self, KeyRefusal};
-use crate::service::{self, Minter};
+use crate::service::{self, Minter, Outage};
 
 /// The methods this endpoint allows, as sent in `Allow` and CORS headers.
 const ALLOWED_METHODS: &str = "OPTIONS, GET, POST";
@@ -51,9 +51,12 @@ pub enum MintError {
     /// The body is over the limit (the endpoint reads none, but bounds it).
     #[error("Payload too large: send at most {MAX_BODY} bytes")]
     TooLarge,
-    /// The store failed; nothing was minted.
+    /// The store is briefly unavailable; nothing was minted.
     #[error("Service unavailable: the invite could not be stored, try again")]
     Unavailable,
+    /// The store failed in a way trying again will not mend; it was logged.
+    #[error("Internal server error: the invite could not be stored; the failure was logged")]
+    Internal,
 }
 
 impl ResponseError for MintError {
@@ -66,6 +69,7 @@ impl ResponseError for MintError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -85,7 +89,7 @@ impl ResponseError for MintError {
             Self::RateLimited(secs) => {
                 res.insert_header((header::RETRY_AFTER, secs.to_string()));
             }
-            Self::BadRequest(_) | Self::Forbidden(_) | Self::TooLarge => {}
+            Self::BadRequest(_) | Self::Forbidden(_) | Self::TooLarge | Self::Internal => {}
         }
         res.body(format!("{self}\n"))
     }
@@ -153,13 +157,7 @@ async fn mint(
     let query = QueryParams::parse(req.query_string())?;
     let redirect = query::flag(query.get("redirect")?, "redirect")?;
     let key = auth::api_key(&req, Some(&query))?;
-    let key = keys::verify(&*state.store, &key).await?;
-    let host = state.config.hosts.get(&key.record.host).ok_or_else(|| {
-        MintError::Forbidden(format!(
-            "this key's host {} is no longer served here",
-            key.record.host
-        ))
-    })?;
+    let (key, host) = keys::authorize(&*state.store, &state.config, &key, KeyScope::Mint).await?;
     let raw = RawInviteOptions {
         ttl: option(&query, "ttl")?,
         uses: option(&query, "uses")?,
@@ -209,10 +207,15 @@ impl From<KeyRefusal> for MintError {
                 Self::Forbidden("the key is not valid (wrong or deleted)".into())
             }
             KeyRefusal::Expired => Self::Forbidden("the key has expired".into()),
-            KeyRefusal::Store(e) => {
-                tracing::error!(error = %e, "minting failed in the store");
-                Self::Unavailable
+            // Every key may mint; worded all the same.
+            KeyRefusal::Scope => Self::Forbidden("the key may not mint invites".into()),
+            KeyRefusal::HostGone(host) => {
+                Self::Forbidden(format!("this key's host {host} is no longer served here"))
             }
+            KeyRefusal::Store(e) => match Outage::of_store(&e, "minting on /invites_api") {
+                Outage::Transient => Self::Unavailable,
+                Outage::Permanent => Self::Internal,
+            },
         }
     }
 }

@@ -11,11 +11,12 @@ use url::Url;
 use super::auth;
 use super::body::Body;
 use super::pages::{
-    base_path, csrf_nonce, form_body, form_nonce, no_store, render, set_form_nonce, PageError,
+    self, base_path, csrf_nonce, form_body, form_nonce, no_store, render, set_form_nonce, PageError,
 };
 use super::AppState;
 use crate::config::HostConfig;
 use crate::domain::Password;
+use crate::service::sessions;
 use crate::service::signin::{self, ChangeError, SignInContext, SignInError};
 use crate::store::AccountRecord;
 
@@ -317,7 +318,7 @@ async fn login(
             StatusCode::BAD_REQUEST,
             "Sign in with your whole address, name@host.",
         ),
-        Err(SignInError::Unavailable) => Err(PageError::Unavailable),
+        Err(SignInError::Unavailable(outage)) => Err(outage.into()),
     }
 }
 
@@ -338,10 +339,7 @@ async fn account_of(
 ) -> Result<Option<AccountRecord>, PageError> {
     match auth::signed_in(state, req).await {
         Ok(account) => Ok(account.filter(|a| a.host == host.name)),
-        Err(e) => {
-            tracing::error!(error = %e, "store failure on the account page");
-            Err(PageError::Unavailable)
-        }
+        Err(e) => Err(pages::store_failed(e)),
     }
 }
 
@@ -491,7 +489,9 @@ fn change_failed(
             secs,
         ),
         ChangeError::Gone => Ok(see_other(&login_for_account(&base_path(host)))),
-        ChangeError::SignIn(_) => Err(PageError::Unavailable),
+        ChangeError::SignIn(SignInError::Unavailable(outage)) => Err(outage.into()),
+        // Cannot happen: the account page knows its host.
+        ChangeError::SignIn(SignInError::AmbiguousHost) => Err(PageError::Internal),
     }
 }
 
@@ -524,11 +524,7 @@ async fn end_other_sessions(
             None,
         );
     }
-    match state
-        .store
-        .end_other_sessions(account.id, token.digest())
-        .await
-    {
+    match sessions::end_others(&*state.store, &account, &token).await {
         Ok(_) => account_page(
             &req,
             &state,
@@ -538,10 +534,7 @@ async fn end_other_sessions(
             None,
             Some("Every other session was signed out."),
         ),
-        Err(e) => {
-            tracing::error!(error = %e, "store failure signing out other sessions");
-            Err(PageError::Unavailable)
-        }
+        Err(e) => Err(pages::store_failed(e)),
     }
 }
 
@@ -570,9 +563,8 @@ async fn logout(
             );
         }
         if let Some(token) = auth::identity_token(&state, &req) {
-            if let Err(e) = state.store.delete_session(token.digest()).await {
-                tracing::error!(error = %e, "store failure signing out");
-                return Err(PageError::Unavailable);
+            if let Err(e) = sessions::end(&*state.store, &token).await {
+                return Err(pages::store_failed(e));
             }
         }
     }

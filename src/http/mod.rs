@@ -11,7 +11,6 @@ mod logging;
 mod login;
 mod openapi;
 mod pages;
-mod ratelimit;
 mod reset;
 
 use std::sync::Arc;
@@ -21,9 +20,10 @@ use actix_web::{web, HttpResponse};
 use crate::config::Config;
 use crate::crypto::{FormKey, InviteIds};
 use crate::passwords::Hasher;
-
 use crate::store::Store;
-pub use ratelimit::LoginLimiter;
+
+// Part of the sign-in use case; the server's state holds one.
+pub use crate::service::login_limits::LoginLimiter;
 
 pub use api::USER_HEADER;
 pub use client_addr::client_ip;

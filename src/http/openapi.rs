@@ -3,9 +3,9 @@
 //! Each handler carries its own `#[utoipa::path]` (beside it, so it changes
 //! with it); this module assembles them, holds the shapes of the answers the
 //! handlers build with `json!`, and adds what every operation of a surface
-//! shares: the 503 of a failing store (from `status_code()` of the error
-//! enums, since it comes from shared helpers) and, on the admin API, the
-//! key check's 400/401/403.
+//! shares: the 503 of a store that is briefly unavailable and the 500 of one
+//! that failed (from `status_code()` of the error enums, since they come
+//! from shared helpers) and, on the admin API, the key check's 400/401/403.
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -318,6 +318,9 @@ impl Modify for Shared {
                     responses
                         .entry("503".into())
                         .or_insert_with(|| unavailable(text));
+                    responses
+                        .entry("500".into())
+                        .or_insert_with(|| internal(text));
                 }
                 if admin {
                     for (status, why) in ADMIN_KEY_ERRORS {
@@ -355,24 +358,43 @@ fn error(description: &str, bearer: bool) -> RefOr<utoipa::openapi::Response> {
     RefOr::T(res.build())
 }
 
-/// The 503 of a failing store or a full hashing queue: nothing was changed.
-fn unavailable(text: bool) -> RefOr<utoipa::openapi::Response> {
-    let content = if text {
-        ContentBuilder::new()
-            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-            .build()
+/// An error body: plain text on `/invites_api`, `ErrorBody` elsewhere.
+fn error_body(text: bool) -> (&'static str, utoipa::openapi::Content) {
+    if text {
+        (
+            "text/plain; charset=utf-8",
+            ContentBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build(),
+        )
     } else {
-        json_error()
-    };
-    let media = if text {
-        "text/plain; charset=utf-8"
-    } else {
-        "application/json"
-    };
+        ("application/json", json_error())
+    }
+}
+
+/// The 500 of a store failure that trying again will not mend.
+fn internal(text: bool) -> RefOr<utoipa::openapi::Response> {
+    let (media, content) = error_body(text);
     RefOr::T(
         ResponseBuilder::new()
             .description(
-                "Temporarily unavailable (the store failed or is busy); nothing was changed",
+                "The server failed in a way trying again will not mend; the cause is logged, \
+                 never sent, and nothing was changed",
+            )
+            .content(media, content)
+            .build(),
+    )
+}
+
+/// The 503 of a store briefly unavailable (a lock, a restart) or a full
+/// hashing queue: nothing was changed.
+fn unavailable(text: bool) -> RefOr<utoipa::openapi::Response> {
+    let (media, content) = error_body(text);
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(
+                "Temporarily unavailable (the store is busy or restarting, or the hashing queue \
+                 is full); nothing was changed",
             )
             .content(media, content)
             .header(

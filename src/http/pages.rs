@@ -15,7 +15,7 @@ use crate::config::HostConfig;
 use crate::crypto::{self, FormKey};
 use crate::domain::{AccountName, IdentityToken, InviteToken, Password};
 use crate::provision::ProvisionError;
-use crate::service::{self, Unusable};
+use crate::service::{self, HashedWriteError, Outage, Unusable};
 use crate::store::{InviteRecord, StoreError};
 
 /// The cookie that pairs a registration form with the browser that loaded it:
@@ -108,9 +108,12 @@ pub enum PageError {
     /// The body could not be read.
     #[error("bad request")]
     BadRequest(String),
-    /// The store or the hasher failed.
+    /// The store is briefly unavailable, or the hashing queue is full.
     #[error("unavailable")]
     Unavailable,
+    /// Something failed that trying again will not mend; it was logged.
+    #[error("internal error")]
+    Internal,
 }
 
 impl ResponseError for PageError {
@@ -121,6 +124,7 @@ impl ResponseError for PageError {
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -176,6 +180,13 @@ impl ResponseError for PageError {
                 "Something went wrong on our side. Nothing was changed; please try again in a moment.",
                 None,
             ),
+            Self::Internal => (
+                "invite-server",
+                "",
+                "Something went wrong",
+                "Something went wrong on our side, and it has been logged for the people who run this site. Nothing was changed.",
+                None,
+            ),
         };
         let page = MessagePage {
             base,
@@ -187,6 +198,11 @@ impl ResponseError for PageError {
         };
         let mut res = render(self.status_code(), &page);
         no_store(&mut res);
+        if matches!(self, Self::Unavailable) {
+            // A busy store or a full hashing queue clears within a second or so.
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
         res
     }
 }
@@ -229,9 +245,18 @@ impl From<BodyError> for PageError {
     }
 }
 
+/// The page for a store error that the request had no answer of its own for.
 pub(super) fn store_failed(e: StoreError) -> PageError {
-    tracing::error!(error = %e, "store failure on an invite page");
-    PageError::Unavailable
+    Outage::of_store(&e, "an invite page").into()
+}
+
+impl From<Outage> for PageError {
+    fn from(outage: Outage) -> Self {
+        match outage {
+            Outage::Transient => Self::Unavailable,
+            Outage::Permanent => Self::Internal,
+        }
+    }
 }
 
 /// An invite that can be used now, with its token and host.
@@ -541,7 +566,7 @@ fn form_page(
 pub(super) fn form_nonce(req: &HttpRequest, host: &HostConfig) -> Result<String, PageError> {
     match csrf_nonce(req, host) {
         Some(n) => Ok(n),
-        None => crypto::random_base64url(32).map_err(|_| PageError::Unavailable),
+        None => crypto::random_base64url(32).map_err(|_| PageError::Internal),
     }
 }
 
@@ -660,6 +685,7 @@ async fn register(
         &state.hasher,
         host,
         &usable.token,
+        &usable.invite,
         name,
         password,
     )
@@ -676,48 +702,50 @@ async fn register(
             };
             Ok(signed_in_page(&page, &identity, host))
         }
-        Err(StoreError::NameTaken) => retry(StatusCode::CONFLICT, taken),
-        Err(StoreError::InviteUsed) => Err(PageError::Used {
-            site_name: host.site_name.clone(),
-            base: base_path(host),
-        }),
-        Err(StoreError::InviteExpired) => Err(PageError::Expired {
-            site_name: host.site_name.clone(),
-            base: base_path(host),
-        }),
-        Err(StoreError::InviteRevoked) => Err(PageError::Revoked {
-            site_name: host.site_name.clone(),
-            base: base_path(host),
-        }),
-        Err(StoreError::NameNotAllowed) => retry(
-            StatusCode::BAD_REQUEST,
-            "This invite is for one name only; please register with that name.".into(),
-        ),
-        Err(StoreError::NotFound) => Err(PageError::NotFound),
-        Err(StoreError::Provision(ProvisionError::PasswordRefused(why))) => {
-            retry(StatusCode::BAD_REQUEST, capitalise(&why))
-        }
-        Err(e @ (StoreError::Provision(_) | StoreError::InviteReserved)) => {
-            service_busy(retry(StatusCode::SERVICE_UNAVAILABLE, busy_message(&e)))
-        }
-        Err(e) => Err(store_failed(e)),
+        Err(HashedWriteError::Hash(e)) => Err(Outage::of_hash(&e, "an invite page").into()),
+        Err(HashedWriteError::Store(e)) => match e {
+            StoreError::NameTaken => retry(StatusCode::CONFLICT, taken),
+            StoreError::InviteUsed => Err(PageError::Used {
+                site_name: host.site_name.clone(),
+                base: base_path(host),
+            }),
+            StoreError::InviteExpired => Err(PageError::Expired {
+                site_name: host.site_name.clone(),
+                base: base_path(host),
+            }),
+            StoreError::InviteRevoked => Err(PageError::Revoked {
+                site_name: host.site_name.clone(),
+                base: base_path(host),
+            }),
+            StoreError::NameNotAllowed => retry(
+                StatusCode::BAD_REQUEST,
+                "This invite is for one name only; please register with that name.".into(),
+            ),
+            StoreError::NotFound => Err(PageError::NotFound),
+            StoreError::Provision(ProvisionError::PasswordRefused(why)) => {
+                retry(StatusCode::BAD_REQUEST, capitalise(&why))
+            }
+            StoreError::Provision(_) => {
+                service_busy(retry(StatusCode::SERVICE_UNAVAILABLE, SERVICE_BUSY.into()))
+            }
+            StoreError::InviteReserved => service_busy(retry(
+                StatusCode::SERVICE_UNAVAILABLE,
+                INVITE_RESERVED.into(),
+            )),
+            StoreError::InviteQuota | StoreError::Backend(_) => Err(store_failed(e)),
+        },
     }
 }
 
 /// In words, why a registration could not finish now though nothing was
-/// wrong with it; the invite stays usable.
-pub(super) fn busy_message(e: &StoreError) -> String {
-    match e {
-        StoreError::InviteReserved => {
-            "Someone is registering with this invite right now. \
-            Nothing was saved; if their registration does not finish, please try again in a minute."
-                .into()
-        }
-        _ => "The service your account is for could not create it just now. Nothing was saved \
-            and your invite still works; please try again in a few minutes."
-            .into(),
-    }
-}
+/// wrong with it: another registration holds the invite's last use.
+pub(super) const INVITE_RESERVED: &str = "Someone is registering with this invite right now. \
+    Nothing was saved; if their registration does not finish, please try again in a minute.";
+
+/// In words, why a registration could not finish now though nothing was
+/// wrong with it: the account service failed; the invite stays usable.
+pub(super) const SERVICE_BUSY: &str = "The service your account is for could not create it just \
+    now. Nothing was saved and your invite still works; please try again in a few minutes.";
 
 /// Marks a form page answered because the account service (or another
 /// registration) is busy: 503 with `Retry-After`.

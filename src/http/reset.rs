@@ -18,6 +18,7 @@ use crate::crypto;
 use crate::domain::{InviteToken, Password};
 use crate::provision::ProvisionError;
 use crate::service::accounts::redeem_reset;
+use crate::service::{HashedWriteError, Outage};
 use crate::store::{AccountRecord, StoreError};
 
 #[derive(Template)]
@@ -56,7 +57,12 @@ fn page_error(host: &HostConfig, e: StoreError) -> PageError {
             site_name: host.site_name.clone(),
             base: pages::base_path(host),
         },
-        other => pages::store_failed(other),
+        StoreError::NameNotAllowed
+        | StoreError::InviteQuota
+        | StoreError::NameTaken
+        | StoreError::InviteReserved
+        | StoreError::Provision(_)
+        | StoreError::Backend(_) => pages::store_failed(e),
     }
 }
 
@@ -76,7 +82,7 @@ pub(super) async fn reset_form(
         .map_err(|e| page_error(host, e))?;
     let nonce = match pages::csrf_nonce(req, host) {
         Some(n) => n,
-        None => crypto::random_base64url(32).map_err(|_| PageError::Unavailable)?,
+        None => crypto::random_base64url(32).map_err(|_| PageError::Internal)?,
     };
     let csrf = state.form_key.sign(invite.id, &nonce);
     let base = pages::base_path(host);
@@ -152,14 +158,17 @@ pub(super) async fn redeem(
     .await
     {
         Ok(done) => done,
-        Err(StoreError::Provision(ProvisionError::PasswordRefused(why))) => {
+        Err(HashedWriteError::Store(StoreError::Provision(ProvisionError::PasswordRefused(
+            why,
+        )))) => {
             return retry(StatusCode::BAD_REQUEST, pages::capitalise(&why)).await;
         }
-        Err(e @ StoreError::Provision(_)) => {
-            let page = retry(StatusCode::SERVICE_UNAVAILABLE, pages::busy_message(&e)).await;
+        Err(HashedWriteError::Store(StoreError::Provision(_))) => {
+            let page = retry(StatusCode::SERVICE_UNAVAILABLE, pages::SERVICE_BUSY.into()).await;
             return pages::service_busy(page);
         }
-        Err(e) => return Err(page_error(host, e)),
+        Err(HashedWriteError::Store(e)) => return Err(page_error(host, e)),
+        Err(HashedWriteError::Hash(e)) => return Err(Outage::of_hash(&e, "a reset page").into()),
     };
     let base = pages::base_path(host);
     let address = format!("{}@{}", account.name, account.host);
@@ -225,12 +234,12 @@ pub(super) async fn accept_json(
         Ok((_, identity)) => Ok(HttpResponse::NoContent()
             .cookie(auth::identity_cookie(&identity, host))
             .finish()),
-        Err(
+        Err(HashedWriteError::Store(
             StoreError::NotFound
             | StoreError::InviteUsed
             | StoreError::InviteExpired
             | StoreError::InviteRevoked,
-        ) => Err(not_found()),
-        Err(e) => Err(api::store_failed(e)),
+        )) => Err(not_found()),
+        Err(e) => Err(api::hashed_write_failed(e)),
     }
 }

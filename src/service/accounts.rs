@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::{new_session, MintedInvite};
+use super::{new_session, HashedWriteError, MintedInvite};
 use crate::config::HostConfig;
 use crate::crypto::InviteIds;
 use crate::domain::{
@@ -111,13 +111,6 @@ impl AccountChain {
     }
 }
 
-async fn hash(hasher: &Hasher, password: Password) -> Result<String, StoreError> {
-    hasher
-        .hash(password)
-        .await
-        .map_err(|e| StoreError::Backend(e.to_string()))
-}
-
 /// Creates an account without an invite (`invited_by` `cli`, no invite id).
 pub async fn create(
     store: &dyn Store,
@@ -125,14 +118,14 @@ pub async fn create(
     host: &HostConfig,
     name: AccountName,
     password: Password,
-) -> Result<AccountRecord, StoreError> {
+) -> Result<AccountRecord, HashedWriteError> {
     if let Some(config) = &host.provision {
         let account = super::provisioned::unhashed(host, name, CLI_ACTOR);
         return super::provisioned::create_account(store, hasher, host, config, account, password)
             .await;
     }
-    let password_hash = hash(hasher, password).await?;
-    store
+    let password_hash = hasher.hash(password).await?;
+    Ok(store
         .create_account(NewAccount {
             host: host.name.clone(),
             name,
@@ -141,7 +134,7 @@ pub async fn create(
             invited_by: CLI_ACTOR.into(),
             invite_id: None,
         })
-        .await
+        .await?)
 }
 
 /// Sets `account`'s password (it must already have passed the policy): in
@@ -157,12 +150,12 @@ pub async fn set_password(
     password: Password,
     keep: Option<crate::crypto::SecretDigest>,
     actor: &str,
-) -> Result<(), StoreError> {
+) -> Result<(), HashedWriteError> {
     super::provisioned::set_password(host, &account.name, &password).await?;
-    let password_hash = hash(hasher, password).await?;
-    store
+    let password_hash = hasher.hash(password).await?;
+    Ok(store
         .set_password(account.id, password_hash, keep, actor)
-        .await
+        .await?)
 }
 
 /// How long a reset invite is to stay valid: `ttl` if it is within the
@@ -224,9 +217,9 @@ pub async fn redeem_reset(
     name: &AccountName,
     token: &InviteToken,
     password: Password,
-) -> Result<(AccountRecord, IdentityToken), StoreError> {
+) -> Result<(AccountRecord, IdentityToken), HashedWriteError> {
     super::provisioned::set_password(host, name, &password).await?;
-    let password_hash = hash(hasher, password).await?;
+    let password_hash = hasher.hash(password).await?;
     let (identity, session) = new_session()?;
     let account = store
         .redeem_reset_invite(token.lookup(), password_hash, session, Utc::now())

@@ -12,7 +12,7 @@ use chrono::Utc;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::config::HostConfig;
+use crate::config::{Config, HostConfig};
 use crate::domain::{ApiKey, HostName, KeyId, KeyScope, MintRate};
 use crate::store::{KeyRecord, Store, StoreError};
 
@@ -45,7 +45,7 @@ pub async fn create(
             chrono::Duration::from_std(d)
                 .ok()
                 .and_then(|d| now.checked_add_signed(d))
-                .ok_or_else(|| StoreError::Backend("key expiry out of range".into()))?,
+                .ok_or_else(|| StoreError::permanent("key expiry out of range"))?,
         ),
         None => None,
     };
@@ -108,8 +108,54 @@ pub enum KeyRefusal {
     /// The right secret of a key past its expiry. Told apart only after the
     /// secret matched, so it says nothing to those who do not hold the key.
     Expired,
+    /// A good key whose scope does not allow what was asked (a mint-only
+    /// key at the admin API).
+    Scope,
+    /// A good key of a host that is no longer configured here.
+    HostGone(HostName),
     /// The store failed.
     Store(StoreError),
+}
+
+/// Whether a key of `scope` may do what `needed` names: an admin key may
+/// also mint, a mint key only mint.
+fn permits(scope: KeyScope, needed: KeyScope) -> bool {
+    match (scope, needed) {
+        (KeyScope::Admin, _) | (KeyScope::Mint, KeyScope::Mint) => true,
+        (KeyScope::Mint, KeyScope::Admin) => false,
+    }
+}
+
+/// Checks a key a client presented for a request that needs `needed`: as
+/// [`verify`] does, then its scope, then that its host is still served.
+/// Every surface that takes a key calls this, so they refuse alike.
+pub async fn authorize<'c>(
+    store: &dyn Store,
+    config: &'c Config,
+    key: &ApiKey,
+    needed: KeyScope,
+) -> Result<(VerifiedKey, &'c HostConfig), KeyRefusal> {
+    let key = verify(store, key).await?;
+    if !permits(key.scope(), needed) {
+        return Err(KeyRefusal::Scope);
+    }
+    if needed == KeyScope::Admin {
+        // `verify` may have answered from the key cache, which does not see
+        // a deletion by another node or the CLI. A mint re-checks the key in
+        // its own transaction; admin requests (listing, revoking) have no
+        // such write, so the key is confirmed in the database here. Only
+        // after its secret matched: an unknown id and a wrong secret are
+        // still answered alike from memory.
+        match store.confirm_key(&key.record.id).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => return Err(KeyRefusal::Invalid),
+            Err(e) => return Err(KeyRefusal::Store(e)),
+        }
+    }
+    match config.hosts.get(&key.record.host) {
+        Some(host) => Ok((key, host)),
+        None => Err(KeyRefusal::HostGone(key.record.host.clone())),
+    }
 }
 
 /// Checks a key a client presented: its secret, then its expiry; records
@@ -240,6 +286,14 @@ mod tests {
     }
 
     #[test]
+    fn an_admin_key_may_mint_and_a_mint_key_may_not_administer() {
+        assert!(permits(KeyScope::Admin, KeyScope::Admin));
+        assert!(permits(KeyScope::Admin, KeyScope::Mint));
+        assert!(permits(KeyScope::Mint, KeyScope::Mint));
+        assert!(!permits(KeyScope::Mint, KeyScope::Admin));
+    }
+
+    #[test]
     fn an_expired_key_refused_at_commit_is_told_apart_from_a_deleted_one() {
         let mut key = verified(None);
         assert_eq!(
@@ -251,9 +305,10 @@ mod tests {
             refusal_at_commit(&key.record, StoreError::NotFound),
             KeyRefusal::Expired
         );
+        let failure = StoreError::transient("x");
         assert_eq!(
-            refusal_at_commit(&key.record, StoreError::Backend("x".into())),
-            KeyRefusal::Store(StoreError::Backend("x".into()))
+            refusal_at_commit(&key.record, failure.clone()),
+            KeyRefusal::Store(failure)
         );
     }
 }

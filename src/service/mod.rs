@@ -5,7 +5,9 @@ pub mod accounts;
 pub mod admin;
 pub mod invites;
 pub mod keys;
+pub mod login_limits;
 pub mod provisioned;
+pub mod sessions;
 pub mod signin;
 
 use chrono::{DateTime, Utc};
@@ -15,7 +17,7 @@ use crate::crypto::{self, FormKey, RngError};
 use crate::domain::{
     AccountName, HostName, IdentityToken, InviteOptions, InviteSecret, InviteToken, Password,
 };
-use crate::passwords::Hasher;
+use crate::passwords::{HashError, Hasher};
 use crate::store::{
     AccountRecord, InviteRecord, InviteSource, KeyRecord, NewAccount, NewInvite, NewSession, Store,
     StoreError,
@@ -23,7 +25,91 @@ use crate::store::{
 
 impl From<RngError> for StoreError {
     fn from(e: RngError) -> Self {
-        StoreError::Backend(e.to_string())
+        // The OS's random source failing is nothing a retry mends.
+        StoreError::permanent(e)
+    }
+}
+
+/// A failure no client can mend, as every surface answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// May pass by itself (a lock held past the busy timeout, a full
+    /// hashing queue, a store shutting down): 503 with `Retry-After`.
+    Transient,
+    /// Will not (a bug, damaged data): 500 with a generic body.
+    Permanent,
+}
+
+impl Outage {
+    /// How to answer store error `e`, met while `doing` something that
+    /// expected none of the answers it could be: logs it once, a transient
+    /// failure as a warning and anything else as an error with its whole
+    /// chain of causes. An answer such as `NotFound` reaching here is a path
+    /// that forgot a case, so it is permanent too.
+    pub fn of_store(e: &StoreError, doing: &'static str) -> Self {
+        match e {
+            StoreError::Backend(b) if b.is_transient() => {
+                tracing::warn!(error = %e.chain(), doing, "store temporarily unavailable");
+                Self::Transient
+            }
+            StoreError::Backend(_) => {
+                tracing::error!(error = %e.chain(), doing, "store failure");
+                Self::Permanent
+            }
+            StoreError::NotFound
+            | StoreError::InviteUsed
+            | StoreError::InviteExpired
+            | StoreError::InviteRevoked
+            | StoreError::NameNotAllowed
+            | StoreError::InviteQuota
+            | StoreError::NameTaken
+            | StoreError::InviteReserved
+            | StoreError::Provision(_) => {
+                tracing::error!(answer = %e.chain(), doing, "a store answer this request has no answer for");
+                Self::Permanent
+            }
+        }
+    }
+
+    /// How to answer hashing error `e`. A full queue is load, not a fault:
+    /// the request log shows the 503, and nothing is logged here.
+    pub fn of_hash(e: &HashError, doing: &'static str) -> Self {
+        match e {
+            HashError::Busy => Self::Transient,
+            HashError::Failed(_) => {
+                tracing::error!(error = %e, doing, "password hashing failed");
+                Self::Permanent
+            }
+        }
+    }
+}
+
+/// Why a use case that hashes a password before it writes did not finish:
+/// the hasher's answer (busy or failed), kept apart from the store's so a
+/// full hashing queue is never taken for a store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum HashedWriteError {
+    /// The hasher was busy or failed; nothing was written.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// The store's answer, or its failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<RngError> for HashedWriteError {
+    fn from(e: RngError) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+impl HashedWriteError {
+    /// How to answer it when it is none of the answers the caller expects.
+    pub fn outage(&self, doing: &'static str) -> Outage {
+        match self {
+            Self::Hash(e) => Outage::of_hash(e, doing),
+            Self::Store(e) => Outage::of_store(e, doing),
+        }
     }
 }
 
@@ -195,31 +281,31 @@ pub fn new_session() -> Result<(IdentityToken, NewSession), RngError> {
 
 /// Registers `name` with an invite: hashes the password, then in one store
 /// write checks the invite, creates the account, consumes the invite and opens
-/// a session. Errors are the store's: `NameTaken`, `InviteUsed`,
-/// `InviteExpired`, `NotFound`, or `Backend` (hashing failures included).
+/// a session. `invite` is the record `token` named when it was checked
+/// usable; the account records its inviter from it ([`invited_by`]). Errors
+/// are the hasher's, or the store's: `NameTaken`, `InviteUsed`,
+/// `InviteExpired`, `NotFound`, or `Backend`.
 pub async fn register(
     store: &dyn Store,
     hasher: &Hasher,
     host: &HostConfig,
     token: &InviteToken,
+    invite: &InviteRecord,
     name: AccountName,
     password: Password,
-) -> Result<(AccountRecord, IdentityToken), StoreError> {
+) -> Result<(AccountRecord, IdentityToken), HashedWriteError> {
     // A cheap early answer for a taken name, before spending a hash on it;
     // the transaction below decides.
     match store.find_account(&host.name, &name).await {
-        Ok(_) => return Err(StoreError::NameTaken),
+        Ok(_) => return Err(StoreError::NameTaken.into()),
         Err(StoreError::NotFound) => {}
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
     if let Some(config) = &host.provision {
-        let account = provisioned::unhashed(host, name, "");
+        let account = provisioned::unhashed(host, name, &invited_by(invite));
         return provisioned::register(store, hasher, host, config, token, account, password).await;
     }
-    let password_hash = hasher
-        .hash(password)
-        .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
+    let password_hash = hasher.hash(password).await?;
     let (identity, session) = new_session()?;
     let now = Utc::now();
     let account = NewAccount {
@@ -227,8 +313,7 @@ pub async fn register(
         name,
         password_hash,
         created_at: now,
-        // The store records who minted the invite, and which it was.
-        invited_by: String::new(),
+        invited_by: invited_by(invite),
         invite_id: None,
     };
     let account = store
@@ -236,6 +321,24 @@ pub async fn register(
         .await?;
     crate::metrics::registration();
     Ok((account, identity))
+}
+
+/// How an account registered with `invite` records who invited it, readable
+/// without a lookup: `key <id>`, `account <name>` or `cli`. Derived here, not
+/// in the store, so every backend records what it is given.
+pub fn invited_by(invite: &InviteRecord) -> String {
+    if let Some(id) = invite.source.strip_prefix("api/token/") {
+        format!("key {id}")
+    } else if let Some(row) = invite.source.strip_prefix("account/") {
+        // issuer_name holds the inviting account's name; an invite minted
+        // before names were kept falls back to its row id.
+        match &invite.issuer_name {
+            Some(name) => format!("account {name}"),
+            None => format!("account #{row}"),
+        }
+    } else {
+        "cli".to_owned()
+    }
 }
 
 /// Why an invite named by a client cannot be used; each surface words it.
@@ -278,6 +381,88 @@ pub async fn usable_invite<'c>(
         Ok(()) => Ok((token, invite, host)),
         Err(StoreError::InviteExpired) => Err(Unusable::Expired(host)),
         Err(StoreError::InviteRevoked) => Err(Unusable::Revoked(host)),
-        Err(_) => Err(Unusable::Used(host)),
+        Err(StoreError::InviteUsed) => Err(Unusable::Used(host)),
+        // `usable_at` answers none of these; a store error is the store's.
+        Err(
+            e @ (StoreError::NotFound
+            | StoreError::NameNotAllowed
+            | StoreError::InviteQuota
+            | StoreError::NameTaken
+            | StoreError::Backend(_)
+            | StoreError::InviteReserved
+            | StoreError::Provision(_)),
+        ) => Err(Unusable::Store(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transient_store_failure_is_an_outage_that_may_pass_and_a_permanent_one_is_not() {
+        assert_eq!(
+            Outage::of_store(&StoreError::transient("locked"), "testing"),
+            Outage::Transient
+        );
+        assert_eq!(
+            Outage::of_store(&StoreError::permanent("no such table"), "testing"),
+            Outage::Permanent
+        );
+    }
+
+    #[test]
+    fn a_store_answer_that_reaches_the_generic_mapping_is_a_permanent_outage() {
+        for answer in [
+            StoreError::NotFound,
+            StoreError::NameTaken,
+            StoreError::InviteUsed,
+            StoreError::InviteReserved,
+        ] {
+            assert_eq!(Outage::of_store(&answer, "testing"), Outage::Permanent);
+        }
+    }
+
+    fn invite_from(source: &str, issuer_name: Option<&str>) -> InviteRecord {
+        InviteRecord {
+            id: 1,
+            host: HostName::parse("example.com").unwrap(),
+            source: source.into(),
+            issuer_name: issuer_name.map(Into::into),
+            created_at: Utc::now(),
+            expires_at: Utc::now(),
+            kind: crate::store::InviteKind::Account,
+            uses_allowed: 1,
+            uses_spent: 0,
+            note: None,
+            fixed_name: None,
+            reset_account_id: None,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn an_account_records_its_inviter_by_key_id_account_name_or_cli() {
+        for (source, issuer, expected) in [
+            (
+                "api/token/AbCdEf123456",
+                Some("a label"),
+                "key AbCdEf123456",
+            ),
+            ("account/7", Some("alice"), "account alice"),
+            ("account/7", None, "account #7"),
+            ("cli", None, "cli"),
+        ] {
+            assert_eq!(invited_by(&invite_from(source, issuer)), expected);
+        }
+    }
+
+    #[test]
+    fn a_full_hashing_queue_is_a_transient_outage_and_not_a_store_failure() {
+        let busy = HashedWriteError::from(HashError::Busy);
+        assert!(matches!(busy, HashedWriteError::Hash(HashError::Busy)));
+        assert_eq!(busy.outage("testing"), Outage::Transient);
+        let failed = HashedWriteError::from(HashError::Failed("bad params".into()));
+        assert_eq!(failed.outage("testing"), Outage::Permanent);
     }
 }

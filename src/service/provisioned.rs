@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::new_session;
+use super::{new_session, HashedWriteError};
 use crate::config::HostConfig;
 use crate::domain::{AccountName, IdentityToken, InviteToken, Password};
 use crate::passwords::Hasher;
@@ -42,13 +42,6 @@ fn failed(e: ProvisionError) -> StoreError {
     }
 }
 
-async fn hash(hasher: &Hasher, password: Password) -> Result<String, StoreError> {
-    hasher
-        .hash(password)
-        .await
-        .map_err(|e| StoreError::Backend(e.to_string()))
-}
-
 /// Creates `name` locally and in the service, with `invite` (then also
 /// spending its use and opening a session) or without (`accounts create`).
 async fn create(
@@ -59,11 +52,11 @@ async fn create(
     invite: Option<&InviteToken>,
     account: NewAccount,
     password: Password,
-) -> Result<(AccountRecord, Option<IdentityToken>), StoreError> {
+) -> Result<(AccountRecord, Option<IdentityToken>), HashedWriteError> {
     let provisioner = config.provisioner(&host.name);
     let name = account.name.clone();
     // Hashed first: a full hashing queue is answered before anything is held.
-    let password_hash = hash(hasher, password.clone()).await?;
+    let password_hash = hasher.hash(password.clone()).await?;
     let at = Utc::now();
     let lease = chrono::Duration::from_std(config.timeout() + LEASE_MARGIN)
         .unwrap_or(chrono::Duration::hours(1));
@@ -82,7 +75,7 @@ async fn create(
         if let Err(release) = store.release_reservation(id).await {
             tracing::warn!(error = %release, "could not release a provisioning reservation");
         }
-        return Err(failed(e));
+        return Err(failed(e).into());
     }
     drop(password);
     let session = match invite {
@@ -108,7 +101,7 @@ async fn create(
         .inspect_err(|e| {
             // The account exists in the service but not here: the
             // reservation stays and is listed once its lease ends.
-            tracing::error!(error = %e, host = %host.name, name = %name,
+            tracing::error!(error = %e.chain(), host = %host.name, name = %name,
                 "created in the service but not recorded here; see accounts list --pending");
         })?;
     Ok((account, identity))
@@ -123,7 +116,7 @@ pub async fn register(
     token: &InviteToken,
     account: NewAccount,
     password: Password,
-) -> Result<(AccountRecord, IdentityToken), StoreError> {
+) -> Result<(AccountRecord, IdentityToken), HashedWriteError> {
     let (account, identity) =
         create(store, hasher, host, config, Some(token), account, password).await?;
     // A session is always made with an invite; `NotFound` cannot be reached.
@@ -151,7 +144,7 @@ pub async fn create_account(
     config: &ProvisionConfig,
     account: NewAccount,
     password: Password,
-) -> Result<AccountRecord, StoreError> {
+) -> Result<AccountRecord, HashedWriteError> {
     create(store, hasher, host, config, None, account, password)
         .await
         .map(|(a, _)| a)

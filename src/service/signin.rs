@@ -7,10 +7,12 @@ use std::net::IpAddr;
 use crate::config::{Config, HostConfig};
 use crate::crypto::SecretDigest;
 use crate::domain::{AccountName, IdentityToken, Password};
-use crate::http::LoginLimiter;
 use crate::metrics::{self, SignInFailure};
 use crate::passwords::{HashError, Hasher};
 use crate::store::{AccountRecord, Store, StoreError};
+
+use super::login_limits::LoginLimiter;
+use super::{HashedWriteError, Outage};
 
 /// Why a sign-in (or a password check) did not succeed; each surface words it.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,8 +25,9 @@ pub enum SignInError {
     AmbiguousHost,
     /// Wrong name or password (or an unknown name, or another host's).
     Wrong,
-    /// The store or the hasher failed or is busy; nothing was changed.
-    Unavailable,
+    /// The store or the hasher failed or is busy (logged already, if it is
+    /// worth logging); nothing was changed.
+    Unavailable(Outage),
 }
 
 /// Where a sign-in comes from and what it is addressed to.
@@ -67,20 +70,16 @@ pub struct SignedIn<'c> {
 }
 
 fn unavailable_hash(e: HashError) -> SignInError {
-    // A full queue is load, not a fault: the request log shows the 503.
-    if matches!(e, HashError::Busy) {
-        metrics::sign_in_failed(SignInFailure::Busy);
-    } else {
-        metrics::sign_in_failed(SignInFailure::Unavailable);
-        tracing::error!(error = %e, "password verification failed");
-    }
-    SignInError::Unavailable
+    metrics::sign_in_failed(match e {
+        HashError::Busy => SignInFailure::Busy,
+        HashError::Failed(_) => SignInFailure::Unavailable,
+    });
+    SignInError::Unavailable(Outage::of_hash(&e, "signing in"))
 }
 
 fn unavailable_store(e: StoreError) -> SignInError {
     metrics::sign_in_failed(SignInFailure::Unavailable);
-    tracing::error!(error = %e, "store failure while signing in");
-    SignInError::Unavailable
+    SignInError::Unavailable(Outage::of_store(&e, "signing in"))
 }
 
 /// A wrong name or password, counted.
@@ -156,7 +155,7 @@ pub async fn sign_in<'c>(
         (Some(a), Some(h)) if verified => (a, h),
         _ => return Err(wrong()),
     };
-    let (identity, session) = super::new_session().map_err(|_| SignInError::Unavailable)?;
+    let (identity, session) = super::new_session().map_err(|e| unavailable_store(e.into()))?;
     match store.create_session(account.id, session).await {
         Ok(()) => Ok(SignedIn {
             account,
@@ -213,7 +212,8 @@ pub async fn change_password(
     match super::accounts::set_password(store, hasher, host, account, new, Some(keep), &actor).await
     {
         Ok(()) => Ok(()),
-        Err(StoreError::NotFound) => Err(ChangeError::Gone),
-        Err(e) => Err(ChangeError::SignIn(unavailable_store(e))),
+        Err(HashedWriteError::Store(StoreError::NotFound)) => Err(ChangeError::Gone),
+        Err(HashedWriteError::Store(e)) => Err(ChangeError::SignIn(unavailable_store(e))),
+        Err(HashedWriteError::Hash(e)) => Err(ChangeError::SignIn(unavailable_hash(e))),
     }
 }

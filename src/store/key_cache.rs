@@ -39,9 +39,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AccountOrigin, AccountRecord, Delivery, DeliveryResult, InviteDetails, InviteRecord,
-    InviteSource, KeyRecord, ListedKey, NewAccount, NewInvite, NewResetInvite, NewSession, Purged,
-    SessionRecord, StatusFilter, Store, StoreError, Unhealthy,
+    AccountOrigin, AccountRecord, Delivery, DeliveryResult, Dump, ImportError, InviteDetails,
+    InviteRecord, InviteSource, KeyRecord, ListedKey, NewAccount, NewInvite, NewResetInvite,
+    NewSession, Purged, SessionRecord, StatusFilter, Store, StoreError, TableCounts, Unhealthy,
 };
 use crate::crypto::{FormKey, SecretDigest};
 use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
@@ -130,6 +130,11 @@ impl<S: Store> Store for KeyCache<S> {
                 return Err(StoreError::NotFound);
             }
         }
+        self.confirm_key(id).await
+    }
+
+    /// Asks the store and remembers its answer, known or unknown.
+    async fn confirm_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
         match self.inner.find_key(id).await {
             Ok(key) => {
                 self.entries().remember_known(key.clone());
@@ -433,6 +438,25 @@ impl<S: Store> Store for KeyCache<S> {
     ) -> Result<Vec<super::PendingReservation>, StoreError> {
         self.inner.pending_reservations(host, now).await
     }
+
+    async fn export(&self) -> Result<Dump, StoreError> {
+        self.inner.export().await
+    }
+
+    async fn import_into_empty(&self, dump: Dump) -> Result<(), ImportError> {
+        let imported = self.inner.import_into_empty(dump).await;
+        // Ids remembered as unknown may name imported keys now.
+        *self.entries() = Entries::default();
+        imported
+    }
+
+    async fn table_counts(&self) -> Result<TableCounts, StoreError> {
+        self.inner.table_counts().await
+    }
+
+    async fn census(&self, host: Option<&HostName>) -> Result<super::Census, StoreError> {
+        self.inner.census(host).await
+    }
 }
 
 #[cfg(test)]
@@ -457,7 +481,7 @@ mod tests {
     }
 
     fn unsupported<T>() -> Result<T, StoreError> {
-        Err(StoreError::Backend("not part of the fake".into()))
+        Err(StoreError::permanent("not part of the fake"))
     }
 
     #[async_trait]
@@ -685,6 +709,18 @@ mod tests {
             _: &HostName,
             _: DateTime<Utc>,
         ) -> Result<Vec<super::super::PendingReservation>, StoreError> {
+            unsupported()
+        }
+        async fn export(&self) -> Result<Dump, StoreError> {
+            unsupported()
+        }
+        async fn import_into_empty(&self, _: Dump) -> Result<(), ImportError> {
+            Ok(unsupported()?)
+        }
+        async fn table_counts(&self) -> Result<TableCounts, StoreError> {
+            unsupported()
+        }
+        async fn census(&self, _: Option<&HostName>) -> Result<super::super::Census, StoreError> {
             unsupported()
         }
     }

@@ -2,6 +2,7 @@
 //! through [`Store`]; only the backend modules below speak SQL, so another
 //! backend can be added without touching handlers or commands.
 
+pub mod dump;
 mod key_cache;
 mod postgres;
 mod sqlite;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use dump::{Dump, ImportError, Table, TableCounts};
 pub use key_cache::KeyCache;
 pub use postgres::{
     BadUrl, OpenError as PostgresOpenError, PostgresStore, PostgresUrl, SslMode, DEFAULT_POOL_SIZE,
@@ -201,9 +203,10 @@ pub enum StoreError {
     /// An account of that name exists on that host.
     #[error("that name is taken")]
     NameTaken,
-    /// The database or its files failed.
-    #[error("storage failure: {0}")]
-    Backend(String),
+    /// The database or its files failed; whether trying again soon may help
+    /// is [`BackendError::is_transient`].
+    #[error(transparent)]
+    Backend(BackendError),
     /// Every remaining use of the invite is held by a registration still in
     /// progress (see [`Store::reserve`]); it may come free again.
     #[error("a registration with this invite is in progress")]
@@ -212,6 +215,114 @@ pub enum StoreError {
     /// not be reached; nothing was changed here.
     #[error("{0}")]
     Provision(crate::provision::ProvisionError),
+}
+
+/// A failure of the store itself, with its cause kept for the log and a
+/// verdict on whether it may pass by itself. Transient failures (a lock held
+/// past the busy timeout, a store shutting down, a serialization failure or
+/// lost connection on a database server) are answered 503 with
+/// `Retry-After`; permanent ones (a bug, damaged data, a statement the schema
+/// cannot run) 500 with a generic body, logged once with their whole chain.
+#[derive(Debug, Clone)]
+pub struct BackendError {
+    transient: bool,
+    // An Arc, not a Box, so that one failed group commit can answer every
+    // write in its batch with the same error (StoreError is Clone).
+    cause: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl BackendError {
+    /// A failure that may pass if the request is tried again soon.
+    pub fn transient(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            transient: true,
+            cause: Arc::from(cause.into()),
+        }
+    }
+
+    /// A failure that trying again will not mend.
+    pub fn permanent(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            transient: false,
+            cause: Arc::from(cause.into()),
+        }
+    }
+
+    /// Whether trying again soon may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+
+    /// The backend's own error, to look at (a driver's error code, say).
+    pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.cause
+    }
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The cause is named here, so every log line that shows a store
+        // error by its Display alone still says what failed; `source` then
+        // goes on below the cause, so [`ErrorChain`] repeats nothing.
+        let kind = if self.transient {
+            "the store is temporarily unavailable"
+        } else {
+            "storage failure"
+        };
+        write!(f, "{kind}: {}", self.cause)
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.source()
+    }
+}
+
+/// Two backend errors are equal when they are the same failure (clones of
+/// one error), which is what tests of a batch's shared answer ask.
+impl PartialEq for BackendError {
+    fn eq(&self, other: &Self) -> bool {
+        self.transient == other.transient && Arc::ptr_eq(&self.cause, &other.cause)
+    }
+}
+
+impl Eq for BackendError {}
+
+impl StoreError {
+    /// A transient [`StoreError::Backend`] failure.
+    pub fn transient(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Backend(BackendError::transient(cause))
+    }
+
+    /// A permanent [`StoreError::Backend`] failure.
+    pub fn permanent(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Backend(BackendError::permanent(cause))
+    }
+
+    /// The whole chain of causes, for the log.
+    pub fn chain(&self) -> ErrorChain<'_> {
+        ErrorChain(self)
+    }
+}
+
+/// An error and its sources, `outer: inner: innermost`, as one log field.
+/// Written here rather than taken from anyhow: its `{:#}` needs an owned
+/// `anyhow::Error`, and a store error is logged where it is only borrowed.
+pub struct ErrorChain<'e>(pub &'e (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        // Bounded: a chain longer than this is a cycle or a bug, not news.
+        let mut next = self.0.source();
+        for _ in 0..16 {
+            let Some(e) = next else { break };
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
 }
 
 /// Why a store cannot serve right now, in a few words for `/health`.
@@ -461,7 +572,9 @@ pub struct NewAccount {
     /// When it was made.
     pub created_at: DateTime<Utc>,
     /// Who invited it, readable without a lookup: `key <id>`,
-    /// `account <name>` or `cli` (see [`AccountRecord::invited_by`]).
+    /// `account <name>` or `cli` (see [`AccountRecord::invited_by`]). The
+    /// caller's choice ([`crate::service::invited_by`] for an invite); the
+    /// store records it as given.
     pub invited_by: String,
     /// The row id of the invite it registered with; `None` for an account
     /// made with `accounts create`.
@@ -582,6 +695,14 @@ pub trait Store: Send + Sync + 'static {
     /// another process has just deleted; [`Store::create_invite`] re-checks
     /// the key in its own transaction, which is what makes a deletion final.
     async fn find_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError>;
+    /// Looks a key up in the database itself, never in a cache: for
+    /// requests that change or read what a key guards without a write that
+    /// would re-check it (the admin API), so a key deleted by any node or
+    /// the CLI is refused on its next such request. A store without a
+    /// cache answers as [`Store::find_key`] does.
+    async fn confirm_key(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        self.find_key(id).await
+    }
     /// Deletes a key of a host and, with `revoke_invites`, revokes its
     /// pending invites, with an audit row naming `actor`, all in one
     /// transaction; how many invites it revoked. `NotFound` if the host has
@@ -806,6 +927,59 @@ pub trait Store: Send + Sync + 'static {
         host: &HostName,
         now: DateTime<Utc>,
     ) -> Result<Vec<PendingReservation>, StoreError>;
+
+    /// Every row of every table, read in one consistent transaction, for
+    /// copying the whole store to another backend (`copy-db`).
+    async fn export(&self) -> Result<Dump, StoreError>;
+
+    /// Writes every row of `dump`, ids and all, in one transaction, into
+    /// this store, which must be empty (`ImportError::NotEmpty`, checked in
+    /// that transaction) and at the dump's schema version
+    /// (`ImportError::SchemaMismatch`); on any error nothing is written.
+    /// Afterwards the store's id generators continue above the imported ids.
+    async fn import_into_empty(&self, dump: Dump) -> Result<(), ImportError>;
+
+    /// How many rows each table holds, to check a copy.
+    async fn table_counts(&self) -> Result<TableCounts, StoreError>;
+
+    /// Counts what the store holds for `host` (every host with `None`), read
+    /// in one consistent snapshot. Read-only; for tests and checks, never on
+    /// a request's path (it scans).
+    async fn census(&self, host: Option<&HostName>) -> Result<Census, StoreError>;
+}
+
+/// How many of each thing a store holds, all of one host or of every host:
+/// what the black-box tests and operators' checks ask of any backend ("exactly
+/// one account", "no invite over-spent") without reading its tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Census {
+    /// API keys.
+    pub keys: u64,
+    /// Invites of every kind and status (reset invites included).
+    pub invites: u64,
+    /// Invites whose every use is spent.
+    pub invites_used_up: u64,
+    /// Password-reset invites.
+    pub reset_invites: u64,
+    /// Uses spent, summed over all invites.
+    pub uses_spent: u64,
+    /// Accounts, disabled ones included.
+    pub accounts: u64,
+    /// Disabled accounts.
+    pub disabled_accounts: u64,
+    /// Open sign-in sessions.
+    pub sessions: u64,
+    /// Provisioning reservations not yet finished or given back.
+    pub reservations: u64,
+    /// Webhook deliveries in the outbox, in any state.
+    pub deliveries: u64,
+    /// Webhook deliveries a receiver took.
+    pub delivered: u64,
+    /// Audit log entries.
+    pub audit_entries: u64,
+    /// Audit log entries by what was done and who did it, keyed
+    /// `"<action> by <actor>"` (e.g. `"invite.revoke by key 0123abcd"`).
+    pub audit: std::collections::BTreeMap<String, u64>,
 }
 
 /// One event for one webhook target, as the outbox keeps it.
@@ -889,5 +1063,47 @@ mod tests {
             assert!(matches!(location, DatabaseLocation::Postgres(_)), "{pg}");
             assert!(!location.to_string().contains(":p@"), "{location}");
         }
+    }
+
+    #[test]
+    fn a_backend_error_keeps_its_cause_and_says_whether_it_may_pass() {
+        let busy = StoreError::transient("database is locked");
+        let broken = StoreError::permanent(std::io::Error::other("disk I/O error"));
+        assert!(matches!(&busy, StoreError::Backend(b) if b.is_transient()));
+        assert!(matches!(&broken, StoreError::Backend(b) if !b.is_transient()));
+        assert_eq!(
+            busy.chain().to_string(),
+            "the store is temporarily unavailable: database is locked"
+        );
+        assert_eq!(
+            broken.chain().to_string(),
+            "storage failure: disk I/O error"
+        );
+        // Display alone names the cause too (background loops log that).
+        assert_eq!(broken.to_string(), "storage failure: disk I/O error");
+        let StoreError::Backend(b) = &broken else {
+            unreachable!()
+        };
+        assert!(b.cause().downcast_ref::<std::io::Error>().is_some());
+    }
+
+    #[test]
+    fn the_chain_goes_on_below_the_cause_without_repeating_it() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("connection lost")]
+        struct Outer(#[source] std::io::Error);
+        let e = StoreError::transient(Outer(std::io::Error::other("reset by peer")));
+        assert_eq!(
+            e.chain().to_string(),
+            "the store is temporarily unavailable: connection lost: reset by peer"
+        );
+    }
+
+    #[test]
+    fn a_backend_error_equals_its_clones_only() {
+        let one = StoreError::permanent("x");
+        assert_eq!(one, one.clone());
+        assert_ne!(one, StoreError::permanent("x"));
+        assert_ne!(StoreError::transient("x"), StoreError::NotFound);
     }
 }

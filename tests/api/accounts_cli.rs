@@ -12,10 +12,8 @@ use crate::helpers::{
     mint_for, register_account, token_of, TestApp, GOOD_PASSWORD,
 };
 
-const ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts";
-const SESSIONS: &str = "SELECT COUNT(*) FROM sessions";
-
 use crate::helpers::{stderr_of as stderr, stdout_of as stdout};
+use crate::probe;
 
 fn create(app: &TestApp, host: &str, name: &str, password: &str) -> Output {
     app.cli_with_stdin(
@@ -40,17 +38,11 @@ fn creating_an_account_from_stdin_exits_0_and_the_account_can_sign_in() {
     let out = create(&app, "localhost", "Alice", GOOD_PASSWORD);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(stderr(&out).contains("alice@localhost"), "{out:?}");
-    let (host, hash, invited_by): (String, String, String) = app
-        .db()
-        .query_row(
-            "SELECT host, password_hash, invited_by FROM accounts WHERE name = 'alice'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .expect("no account row");
-    assert_eq!(host, "localhost");
+    let account = probe::account(&app, "alice").expect("no account row");
+    assert_eq!(account.host.as_str(), "localhost");
+    let hash = account.password_hash;
     assert!(hash.starts_with("$argon2id$"), "{hash}");
-    assert_eq!(invited_by, "cli");
+    assert_eq!(account.invited_by, "cli");
     // The running server sees it at once.
     let res = login(&app, "alice", GOOD_PASSWORD);
     assert_eq!(res.status(), 204);
@@ -101,7 +93,7 @@ fn an_account_that_breaks_the_policy_is_refused_with_exit_1_saying_why() {
     for (name, password, why) in cases {
         assert_fails(&create(&app, "localhost", name, password), why);
     }
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
 }
 
 #[test]
@@ -125,7 +117,7 @@ fn a_guessable_password_is_refused_in_whole_sentences() {
             );
         }
     }
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
 }
 
 #[test]
@@ -141,7 +133,7 @@ fn without_a_terminal_or_password_stdin_the_error_says_to_use_password_stdin() {
         stderr(&out),
         "Error: no terminal to ask for the password on: pipe it in with --password-stdin\n"
     );
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
 }
 
 #[test]
@@ -156,7 +148,7 @@ fn account_names_that_look_like_options_can_be_created_and_deleted() {
         let out = app.cli(&["accounts", "delete", "localhost", name]);
         assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
     }
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
     let out = app.cli(&["accounts", "delete", "localhost", "-x"]);
     assert_eq!(stderr(&out), "Error: account not found\n");
 }
@@ -174,14 +166,14 @@ fn a_taken_name_is_refused_with_exit_1_whoever_took_it() {
             "taken",
         );
     }
-    assert_eq!(app.count(ACCOUNTS), 2);
+    assert_eq!(probe::accounts(&app), 2);
     // The first password still holds.
     assert_eq!(login(&app, "alice", GOOD_PASSWORD).status(), 204);
     // The same name on another host is another account.
     assert!(create(&app, "example.com", "alice", GOOD_PASSWORD)
         .status
         .success());
-    assert_eq!(app.count(ACCOUNTS), 3);
+    assert_eq!(probe::accounts(&app), 3);
 }
 
 #[test]
@@ -205,8 +197,8 @@ fn an_unknown_host_is_refused_with_exit_1_asking_for_a_valid_host() {
         let out = app.cli_with_stdin(&args, Some(&format!("{GOOD_PASSWORD}\n")));
         assert_unknown_host_refused(&out, &args, "nowhere.invalid");
     }
-    assert_eq!(app.count(ACCOUNTS), 0);
-    assert_eq!(app.count("SELECT COUNT(*) FROM invites"), 0);
+    assert_eq!(probe::accounts(&app), 0);
+    assert_eq!(probe::invites(&app), 0);
 }
 
 // ------------------------------------------------------------- accounts list
@@ -296,8 +288,8 @@ fn deleting_an_account_signs_it_out_everywhere_and_leaves_others_alone() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(login(&app, "alice", GOOD_PASSWORD).status(), 401);
     assert_eq!(auth_check(&app, Some(&alice_cookie)).status(), 401);
-    assert_eq!(app.count(ACCOUNTS), 1);
-    assert_eq!(app.count(SESSIONS), 1, "alice's sessions outlived her");
+    assert_eq!(probe::accounts(&app), 1);
+    assert_eq!(probe::sessions(&app), 1, "alice's sessions outlived her");
     let listed = stdout(&app.cli(&["accounts", "list", "localhost"]));
     assert!(!listed.contains("alice"), "{listed}");
     // Bob is untouched.
@@ -330,7 +322,7 @@ fn deleting_an_account_that_does_not_exist_exits_1_account_not_found() {
         assert_eq!(out.status.code(), Some(1), "{name}: {out:?}");
         assert_eq!(stderr(&out), "Error: account not found\n", "{name}");
     }
-    assert_eq!(app.count(ACCOUNTS), 1, "carol on example.com was deleted");
+    assert_eq!(probe::accounts(&app), 1, "carol on example.com was deleted");
 }
 
 // ------------------------------------------------------------ invites create
@@ -344,12 +336,8 @@ fn invites_create_prints_one_url_whose_page_answers_200() {
     let url = text.strip_suffix('\n').expect("no final newline");
     assert!(!url.contains('\n'), "more than one line: {text:?}");
     assert!(url.starts_with(&format!("{}/invite?", app.url)), "{url}");
-    let (source, issuer): (String, Option<String>) = app
-        .db()
-        .query_row("SELECT source, issuer_name FROM invites", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let invite = probe::invite(&app, &token_of(url)).expect("the invite is stored");
+    let (source, issuer) = (invite.source, invite.issuer_name);
     assert_eq!((source.as_str(), issuer), ("cli", None));
 
     let page = client().get(url).send().unwrap();
@@ -370,10 +358,9 @@ fn invites_create_prints_one_url_whose_page_answers_200() {
         accept_invite(&app, &token, "first", GOOD_PASSWORD).status(),
         204
     );
-    let invited_by: String = app
-        .db()
-        .query_row("SELECT invited_by FROM accounts", [], |r| r.get(0))
-        .unwrap();
+    let invited_by = probe::account(&app, "first")
+        .expect("the account")
+        .invited_by;
     assert_eq!(invited_by, "cli");
 }
 
@@ -386,10 +373,12 @@ fn invites_create_with_a_count_prints_that_many_distinct_working_urls() {
     let urls: Vec<&str> = text.lines().collect();
     assert_eq!(urls.len(), 5, "{text}");
     assert_eq!(urls.iter().collect::<HashSet<_>>().len(), 5, "{text}");
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM invites WHERE source = 'cli' AND used_at IS NULL"),
-        5
-    );
+    let unused_cli_invites = urls
+        .iter()
+        .filter_map(|url| probe::invite(&app, &token_of(url)))
+        .filter(|i| i.source == "cli" && i.uses_spent == 0)
+        .count();
+    assert_eq!(unused_cli_invites, 5);
     for url in &urls {
         assert_eq!(client().get(*url).send().unwrap().status(), 200, "{url}");
     }
@@ -399,10 +388,7 @@ fn invites_create_with_a_count_prints_that_many_distinct_working_urls() {
     for url in stdout(&out).lines() {
         assert!(url.starts_with("https://example.com/invite?"), "{url}");
     }
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM invites WHERE host = 'example.com'"),
-        2
-    );
+    assert_eq!(probe::census_of(&app, "example.com").invites, 2);
 }
 
 #[test]
@@ -413,5 +399,5 @@ fn invites_create_with_a_count_of_zero_is_refused_and_mints_nothing() {
         assert!(!out.status.success(), "--count {count}: {out:?}");
         assert_eq!(stdout(&out), "", "--count {count}");
     }
-    assert_eq!(app.count("SELECT COUNT(*) FROM invites"), 0);
+    assert_eq!(probe::invites(&app), 0);
 }

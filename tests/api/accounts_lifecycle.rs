@@ -7,10 +7,11 @@ use std::process::Output;
 use serde_json::Value;
 
 use crate::helpers::{
-    accept_invite, auth_check, client, login, mint_for, register_account, stored_form, token_of,
-    TestApp, GOOD_PASSWORD,
+    accept_invite, auth_check, client, login, mint_for, register_account, token_of, TestApp,
+    GOOD_PASSWORD,
 };
 use crate::helpers::{stderr_of as stderr, stdout_of as stdout};
+use crate::probe;
 
 const NEW_PASSWORD: &str = "marble orchid vessel 58";
 
@@ -152,12 +153,12 @@ fn accounts_show_prints_the_chain_and_keeps_it_after_the_invite_is_gone() {
         assert!(text.lines().any(|l| l == line), "{line:?} not in {text}");
     }
 
-    // Stands in for `invites purge`: the invite row goes, the chain stays.
-    let (row, _) = stored_form(&token_of(&url));
-    rusqlite::Connection::open(&app.db)
-        .unwrap()
-        .execute("DELETE FROM invites WHERE id = ?1", [row])
-        .unwrap();
+    // Purged: the invite row goes, the chain stays.
+    ok(&app.cli(&["invites", "purge", "localhost", "--older-than", "0"]));
+    assert!(
+        probe::invite(&app, &token_of(&url)).is_none(),
+        "the invite was purged"
+    );
     let mut after: Value = serde_json::from_str(&show(true)).unwrap();
     // Now known from the invite id, to the millisecond.
     let kept = after["invite_minted_at"].take();

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::helpers::{auth_check, TestApp, GOOD_PASSWORD};
+use crate::probe;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -276,14 +277,8 @@ fn a_newcomer_registers_in_headless_chromium_and_the_browser_is_signed_in() {
         check.headers()["x-invite-server-user"].to_str().unwrap(),
         "browser.user@localhost"
     );
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM accounts WHERE name = 'browser.user'"),
-        1
-    );
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM invites WHERE used_at IS NOT NULL"),
-        1
-    );
+    assert!(probe::account(&app, "browser.user").is_some());
+    assert_eq!(probe::census(&app).invites_used_up, 1);
 }
 
 #[test]
@@ -324,11 +319,8 @@ fn mismatched_passwords_in_chromium_bring_the_form_back_with_the_reason_and_the_
             );
         }
         assert!(c.get_named_cookie("identity").await.is_err(), "signed in");
-        assert_eq!(app.count("SELECT COUNT(*) FROM accounts"), 0);
-        assert_eq!(
-            app.count("SELECT COUNT(*) FROM invites WHERE used_at IS NULL"),
-            1
-        );
+        assert_eq!(probe::accounts(&app), 0);
+        assert_eq!(probe::invites_not_used_up(&app), 1);
 
         // The form that came back works: retype the passwords and send it.
         fill(&c, "password", GOOD_PASSWORD).await;
@@ -337,7 +329,7 @@ fn mismatched_passwords_in_chromium_bring_the_form_back_with_the_reason_and_the_
         assert_eq!(registered_address(&c).await, "mixup@localhost");
         c.close().await.unwrap();
     });
-    assert_eq!(app.count("SELECT COUNT(*) FROM accounts"), 1);
+    assert_eq!(probe::accounts(&app), 1);
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::helpers::{self, client, free_port, TestApp};
+use crate::probe;
 
 const ENV_VARS: [&str; 3] = [
     "INVITE_SERVER_LISTEN",
@@ -66,6 +67,9 @@ fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// How many keys the SQLite file at `db` holds (0 when there is none). These
+/// tests are about which file a path in the flag, the environment or the
+/// configuration selects, so they read the files themselves on purpose.
 fn key_rows(db: &Path) -> i64 {
     if !db.exists() {
         return 0;
@@ -433,6 +437,7 @@ fn all_three_variables_together_configure_a_working_server() {
         location.starts_with(&format!("http://127.0.0.1:{port}/invite?")),
         "{location}"
     );
+    // In the file the variable named (see `key_rows`).
     let invites: i64 = rusqlite::Connection::open(&db)
         .unwrap()
         .query_row("SELECT COUNT(*) FROM invites", [], |r| r.get(0))
@@ -528,17 +533,10 @@ invite_expiry = "2w"
             "{host}: {token}"
         );
 
-        let (created, expires, created_type, expires_type): (i64, i64, String, String) = app
-            .db()
-            .query_row(
-                "SELECT created_at, expires_at, typeof(created_at), typeof(expires_at)
-                 FROM invites WHERE host = ?1",
-                [host],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .unwrap();
-        assert_eq!(created_type, "integer", "{host}");
-        assert_eq!(expires_type, "integer", "{host}");
+        let invite = probe::invite(&app, token).expect("the invite is stored");
+        assert_eq!(invite.host.as_str(), host);
+        let created = invite.created_at.timestamp_micros();
+        let expires = invite.expires_at.timestamp_micros();
         assert!(
             (before - MICROS_PER_SEC..=after + MICROS_PER_SEC).contains(&created),
             "{host}: created_at {created} is not microseconds since the epoch near {before}"
@@ -549,7 +547,7 @@ invite_expiry = "2w"
             "{host}: expires_at - created_at"
         );
     }
-    assert_eq!(app.count("SELECT COUNT(*) FROM invites"), 5);
+    assert_eq!(probe::invites(&app), 5);
 }
 
 // ---------------------------------------------------------------- the built-in host

@@ -249,6 +249,15 @@ impl TestApp {
         panic!("invite-server did not start: {last_err}");
     }
 
+    /// Another node beside this server: a second server process on the same
+    /// database, with the same configuration (so the same public URL, as
+    /// behind a load balancer) but a directory, port and log of its own.
+    pub fn spawn_node(&self) -> Self {
+        let config = std::fs::read_to_string(&self.config).expect("read the first node's config");
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_in(dir, self.db.clone(), &config)
+    }
+
     /// Runs an admin command against this server's config and database.
     pub fn cli(&self, args: &[&str]) -> Output {
         self.cli_with_stdin(args, None)
@@ -322,17 +331,6 @@ impl TestApp {
         }
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         (dir, self.db.clone())
-    }
-
-    /// Opens the database read-only, to check what the server stored.
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open_with_flags(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("open test db")
-    }
-
-    /// Counts rows with a SQL query returning one integer.
-    pub fn count(&self, sql: &str) -> i64 {
-        self.db().query_row(sql, [], |r| r.get(0)).expect(sql)
     }
 }
 

@@ -32,6 +32,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 
 use crate::helpers::{chunked, client, exchange, get, json, post, request, Answer, TestApp};
+use crate::probe;
 
 /// A password the policy accepts.
 const PASSWORD: &str = "lantern quarry tulip 92";
@@ -712,7 +713,7 @@ fn a_table_of_malformed_requests_gets_clear_4xx_answers_and_the_server_stays_up(
     let app = TestApp::spawn();
     let key = app.create_key("localhost");
     let mut tokens = fresh_tokens(&app, 40);
-    let invites_before = app.count("SELECT count(*) FROM invites");
+    let invites_before = probe::invites(&app);
     let table = hostile_table(&app, &key, &mut tokens);
     assert!(table.len() >= 60);
 
@@ -757,12 +758,9 @@ fn a_table_of_malformed_requests_gets_clear_4xx_answers_and_the_server_stays_up(
     let log = app.log();
     assert!(!log.contains("panicked"), "{log}");
     // Nothing hostile created anything.
-    assert_eq!(app.count("SELECT count(*) FROM accounts"), 0);
-    assert_eq!(app.count("SELECT count(*) FROM invites"), invites_before);
-    assert_eq!(
-        app.count("SELECT count(*) FROM invites WHERE used_at IS NOT NULL"),
-        0
-    );
+    assert_eq!(probe::accounts(&app), 0);
+    assert_eq!(probe::invites(&app), invites_before);
+    assert_eq!(probe::census(&app).invites_used_up, 0);
 }
 
 /// Found by this suite: a malformed chunk-size line on `POST /api/invite/{id}`
@@ -901,7 +899,7 @@ fn random_authorization_headers_never_get_a_5xx_and_never_mint() {
         prop_assert!((400..500).contains(&a.status), "{what}: {}", a.status);
         Ok(())
     });
-    assert_eq!(app.count("SELECT count(*) FROM invites"), 0);
+    assert_eq!(probe::invites(&app), 0);
     after_properties(&app);
 }
 
@@ -1062,6 +1060,6 @@ fn random_token_paths_and_queries_never_get_a_5xx() {
         }
         Ok(())
     });
-    assert_eq!(app.count("SELECT count(*) FROM accounts"), 0);
+    assert_eq!(probe::accounts(&app), 0);
     after_properties(&app);
 }

@@ -10,12 +10,6 @@ use qrcode::QrCode;
 
 use crate::helpers::*;
 
-/// A second server process on `app`'s database, as another node would be.
-fn second_node(app: &TestApp) -> TestApp {
-    let dir = tempfile::tempdir().expect("tempdir");
-    TestApp::spawn_in(dir, app.db.clone(), DEFAULT_CONFIG)
-}
-
 fn ok(out: &std::process::Output) {
     assert!(out.status.success(), "{}", stderr_of(out));
 }
@@ -40,7 +34,7 @@ fn a_session_of_an_account_disabled_or_deleted_on_the_cli_is_refused_by_every_no
 ) {
     for command in ["disable", "delete"] {
         let app = TestApp::spawn();
-        let other = second_node(&app);
+        let other = app.spawn_node();
         let identity = register_account(&app, "alice");
         assert_both_accept(&app, &other, &identity);
         ok(&app.cli(&["accounts", command, "localhost", "alice"]));
@@ -51,7 +45,7 @@ fn a_session_of_an_account_disabled_or_deleted_on_the_cli_is_refused_by_every_no
 #[test]
 fn a_session_signed_out_on_one_node_is_refused_by_the_other_on_the_next_check() {
     let app = TestApp::spawn();
-    let other = second_node(&app);
+    let other = app.spawn_node();
     let identity = register_account(&app, "alice");
     assert_both_accept(&app, &other, &identity);
     let res = client()

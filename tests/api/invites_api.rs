@@ -9,10 +9,10 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::Method;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{client, exchange, header, request, stored_form, TestApp};
+use crate::helpers::{client, exchange, header, request, TestApp};
+use crate::probe;
 
 const ALLOWED: &str = "OPTIONS, GET, POST";
-const INVITES: &str = "SELECT COUNT(*) FROM invites";
 
 fn api(app: &TestApp, query: &str) -> String {
     format!("{}/invites_api{query}", app.url)
@@ -55,7 +55,7 @@ fn expect_mint(app: &TestApp, req: RequestBuilder, status: u16) -> String {
 /// Sends a request expected to be refused with `status`; checks that the body
 /// says something, that nothing was minted, and returns the body.
 fn expect_refusal(app: &TestApp, req: RequestBuilder, status: u16) -> String {
-    let before = app.count(INVITES);
+    let before = probe::invites(app);
     let res = req.send().unwrap();
     assert_eq!(res.status(), status, "{:?}", res.headers());
     assert!(
@@ -68,24 +68,12 @@ fn expect_refusal(app: &TestApp, req: RequestBuilder, status: u16) -> String {
         "the body should say what is wrong: {body:?}"
     );
     assert_eq!(
-        app.count(INVITES),
+        probe::invites(app),
         before,
         "a refused request minted an invite"
     );
     body
 }
-
-/// `(id, token_digest, host, source, issuer_name, created_at, expires_at, used_at)`.
-type StoredInvite = (
-    i64,
-    Vec<u8>,
-    String,
-    String,
-    Option<String>,
-    i64,
-    i64,
-    Option<i64>,
-);
 
 fn sha256(text: &str) -> Vec<u8> {
     Sha256::digest(text.as_bytes()).to_vec()
@@ -151,7 +139,7 @@ fn a_get_with_the_key_in_the_query_mints_one_invite_and_answers_201_with_its_loc
     let app = TestApp::spawn();
     let key = app.create_key("localhost");
     let (id, _) = key_parts(&key);
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
 
     let res = get(&app, &format!("?key={key}")).send().unwrap();
     assert_eq!(res.status(), 201);
@@ -160,42 +148,20 @@ fn a_get_with_the_key_in_the_query_mints_one_invite_and_answers_201_with_its_loc
     assert_eq!(res.text().unwrap(), "");
     let token = token_of(&app, &location);
 
-    assert_eq!(app.count(INVITES), 1);
-    let (row_id, digest, host, source, issuer, created, expires, used): StoredInvite = app
-        .db()
-        .query_row(
-            "SELECT id, token_digest, host, source, issuer_name, created_at, expires_at, used_at FROM invites",
-            [],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            },
-        )
-        .unwrap();
-    assert_eq!(digest.len(), 32, "the token is stored as a 32-byte digest");
+    assert_eq!(probe::invites(&app), 1);
+    // Found by the token's row id and the SHA-256 of its secret, as
+    // docs/storage.md says tokens are kept: only the digest is stored.
+    let invite = probe::invite(&app, &token).expect("the token names a stored invite");
+    assert_eq!(invite.host.as_str(), "localhost");
+    assert_eq!(invite.source, format!("api/token/{id}"));
     assert_eq!(
-        (row_id, digest),
-        stored_form(&token),
-        "the token carries the row id and the digest is SHA-256 of its secret"
-    );
-    assert_eq!(host, "localhost");
-    assert_eq!(source, format!("api/token/{id}"));
-    assert_eq!(
-        issuer, None,
+        invite.issuer_name, None,
         "the key's name (an operator's label) is recorded"
     );
-    assert_eq!(used, None, "a new invite is unused");
+    assert_eq!(invite.uses_spent, 0, "a new invite is unused");
     assert_eq!(
-        expires - created,
-        7 * 86_400 * 1_000_000,
+        invite.expires_at - invite.created_at,
+        chrono::Duration::days(7),
         "the test config's invite_expiry is 7d"
     );
 }
@@ -224,30 +190,17 @@ fn tokens_and_key_secrets_are_kept_only_as_digests_and_never_logged() {
         get(&app, &format!("?redirect=0&key={key}")),
         201,
     ));
-    assert_eq!(app.count(INVITES), 5);
+    assert_eq!(probe::invites(&app), 5);
 
-    let stored: Vec<(i64, Vec<u8>)> = {
-        let db = app.db();
-        let mut st = db.prepare("SELECT id, token_digest FROM invites").unwrap();
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        rows.map(Result::unwrap).collect()
-    };
     for t in &tokens {
         assert!(
-            stored.contains(&stored_form(t)),
+            probe::invite(&app, t).is_some(),
             "no digest stored for a minted token"
         );
     }
-    let key_digest: Vec<u8> = app
-        .db()
-        .query_row(
-            "SELECT secret_digest FROM api_keys WHERE id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let key_digest = probe::key(&app, id).expect("the key").secret_digest;
     assert_eq!(
-        key_digest,
+        key_digest.as_bytes().to_vec(),
         sha256(secret),
         "the key is stored as SHA-256 of its secret"
     );
@@ -290,7 +243,7 @@ fn a_post_mints_like_a_get() {
         client().post(api(&app, &format!("?key={key}&redirect=true"))),
         303,
     );
-    assert_eq!(app.count(INVITES), 3);
+    assert_eq!(probe::invites(&app), 3);
 }
 
 #[test]
@@ -316,7 +269,7 @@ fn a_bearer_key_with_no_query_string_at_all_mints() {
         get(&app, "?key=").header(AUTHORIZATION, bearer(&key)),
         201,
     );
-    assert_eq!(app.count(INVITES), 3);
+    assert_eq!(probe::invites(&app), 3);
 }
 
 #[test]
@@ -335,17 +288,11 @@ fn redirect_with_an_empty_value_or_a_yes_word_answers_303_with_the_location() {
     ] {
         let token = expect_mint(&app, get(&app, &format!("?key={key}&{flag}")), 303);
         n += 1;
-        assert_eq!(app.count(INVITES), n, "{flag}");
-        let (id, digest) = stored_form(&token);
-        let stored: Vec<u8> = app
-            .db()
-            .query_row(
-                "SELECT token_digest FROM invites WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .expect("the 303 Location names a stored invite");
-        assert_eq!(stored, digest, "the 303 Location names the stored invite");
+        assert_eq!(probe::invites(&app), n, "{flag}");
+        assert!(
+            probe::invite(&app, &token).is_some(),
+            "the 303 Location names the stored invite"
+        );
     }
     // The flag also works with a Bearer key and before the key.
     expect_mint(
@@ -363,7 +310,7 @@ fn redirect_with_a_no_word_answers_201() {
     for flag in ["false", "0", "no", "off", "FALSE", "Off"] {
         expect_mint(&app, get(&app, &format!("?key={key}&redirect={flag}")), 201);
     }
-    assert_eq!(app.count(INVITES), 6);
+    assert_eq!(probe::invites(&app), 6);
 }
 
 #[test]
@@ -387,7 +334,7 @@ fn a_bad_redirect_value_is_a_400_and_mints_nothing() {
         get(&app, &format!("?key={key}&redirect=1&redirect=1")),
         400,
     );
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
 }
 
 #[test]
@@ -400,11 +347,9 @@ fn every_mint_gives_a_distinct_token() {
     // And across keys (each `mint` makes a fresh one).
     tokens.extend((0..3).map(|_| token_of(&app, &app.mint())));
     assert_eq!(tokens.len(), 28);
-    assert_eq!(app.count(INVITES), 28);
-    assert_eq!(
-        app.count("SELECT COUNT(DISTINCT token_digest) FROM invites"),
-        28
-    );
+    assert_eq!(probe::invites(&app), 28);
+    // Each is found by its own id and the digest of its own secret.
+    assert!(tokens.iter().all(|t| probe::invite(&app, t).is_some()));
 }
 
 #[test]
@@ -418,11 +363,8 @@ fn a_key_mints_for_its_own_host() {
         .strip_prefix("https://example.com/invite?")
         .unwrap_or_else(|| panic!("unexpected Location {location}"));
     assert!(token.len() >= 24 && is_base64url(token), "{token}");
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM invites WHERE host = 'example.com'"),
-        1
-    );
-    assert_eq!(app.count(INVITES), 1);
+    assert_eq!(probe::census_of(&app, "example.com").invites, 1);
+    assert_eq!(probe::invites(&app), 1);
 }
 
 #[test]
@@ -464,7 +406,7 @@ fn no_credentials_is_a_401_with_a_bearer_challenge_and_mints_nothing() {
             "the body says a key is missing: {body:?}"
         );
     }
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
 }
 
 #[test]
@@ -542,7 +484,7 @@ fn a_deleted_key_is_a_403_with_a_reason_and_mints_nothing() {
     expect_refusal(&app, client().post(api(&app, &format!("?key={key}"))), 403);
     // Other keys of the host are unaffected.
     expect_mint(&app, get(&app, &format!("?key={other}")), 201);
-    assert_eq!(app.count(INVITES), 1);
+    assert_eq!(probe::invites(&app), 1);
 }
 
 #[test]
@@ -563,7 +505,7 @@ fn an_empty_bearer_is_a_401_challenge() {
         assert!(challenge.starts_with("Bearer"), "{shown}: {answer}");
         assert!(!raw_body(&answer).trim().is_empty(), "{shown}: {answer}");
     }
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
 }
 
 #[test]
@@ -581,7 +523,7 @@ fn bearer_with_extra_spaces_around_the_key_still_mints() {
         assert_eq!(status, 201, "{value:?}: {answer}");
         token_of(&app, &raw_header(&answer, "location").unwrap());
     }
-    assert_eq!(app.count(INVITES), 4);
+    assert_eq!(probe::invites(&app), 4);
 }
 
 #[test]
@@ -633,7 +575,7 @@ fn other_authorization_schemes_carry_no_key() {
             201,
         );
     }
-    assert_eq!(app.count(INVITES), 5);
+    assert_eq!(probe::invites(&app), 5);
 }
 
 #[test]
@@ -659,7 +601,7 @@ fn two_authorization_headers_are_a_400_even_when_equal() {
         &[line.as_bytes(), b"Authorization: Basic eDp5"],
     );
     assert_eq!(status, 400, "{answer}");
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
 }
 
 #[test]
@@ -685,7 +627,7 @@ fn a_query_key_and_a_bearer_key_must_agree() {
         get(&app, &format!("?key={key}")).header(AUTHORIZATION, bearer(&key)),
         201,
     );
-    assert_eq!(app.count(INVITES), 1);
+    assert_eq!(probe::invites(&app), 1);
 }
 
 #[test]
@@ -718,7 +660,7 @@ fn other_methods_are_405_with_allow_and_mint_nothing() {
         assert_eq!(status, 405, "{answer}");
         assert_eq!(raw_header(&answer, "allow").as_deref(), Some(ALLOWED));
     }
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
 }
 
 #[test]
@@ -737,7 +679,7 @@ fn head_never_mints() {
         assert_eq!(header(&res, "allow").as_deref(), Some(ALLOWED));
         assert!(res.headers().get("location").is_none());
     }
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
 }
 
 #[test]
@@ -763,7 +705,7 @@ fn an_options_preflight_needs_no_key_and_mints_nothing() {
             Some(ALLOWED)
         );
     }
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
 }
 
 // ---------------------------------------------------------------- CORS
@@ -850,7 +792,7 @@ fn every_answer_of_the_api_carries_the_cors_headers() {
             assert_cors(&res, origin, &what);
         }
     }
-    assert_eq!(app.count(INVITES), 3 * 3);
+    assert_eq!(probe::invites(&app), 3 * 3);
 }
 
 // ---------------------------------------------------------------- hostile input
@@ -883,7 +825,7 @@ fn bad_percent_encoding_is_a_400_with_cors_and_mints_nothing() {
             "{query}"
         );
     }
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
 }
 
 #[test]
@@ -906,7 +848,7 @@ fn nul_bytes_are_refused_with_a_4xx() {
     let auth = format!("Authorization: Bearer {key}\0");
     let (status, answer) = raw_get(&app, b"/invites_api", &[auth.as_bytes()]);
     assert_eq!(status, 400, "{answer}");
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
 }
 
 #[test]
@@ -941,7 +883,7 @@ fn a_very_long_query_is_a_4xx() {
         let (status, answer) = raw_get(&app, target.as_bytes(), &[]);
         assert!((400..500).contains(&status), "{len}: {answer}");
     }
-    assert_eq!(app.count(INVITES), 1);
+    assert_eq!(probe::invites(&app), 1);
 }
 
 #[test]
@@ -974,7 +916,7 @@ fn huge_and_numerous_headers_get_a_431() {
     }
     assert_eq!(req.send().unwrap().status(), 431);
 
-    assert_eq!(app.count(INVITES), 1);
+    assert_eq!(probe::invites(&app), 1);
     assert_eq!(
         client()
             .get(format!("{}/health", app.url))
@@ -1006,7 +948,7 @@ fn a_non_ascii_authorization_header_is_a_403() {
         let (status, answer) = raw_get(&app, b"/invites_api", &[&line]);
         assert_eq!(status, 403, "{answer}");
     }
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
 }
 
 #[test]
@@ -1021,7 +963,7 @@ fn a_non_ascii_header_of_another_scheme_does_not_hide_a_query_key() {
         .send()
         .unwrap();
     assert_eq!(res.status(), 201);
-    assert_eq!(app.count(INVITES), 1);
+    assert_eq!(probe::invites(&app), 1);
 }
 
 #[test]
@@ -1087,7 +1029,7 @@ fn hostile_requests_never_get_a_5xx_and_the_server_stays_up() {
             "{what:?} got {status} (0 = connection dropped): {answer}"
         );
     }
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
     let res = client().get(format!("{}/health", app.url)).send().unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().unwrap(), "ok\n");
@@ -1107,7 +1049,7 @@ fn health_needs_no_credentials_and_ignores_them() {
         assert_eq!(res.status(), 200);
         assert_eq!(res.text().unwrap(), "ok\n");
     }
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
 }
 
 #[test]
@@ -1121,5 +1063,5 @@ fn bearer_followed_by_a_tab_or_several_spaces_is_still_a_key() {
             .unwrap();
         assert_eq!(res.status(), 201, "{value:?}");
     }
-    assert_eq!(app.count(INVITES), 2);
+    assert_eq!(probe::invites(&app), 2);
 }

@@ -16,10 +16,7 @@ use crate::helpers::{
     login, login_on, mint_for, raw_request, register_account, set_cookie_line, set_cookie_value,
     stored_form, token_of, TestApp, GOOD_PASSWORD,
 };
-
-const ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts";
-const SESSIONS: &str = "SELECT COUNT(*) FROM sessions";
-const INVITES: &str = "SELECT COUNT(*) FROM invites";
+use crate::probe;
 
 /// A host whose invites run out one second after they are made.
 const SHORT_INVITES: &str = r#"
@@ -109,24 +106,16 @@ fn post_raw(url: &str, content_type: Option<&str>, body: impl Into<Vec<u8>>) -> 
 type InviteRow = (Option<i64>, Option<i64>, String, Option<String>, i64, i64);
 
 fn invite_row(app: &TestApp, token: &str) -> InviteRow {
-    let (id, digest) = stored_form(token);
-    app.db()
-        .query_row(
-            "SELECT used_at, used_by, source, issuer_name, created_at, expires_at
-             FROM invites WHERE id = ?1 AND token_digest = ?2",
-            rusqlite::params![id, digest],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            },
-        )
-        .expect("invite row")
+    let invite = probe::invite(app, token).expect("invite row");
+    let (used_at, used_by) = probe::used_up(app, token);
+    (
+        used_at,
+        used_by,
+        invite.source,
+        invite.issuer_name,
+        invite.created_at.timestamp_micros(),
+        invite.expires_at.timestamp_micros(),
+    )
 }
 
 fn assert_unused(app: &TestApp, token: &str) {
@@ -135,11 +124,9 @@ fn assert_unused(app: &TestApp, token: &str) {
 }
 
 fn account_id(app: &TestApp, name: &str) -> i64 {
-    app.db()
-        .query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
-        .unwrap_or_else(|_| panic!("no account {name}"))
+    probe::account(app, name)
+        .unwrap_or_else(|| panic!("no account {name}"))
+        .id
 }
 
 /// Checks the sign-in cookie a response sets: `__Host-identity` and Secure on
@@ -226,7 +213,7 @@ fn minting_with_a_bearer_key_answers_200_with_id_issuer_times_and_url() {
     assert_eq!(bare.status(), 200);
     let second: Value = bare.json().unwrap();
     assert_ne!(second["id"], body["id"]);
-    assert_eq!(app.count(INVITES), 2);
+    assert_eq!(probe::invites(&app), 2);
 }
 
 #[test]
@@ -238,10 +225,7 @@ fn minting_with_a_key_for_an_https_host_gives_that_hosts_url() {
     let body: Value = res.json().unwrap();
     let id = body["id"].as_str().unwrap();
     assert_eq!(body["url"], format!("https://example.com/invite?{id}"));
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM invites WHERE host = 'example.com'"),
-        1
-    );
+    assert_eq!(probe::census_of(&app, "example.com").invites, 1);
 }
 
 #[test]
@@ -274,14 +258,7 @@ fn minting_while_signed_in_answers_200_with_the_account_as_issuer() {
         json!({ "id": "account", "name": "alice" })
     );
     assert_eq!(accept_invite(&app, &id, "bob", GOOD_PASSWORD).status(), 204);
-    let invited_by: String = app
-        .db()
-        .query_row(
-            "SELECT invited_by FROM accounts WHERE name = 'bob'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let invited_by = probe::account(&app, "bob").expect("bob").invited_by;
     // Readable without a lookup (issue 9).
     assert_eq!(invited_by, "account alice");
 }
@@ -322,7 +299,7 @@ fn minting_without_valid_credentials_answers_401_json_and_mints_nothing() {
     let out = app.cli(&["keys", "delete", "localhost", &key_id]);
     assert!(out.status.success(), "{out:?}");
     assert_api_error(mint_with_bearer(&app, &key), 401, "unauthorized");
-    assert_eq!(app.count(INVITES), 1);
+    assert_eq!(probe::invites(&app), 1);
 }
 
 #[test]
@@ -345,7 +322,7 @@ fn minting_with_a_body_that_is_not_a_json_object_answers_400() {
     assert_api_error(mint(None, "{}"), 400, "wrong_content_type");
     let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(17 * 1024));
     assert_api_error(mint(Some("application/json"), &big), 413, "body_too_large");
-    assert_eq!(app.count(INVITES), 0);
+    assert_eq!(probe::invites(&app), 0);
 }
 
 // -------------------------------------------------- GET /api/invite/{id}
@@ -368,7 +345,7 @@ fn a_real_invite_id_with_a_wrong_secret_is_not_found_and_the_invite_stays_usable
     assert_api_error(res, 404, "not_found");
     let res = accept_invite(&app, &forged, "mallory", GOOD_PASSWORD);
     assert_api_error(res, 404, "not_found");
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
     assert_unused(&app, &token);
     let res = accept_invite(&app, &token, "alice", GOOD_PASSWORD);
     assert_eq!(res.status(), 204);
@@ -411,7 +388,7 @@ fn an_outstanding_invite_is_described_without_authentication_and_nothing_changes
     assert_eq!(issued.timestamp_micros(), before.4);
     assert_eq!(expires.timestamp_micros(), before.5);
     assert_eq!(invite_row(&app, &token), before);
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
 }
 
 #[test]
@@ -455,7 +432,7 @@ fn an_expired_invite_can_be_neither_described_nor_accepted() {
     let res = accept_invite(&app, &token, "late", GOOD_PASSWORD);
     assert!(set_cookie_line(&res, "identity").is_none());
     assert_api_error(res, 404, "not_found");
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
     assert_unused(&app, &token);
 }
 
@@ -472,21 +449,15 @@ fn accepting_an_invite_answers_204_with_a_cookie_for_the_new_account() {
     let identity = assert_identity_cookie(&res, false);
     assert!(res.bytes().unwrap().is_empty(), "a 204 with a body");
 
-    let (name, hash, invited_by, id): (String, String, String, i64) = app
-        .db()
-        .query_row(
-            "SELECT name, password_hash, invited_by, id FROM accounts",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .unwrap();
-    assert_eq!(name, "alice");
+    assert_eq!(probe::accounts(&app), 1);
+    let account = probe::account(&app, "alice").expect("alice");
+    let (hash, invited_by, id) = (account.password_hash, account.invited_by, account.id);
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert_eq!(invited_by, format!("key {key_id}"));
     let (used_at, used_by, ..) = invite_row(&app, &token);
     assert!(used_at.is_some());
     assert_eq!(used_by, Some(id));
-    assert_eq!(app.count(SESSIONS), 1);
+    assert_eq!(probe::sessions(&app), 1);
 
     let check = auth_check(&app, Some(&identity));
     assert_eq!(check.status(), 200);
@@ -500,7 +471,7 @@ fn accepting_an_invite_answers_204_with_a_cookie_for_the_new_account() {
     // Accepted once: gone for everyone else.
     let again = accept_invite(&app, &token, "mallory", GOOD_PASSWORD);
     assert_api_error(again, 404, "not_found");
-    assert_eq!(app.count(ACCOUNTS), 1);
+    assert_eq!(probe::accounts(&app), 1);
 }
 
 #[test]
@@ -510,7 +481,7 @@ fn accepting_an_unknown_invite_answers_404_json() {
         let res = accept_invite(&app, id, "nobody", GOOD_PASSWORD);
         assert_api_error(res, 404, "not_found");
     }
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
 }
 
 #[test]
@@ -529,7 +500,7 @@ fn accepting_with_a_taken_name_answers_409_and_the_invite_can_then_be_used_by_an
         accept_invite(&app, &token, "alice2", GOOD_PASSWORD).status(),
         204
     );
-    assert_eq!(app.count(ACCOUNTS), 2);
+    assert_eq!(probe::accounts(&app), 2);
 }
 
 #[test]
@@ -546,10 +517,10 @@ fn a_name_on_another_host_is_not_taken() {
     );
     assert_eq!(res.status(), 204);
     assert_identity_cookie(&res, true);
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM accounts WHERE name = 'alice'"),
-        2
-    );
+    // One alice on each host.
+    for host in ["localhost", "example.com"] {
+        assert!(probe::account_on(&app, host, "alice").is_some(), "{host}");
+    }
 }
 
 #[test]
@@ -613,7 +584,7 @@ fn accepting_with_a_malformed_request_answers_400_with_a_code_and_the_invite_sta
         assert_api_error(res, 400, code);
         assert_unused(&app, &token);
     }
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
     // A charset parameter is fine.
     let res = post_raw(&target, Some("Application/JSON; charset=utf-8"), good);
     assert_eq!(res.status(), 204);
@@ -668,7 +639,7 @@ fn accepting_with_a_name_or_password_that_breaks_the_rules_answers_400_saying_wh
         assert!(message.contains(why), "{name:?}: {message}");
         assert_unused(&app, &token);
     }
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
     // Exactly 1024 bytes of a strong password is allowed.
     let max = format!(
         "{GOOD_PASSWORD} {}",
@@ -706,7 +677,7 @@ fn a_body_over_16_kib_answers_413_json_and_changes_nothing() {
 
     let login = post_raw(&url(&app, "/api/auth/login"), Some("application/json"), big);
     assert_api_error(login, 413, "body_too_large");
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
     assert_unused(&app, &token);
     // Just under the limit is read (and refused only for its content).
     let under = json!({ "name": "bob", "password": GOOD_PASSWORD, "pad": "x".repeat(15 * 1024) })
@@ -755,8 +726,8 @@ fn fifty_simultaneous_acceptances_of_one_invite_give_exactly_one_204_and_one_acc
             assert!(!cookie, "{name} got a cookie");
         }
     }
-    assert_eq!(app.count(ACCOUNTS), 1);
-    assert_eq!(app.count(SESSIONS), 1);
+    assert_eq!(probe::accounts(&app), 1);
+    assert_eq!(probe::sessions(&app), 1);
     let (used_at, used_by, ..) = invite_row(&app, &token);
     assert!(used_at.is_some());
     assert_eq!(used_by, Some(account_id(&app, &winners[0].0)));
@@ -777,8 +748,8 @@ fn fifty_simultaneous_acceptances_with_the_same_name_give_exactly_one_204_and_on
         statuses.iter().all(|s| [204, 404, 409].contains(s)),
         "{statuses:?}"
     );
-    assert_eq!(app.count(ACCOUNTS), 1);
-    assert_eq!(app.count(SESSIONS), 1);
+    assert_eq!(probe::accounts(&app), 1);
+    assert_eq!(probe::sessions(&app), 1);
 }
 
 #[test]
@@ -810,12 +781,9 @@ fn simultaneous_acceptances_of_different_invites_with_one_name_create_one_accoun
         statuses.iter().all(|s| [204, 409].contains(s)),
         "{statuses:?}"
     );
-    assert_eq!(app.count(ACCOUNTS), 1);
+    assert_eq!(probe::accounts(&app), 1);
     // The losers' invites were rolled back and stay usable.
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM invites WHERE used_at IS NULL"),
-        9
-    );
+    assert_eq!(probe::invites_not_used_up(&app), 9);
 }
 
 // ------------------------------------------------------------ error shape
@@ -882,7 +850,7 @@ fn signing_in_by_name_or_by_address_answers_204_with_a_working_cookie() {
         );
     }
     // One session per sign-in, plus the one from registering.
-    assert_eq!(app.count(SESSIONS), 5);
+    assert_eq!(probe::sessions(&app), 5);
 }
 
 #[test]
@@ -968,7 +936,7 @@ fn an_unknown_name_and_a_wrong_password_answer_401_with_identical_bodies() {
     }
     let v: Value = serde_json::from_str(&bodies[0].1).unwrap();
     assert_eq!(v["error"], "unauthorized");
-    assert_eq!(app.count(SESSIONS), 1, "a failed sign-in made a session");
+    assert_eq!(probe::sessions(&app), 1, "a failed sign-in made a session");
 }
 
 #[test]
@@ -1021,7 +989,7 @@ fn signing_out_answers_204_and_the_old_cookie_is_refused_even_when_sent_again() 
     let app = TestApp::spawn();
     let first = register_account(&app, "alice");
     let second = set_cookie_value(&login(&app, "alice", GOOD_PASSWORD), "identity").unwrap();
-    assert_eq!(app.count(SESSIONS), 2);
+    assert_eq!(probe::sessions(&app), 2);
     let res = client()
         .post(url(&app, "/api/auth/logout"))
         .header(COOKIE, format!("identity={first}"))
@@ -1034,7 +1002,7 @@ fn signing_out_answers_204_and_the_old_cookie_is_refused_even_when_sent_again() 
         "{clear}"
     );
     assert!(clear.contains("Path=/"), "{clear}");
-    assert_eq!(app.count(SESSIONS), 1);
+    assert_eq!(probe::sessions(&app), 1);
     for _ in 0..2 {
         let check = auth_check(&app, Some(&first));
         assert!(header(&check, "x-invite-server-user").is_none());
@@ -1051,7 +1019,7 @@ fn signing_out_answers_204_and_the_old_cookie_is_refused_even_when_sent_again() 
         }
         assert_eq!(req.send().unwrap().status(), 204);
     }
-    assert_eq!(app.count(SESSIONS), 1);
+    assert_eq!(probe::sessions(&app), 1);
 }
 
 #[test]
@@ -1120,7 +1088,7 @@ fn a_session_in_use_keeps_working_past_the_idle_expiry() {
 fn minting_with_a_cookie_needs_a_json_request_so_a_form_cannot_do_it() {
     let app = TestApp::spawn();
     let identity = register_account(&app, "grace");
-    let before = app.count("SELECT COUNT(*) FROM invites");
+    let before = probe::invites(&app);
     for content_type in [
         None,
         Some("application/x-www-form-urlencoded"),
@@ -1134,6 +1102,6 @@ fn minting_with_a_cookie_needs_a_json_request_so_a_form_cannot_do_it() {
         }
         assert_api_error(req.send().unwrap(), 400, "wrong_content_type");
     }
-    assert_eq!(app.count("SELECT COUNT(*) FROM invites"), before);
+    assert_eq!(probe::invites(&app), before);
     assert_eq!(mint_with_cookie(&app, &identity).status(), 200);
 }

@@ -6,12 +6,12 @@ use std::sync::{Arc, Barrier};
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::blocking::Response;
 use reqwest::header::{CONTENT_TYPE, COOKIE, HOST};
-use sha2::{Digest, Sha256};
 
 use crate::helpers::{
     accept_invite, accept_invite_on, auth_check, auth_check_on, client, header, mint_for,
-    set_cookie_line, set_cookie_value, stored_form, token_of, TestApp, GOOD_PASSWORD,
+    set_cookie_line, set_cookie_value, token_of, TestApp, GOOD_PASSWORD,
 };
+use crate::probe;
 
 /// A host whose invites run out one second after they are made.
 const SHORT_EXPIRY: &str = r#"
@@ -20,9 +20,6 @@ public_url = "http://127.0.0.1:{port}"
 site_name = "Test Site"
 invite_expiry = "1s"
 "#;
-
-const ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts";
-const SESSIONS: &str = "SELECT COUNT(*) FROM sessions";
 
 /// What the form page hands a browser: its CSRF cookie and hidden field.
 struct Form {
@@ -121,15 +118,16 @@ fn register_on(
 type InviteRow = (Option<i64>, Option<i64>, String, Option<String>, i64);
 
 fn invite_row(app: &TestApp, page_url: &str) -> InviteRow {
-    let (id, digest) = stored_form(&token_of(page_url));
-    app.db()
-        .query_row(
-            "SELECT used_at, used_by, source, issuer_name, expires_at FROM invites
-             WHERE id = ?1 AND token_digest = ?2",
-            rusqlite::params![id, digest],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .expect("invite row")
+    let token = token_of(page_url);
+    let invite = probe::invite(app, &token).expect("invite row");
+    let (used_at, used_by) = probe::used_up(app, &token);
+    (
+        used_at,
+        used_by,
+        invite.source,
+        invite.issuer_name,
+        invite.expires_at.timestamp_micros(),
+    )
 }
 
 fn assert_unused(app: &TestApp, page_url: &str) {
@@ -296,9 +294,9 @@ fn viewing_the_landing_page_changes_nothing() {
     }
     assert_eq!(client().head(&url).send().unwrap().status(), 200);
     assert_eq!(invite_row(&app, &url), before);
-    assert_eq!(app.count(ACCOUNTS), 0);
-    assert_eq!(app.count(SESSIONS), 0);
-    assert_eq!(app.count("SELECT COUNT(*) FROM invites"), 1);
+    assert_eq!(probe::accounts(&app), 0);
+    assert_eq!(probe::sessions(&app), 0);
+    assert_eq!(probe::invites(&app), 1);
     // And it is still good for registering.
     assert_eq!(
         register(&url, "viewer", GOOD_PASSWORD, GOOD_PASSWORD).status(),
@@ -390,7 +388,7 @@ fn an_expired_invite_gets_a_410_page_that_says_it_expired_and_cannot_be_register
     );
     assert_eq!(late.status(), 410);
     assert!(late.text().unwrap().contains("expired"));
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
     assert_unused(&app, &url);
 }
 
@@ -429,19 +427,17 @@ fn registering_through_the_form_creates_the_account_uses_the_invite_and_signs_in
     );
     assert_loads_nothing_from_elsewhere(&app, &html);
 
-    let key_id: String = app
-        .db()
-        .query_row("SELECT id FROM api_keys", [], |r| r.get(0))
-        .unwrap();
-    let (id, host, hash, invited_by): (i64, String, String, String) = app
-        .db()
-        .query_row(
-            "SELECT id, host, password_hash, invited_by FROM accounts WHERE name = 'alice'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .expect("no account row");
-    assert_eq!(host, "localhost");
+    // The one key there is, which minted the invite.
+    assert_eq!(probe::census(&app).keys, 1);
+    let minted_by = probe::invite(&app, &token_of(&url))
+        .expect("the invite")
+        .source;
+    let key_id = minted_by
+        .strip_prefix("api/token/")
+        .unwrap_or_else(|| panic!("minted by a key: {minted_by}"));
+    assert!(probe::key(&app, key_id).is_some());
+    let account = probe::account(&app, "alice").expect("no account row");
+    let (id, hash, invited_by) = (account.id, account.password_hash, account.invited_by);
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains(GOOD_PASSWORD));
     assert_eq!(invited_by, format!("key {key_id}"));
@@ -449,19 +445,12 @@ fn registering_through_the_form_creates_the_account_uses_the_invite_and_signs_in
     assert!(used_at.is_some(), "the invite was not consumed");
     assert_eq!(used_by, Some(id));
     assert_eq!(source, format!("api/token/{key_id}"));
-    assert_eq!(app.count(ACCOUNTS), 1);
-    assert_eq!(
-        app.count(&format!(
-            "SELECT COUNT(*) FROM sessions WHERE account_id = {id}"
-        )),
-        1
-    );
-    // Tokens are stored only as digests.
-    let stored: Vec<u8> = app
-        .db()
-        .query_row("SELECT token_digest FROM sessions", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(stored, Sha256::digest(token.as_bytes()).to_vec());
+    assert_eq!(probe::accounts(&app), 1);
+    // One session, hers, found by the SHA-256 of its token: tokens are
+    // stored only as digests.
+    assert_eq!(probe::sessions(&app), 1);
+    let session = probe::session(&app, &token).expect("the session is stored as a digest");
+    assert_eq!(session.account.id, id);
 
     let check = auth_check(&app, Some(&token));
     assert_eq!(check.status(), 200);
@@ -535,8 +524,8 @@ fn a_form_without_a_matching_csrf_cookie_and_field_is_refused_with_403_and_saves
             excerpt(&html)
         );
         assert_eq!(input_value(&html, "name").as_deref(), Some("mallory"));
-        assert_eq!(app.count(ACCOUNTS), 0, "{what}");
-        assert_eq!(app.count(SESSIONS), 0, "{what}");
+        assert_eq!(probe::accounts(&app), 0, "{what}");
+        assert_eq!(probe::sessions(&app), 0, "{what}");
         assert_unused(&app, &url);
     }
     // The refused attempts left the invite usable.
@@ -603,11 +592,11 @@ fn a_taken_name_brings_the_form_back_and_the_invite_stays_usable() {
         409,
         "taken",
     );
-    assert_eq!(app.count(ACCOUNTS), 1);
+    assert_eq!(probe::accounts(&app), 1);
     let res = register(&url, "alice2", GOOD_PASSWORD, GOOD_PASSWORD);
     assert_eq!(res.status(), 200);
     assert!(res.text().unwrap().contains("alice2@localhost"));
-    assert_eq!(app.count(ACCOUNTS), 2);
+    assert_eq!(probe::accounts(&app), 2);
 }
 
 #[test]
@@ -631,7 +620,7 @@ fn a_name_outside_the_rule_brings_the_form_back_with_the_rule() {
             "1 to 64 characters of a-z, 0-9",
         );
     }
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
     assert_eq!(
         register(&url, "good.name_1-x", GOOD_PASSWORD, GOOD_PASSWORD).status(),
         200
@@ -672,7 +661,7 @@ fn a_weak_password_brings_the_form_back_saying_why() {
     );
     let long = "x".repeat(1025);
     assert_form_returns(&app, &url, ("bob", &long, &long), 400, "too long");
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
     assert_eq!(
         register(&url, "bob", GOOD_PASSWORD, GOOD_PASSWORD).status(),
         200
@@ -691,7 +680,7 @@ fn mismatched_passwords_bring_the_form_back_and_the_invite_stays_usable() {
         "The two passwords differ",
     );
     assert_form_returns(&app, &url, ("carol", GOOD_PASSWORD, ""), 400, "differ");
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
     assert_eq!(
         register(&url, "carol", GOOD_PASSWORD, GOOD_PASSWORD).status(),
         200
@@ -726,11 +715,8 @@ fn an_upper_case_name_is_registered_in_lower_case() {
     assert_eq!(res.status(), 200);
     let token = set_cookie_value(&res, "identity").unwrap();
     assert!(res.text().unwrap().contains("dave.smith@localhost"));
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM accounts WHERE name = 'dave.smith'"),
-        1
-    );
-    assert_eq!(app.count(ACCOUNTS), 1);
+    assert!(probe::account(&app, "dave.smith").is_some());
+    assert_eq!(probe::accounts(&app), 1);
     assert_eq!(
         required_header(&auth_check(&app, Some(&token)), "x-invite-server-user"),
         "dave.smith@localhost"
@@ -767,7 +753,7 @@ fn a_form_that_is_not_urlencoded_or_too_large_is_refused_and_saves_nothing() {
         ],
     );
     assert_eq!(huge.status(), 413);
-    assert_eq!(app.count(ACCOUNTS), 0);
+    assert_eq!(probe::accounts(&app), 0);
     assert_unused(&app, &url);
 }
 
@@ -795,7 +781,7 @@ fn posting_to_an_unknown_or_used_invite_gets_the_404_or_410_page() {
         &fields,
     );
     assert_eq!(unknown.status(), 404);
-    assert_eq!(app.count(ACCOUNTS), 1);
+    assert_eq!(probe::accounts(&app), 1);
 }
 
 #[test]
@@ -854,10 +840,7 @@ fn an_https_host_sets_secure_host_prefixed_cookies() {
         required_header(&check, "x-invite-server-user"),
         "frank@example.com"
     );
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM accounts WHERE host = 'example.com'"),
-        2
-    );
+    assert_eq!(probe::census_of(&app, "example.com").accounts, 2);
 }
 
 /// Checks the `__Host-identity` cookie a response sets has every attribute
@@ -915,14 +898,10 @@ fn twenty_simultaneous_form_registrations_on_one_invite_create_exactly_one_accou
             assert!(!signed_in, "{name} was signed in");
         }
     }
-    assert_eq!(app.count(ACCOUNTS), 1);
-    assert_eq!(app.count(SESSIONS), 1);
-    let winner: String = app
-        .db()
-        .query_row("SELECT name FROM accounts", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(winner, winners[0].0);
+    assert_eq!(probe::accounts(&app), 1);
+    assert_eq!(probe::sessions(&app), 1);
+    let winner = probe::account(&app, &winners[0].0).expect("the winner's account");
     let (used_at, used_by, ..) = invite_row(&app, &url);
     assert!(used_at.is_some());
-    assert_eq!(used_by, Some(app.count("SELECT id FROM accounts")));
+    assert_eq!(used_by, Some(winner.id));
 }

@@ -15,6 +15,7 @@ use reqwest::header::AUTHORIZATION;
 use reqwest::Method;
 
 use crate::helpers::{client, free_port, header, TestApp};
+use crate::probe;
 
 /// A running peer: its base URL and an API key made for these tests.
 struct Peer {
@@ -153,7 +154,7 @@ fn a_bookmark_with_redirect_true_gets_303_and_a_location_from_both() {
         let (prosody, ours) = pair
             .send(|url, key| client().get(format!("{url}/invites_api?key={key}&redirect=true")));
         assert_both_mint("bookmark", pair, &prosody, &ours, 303);
-        assert_eq!(pair.app.count("SELECT COUNT(*) FROM invites"), 1);
+        assert_eq!(probe::invites(pair.app), 1);
     });
 }
 
@@ -165,7 +166,7 @@ fn a_curl_style_key_query_gets_201_and_a_location_from_both() {
         assert_both_mint("?key=", pair, &prosody, &ours, 201);
         assert_eq!(prosody.text().unwrap(), "");
         assert_eq!(ours.text().unwrap(), "");
-        assert_eq!(pair.app.count("SELECT COUNT(*) FROM invites"), 1);
+        assert_eq!(probe::invites(pair.app), 1);
     });
 }
 
@@ -181,7 +182,7 @@ fn a_bearer_program_that_sends_a_query_gets_the_same_answer_from_both() {
             });
             assert_both_mint(&format!("Bearer {query}"), pair, &prosody, &ours, status);
         }
-        assert_eq!(pair.app.count("SELECT COUNT(*) FROM invites"), 2);
+        assert_eq!(probe::invites(pair.app), 2);
     });
 }
 
@@ -202,7 +203,7 @@ fn a_bearer_program_without_a_query_string_gets_500_from_prosody_and_201_here() 
                 "{mine}"
             );
         }
-        assert_eq!(pair.app.count("SELECT COUNT(*) FROM invites"), 2);
+        assert_eq!(probe::invites(pair.app), 2);
     });
 }
 
@@ -257,7 +258,7 @@ fn a_wrong_key_is_refused_with_403_by_both() {
             assert_eq!(location(&prosody), None, "{what}");
             assert_eq!(location(&ours), None, "{what}");
         }
-        assert_eq!(pair.app.count("SELECT COUNT(*) FROM invites"), 0);
+        assert_eq!(probe::invites(pair.app), 0);
     });
 }
 
@@ -275,7 +276,7 @@ fn a_missing_key_is_403_at_prosody_and_a_401_challenge_here() {
             assert_eq!(location(&prosody), None);
             assert_eq!(location(&ours), None);
         }
-        assert_eq!(pair.app.count("SELECT COUNT(*) FROM invites"), 0);
+        assert_eq!(probe::invites(pair.app), 0);
     });
 }
 
@@ -349,6 +350,6 @@ fn the_deliberate_differences_from_prosody_hold() {
         assert_eq!(prosody.status(), 405, "HEAD: Prosody");
         assert_eq!(ours.status(), 405, "HEAD: invite-server");
 
-        assert_eq!(pair.app.count("SELECT COUNT(*) FROM invites"), 3);
+        assert_eq!(probe::invites(pair.app), 3);
     });
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::{
     accept_invite, client, free_port, set_cookie_value, stderr_of, token_of, TestApp, GOOD_PASSWORD,
 };
+use crate::probe;
 
 /// A password the policy accepts, other than [`GOOD_PASSWORD`].
 const NEW_PASSWORD: &str = "copper meadow violin 47";
@@ -186,8 +187,8 @@ fn register_on_page(page_url: &str, name: &str, password: &str) -> reqwest::bloc
     )
 }
 
-fn uses_spent(app: &TestApp) -> i64 {
-    app.count("SELECT COALESCE(SUM(uses_spent), 0) FROM invites")
+fn uses_spent(app: &TestApp) -> u64 {
+    probe::census(app).uses_spent
 }
 
 #[test]
@@ -249,7 +250,7 @@ fn a_name_prosody_already_has_answers_409_and_leaves_the_invite_usable() {
     let token = token_of(&app.mint());
     let res = accept_invite(&app, &token, "alice", GOOD_PASSWORD);
     assert_eq!(res.status(), 409);
-    assert_eq!(app.count("SELECT COUNT(*) FROM accounts"), 0);
+    assert_eq!(probe::accounts(&app), 0);
     assert_eq!(uses_spent(&app), 0);
     // Prosody's own account is untouched.
     assert!(prosody.login("alice", NEW_PASSWORD));
@@ -288,10 +289,7 @@ fn a_hostile_password_is_only_a_password_in_prosody_and_runs_nothing() {
     assert!(message.contains("line break"), "{body}");
     assert!(!message.contains("line one"), "the password was repeated");
     assert!(!marker.exists(), "Prosody ran code from a password");
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM accounts WHERE name = 'bob'"),
-        0
-    );
+    assert!(probe::account(&app, "bob").is_none());
     // Not 409: bob was not created in Prosody either.
     let res = accept_invite(&app, &token, "bob", GOOD_PASSWORD);
     assert_eq!(res.status(), 204, "the invite stayed usable");

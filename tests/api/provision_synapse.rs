@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::helpers::{
     accept_invite, client, free_port, header, stderr_of, token_of, TestApp, GOOD_PASSWORD,
 };
+use crate::probe;
 
 /// The homeserver's `server_name` (deliberately not invite-server's host).
 const SERVER_NAME: &str = "test.local";
@@ -249,8 +250,8 @@ server_name = "{SERVER_NAME}"
     ))
 }
 
-fn uses_spent(app: &TestApp) -> i64 {
-    app.count("SELECT COALESCE(SUM(uses_spent), 0) FROM invites")
+fn uses_spent(app: &TestApp) -> u64 {
+    probe::census(app).uses_spent
 }
 
 #[test]
@@ -265,7 +266,7 @@ fn registering_through_the_json_api_makes_an_account_that_logs_into_synapse() {
         403,
         "a wrong password is refused"
     );
-    assert_eq!(app.count("SELECT COUNT(*) FROM accounts"), 1);
+    assert_eq!(probe::accounts(&app), 1);
     assert_eq!(uses_spent(&app), 1);
     assert!(
         !app.log().contains(GOOD_PASSWORD),
@@ -307,7 +308,7 @@ fn a_name_synapse_already_holds_answers_409_and_leaves_the_invite_usable() {
     let token = token_of(&app.mint());
     let res = accept_invite(&app, &token, "carol", GOOD_PASSWORD);
     assert_eq!(res.status(), 409);
-    assert_eq!(app.count("SELECT COUNT(*) FROM accounts"), 0);
+    assert_eq!(probe::accounts(&app), 0);
     assert_eq!(uses_spent(&app), 0);
     // Synapse's own account is untouched.
     assert_logs_into_synapse(&s.url, "carol", ADMIN_PASSWORD);
@@ -327,10 +328,10 @@ fn synapse_down_answers_503_with_retry_after_and_leaves_the_invite_usable() {
     let res = accept_invite(&app, &token, "dave", GOOD_PASSWORD);
     assert_eq!(res.status(), 503);
     assert!(header(&res, "retry-after").is_some());
-    assert_eq!(app.count("SELECT COUNT(*) FROM accounts"), 0);
+    assert_eq!(probe::accounts(&app), 0);
     assert_eq!(uses_spent(&app), 0);
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM provision_reservations"),
+        probe::census(&app).reservations,
         0,
         "the reservation was given back"
     );

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use reqwest::blocking::{Client, Response};
 
-use crate::helpers::{client, stored_form, token_of, TestApp};
+use crate::helpers::{client, token_of, TestApp};
+use crate::probe;
 
 /// A password the policy accepts.
 const PASSWORD: &str = "lantern quarry tulip 92";
@@ -90,25 +91,14 @@ fn submit_form(
         .unwrap()
 }
 
+/// The row id of the account the invite a token names was spent on.
 fn used_by(app: &TestApp, token: &str) -> Option<i64> {
-    let (id, digest) = stored_form(token);
-    app.db()
-        .query_row(
-            "SELECT used_by FROM invites WHERE id = ?1 AND token_digest = ?2",
-            rusqlite::params![id, digest],
-            |r| r.get(0),
-        )
-        .unwrap()
+    let name = probe::uses(app, token).into_iter().next()?;
+    account_id(app, &name)
 }
 
 fn account_id(app: &TestApp, name: &str) -> Option<i64> {
-    app.db()
-        .query_row(
-            "SELECT id FROM accounts WHERE host = 'localhost' AND name = ?1",
-            [name],
-            |r| r.get(0),
-        )
-        .ok()
+    probe::account(app, name).map(|a| a.id)
 }
 
 // ------------------------------------------------------------ redemptions
@@ -160,8 +150,8 @@ fn forty_browsers_and_api_clients_racing_for_one_invite_make_exactly_one_account
         assert_eq!(*status, expected, "racer {i}: {results:?}");
     }
     let name = format!("racer{winner}");
-    assert_eq!(app.count("SELECT count(*) FROM accounts"), 1);
-    assert_eq!(app.count("SELECT count(*) FROM sessions"), 1);
+    assert_eq!(probe::accounts(&app), 1);
+    assert_eq!(probe::sessions(&app), 1);
     assert_eq!(used_by(&app, &token), account_id(&app, &name));
     assert!(account_id(&app, &name).is_some());
     // The winner is signed in as the account that was created.
@@ -219,11 +209,8 @@ fn eight_invites_each_raced_by_five_clients_make_exactly_one_account_each() {
         let id = account_id(&app, &name).expect("the winner's account");
         assert_eq!(used_by(&app, token), Some(id), "invite {inv}");
     }
-    assert_eq!(app.count("SELECT count(*) FROM accounts"), INVITES as i64);
-    assert_eq!(
-        app.count("SELECT count(*) FROM invites WHERE used_by IS NOT NULL"),
-        INVITES as i64
-    );
+    assert_eq!(probe::accounts(&app), INVITES as u64);
+    assert_eq!(probe::census(&app).invites_used_up, INVITES as u64);
 }
 
 #[test]
@@ -258,7 +245,7 @@ fn one_name_raced_over_twelve_invites_is_taken_once_and_the_other_invites_stay_u
         statuses.iter().all(|&s| s == 204 || s == 409),
         "losers are told the name is taken: {statuses:?}"
     );
-    assert_eq!(app.count("SELECT count(*) FROM accounts"), 1);
+    assert_eq!(probe::accounts(&app), 1);
     // A name conflict inside a batch undoes only its own write.
     let id = account_id(&app, "contested").unwrap();
     let mut still_usable = 0;
@@ -296,7 +283,7 @@ fn no_mint_sent_after_keys_delete_returned_succeeds() {
         let key = app.create_key("localhost");
         let id = key.split_once('/').unwrap().0.to_owned();
         let stop = Arc::new(AtomicBool::new(false));
-        let (attempts, deleted_at, deleted_micros) = thread::scope(|s| {
+        let (attempts, deleted_at, deleted_time) = thread::scope(|s| {
             let _stop_on_panic = StopOnDrop(Arc::clone(&stop));
             let handles: Vec<_> = (0..MINTERS)
                 .map(|_| {
@@ -322,10 +309,7 @@ fn no_mint_sent_after_keys_delete_returned_succeeds() {
             thread::sleep(Duration::from_millis(rng.random_range(50..=250)));
             let out = app.cli(&["keys", "delete", "localhost", &id]);
             let deleted_at = Instant::now();
-            let deleted_micros = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_micros() as i64;
+            let deleted_time = chrono::Utc::now();
             assert!(out.status.success(), "keys delete: {out:?}");
             // Keep minting with the deleted key for a while.
             thread::sleep(Duration::from_millis(300));
@@ -334,7 +318,7 @@ fn no_mint_sent_after_keys_delete_returned_succeeds() {
                 .into_iter()
                 .flat_map(|h| h.join().unwrap())
                 .collect();
-            (attempts, deleted_at, deleted_micros)
+            (attempts, deleted_at, deleted_time)
         });
 
         let (before, after): (Vec<&Attempt>, Vec<&Attempt>) =
@@ -360,15 +344,15 @@ fn no_mint_sent_after_keys_delete_returned_succeeds() {
         );
         // In the store: every 201 is a row, and no row is younger than the delete.
         let source = format!("api/token/{id}");
-        let rows = app
-            .db()
-            .query_row(
-                "SELECT count(*), count(CASE WHEN created_at > ?2 THEN 1 END)
-                 FROM invites WHERE source = ?1",
-                rusqlite::params![source, deleted_micros],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .unwrap();
+        let minted: Vec<_> = probe::invites_of(&app, "localhost")
+            .into_iter()
+            .filter(|i| i.source == source)
+            .collect();
+        let late = minted
+            .iter()
+            .filter(|i| i.created_at > deleted_time)
+            .count();
+        let rows = (minted.len() as i64, late as i64);
         let seen_201 = attempts.iter().filter(|a| a.status == 201).count() as i64;
         assert_eq!(rows.0, seen_201, "round {round}: rows vs 201s");
         assert_eq!(rows.1, 0, "round {round}: invites created after the delete");
@@ -468,13 +452,10 @@ fn the_cli_writing_while_the_server_is_under_load_never_reports_a_locked_databas
     }
     // Exactly what was reported is stored: bulk + answered mints + the checks.
     assert_eq!(
-        app.count("SELECT count(*) FROM invites") as usize,
+        probe::invites(&app) as usize,
         ITERATIONS * BULK + minted + cli_keys.len()
     );
-    assert_eq!(
-        app.count("SELECT count(*) FROM accounts") as usize,
-        ITERATIONS
-    );
+    assert_eq!(probe::accounts(&app) as usize, ITERATIONS);
     let log = app.log();
     assert!(
         !log.contains("locked"),

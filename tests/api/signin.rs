@@ -259,6 +259,13 @@ fn a_full_hashing_queue_answers_503_with_retry_after_while_minting_goes_on() {
         login_from(&app, loopback(1), "alice", GOOD_PASSWORD).status(),
         204
     );
+    // A full queue is load, not a failure of the store or of the hasher:
+    // the request log shows the 503s, and nothing is logged as an error.
+    let log = app.log();
+    assert!(
+        !log.lines().any(|l| l.contains("ERROR")),
+        "a full hashing queue was logged as an error: {log}"
+    );
 }
 
 /// The request log lines of sign-ins answered 401 so far.

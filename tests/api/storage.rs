@@ -1,6 +1,10 @@
 //! The database file as an operator meets it: where it may be, who may read
 //! it, what happens when it is deleted, replaced, unwritable or failing under
 //! a running server, and what the key lookups reveal.
+//!
+//! These tests are about SQLite's file itself, so they open and change it
+//! directly on purpose; what the server kept is still asked through the
+//! store-neutral probe.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -13,6 +17,7 @@ use reqwest::header::{AUTHORIZATION, COOKIE, RETRY_AFTER};
 
 use crate::config::{bin, run};
 use crate::helpers::{accept_invite, client, stderr_of, token_of, TestApp, BIN, GOOD_PASSWORD};
+use crate::probe;
 
 /// The account `nobody`, for running the server as someone other than root.
 const NOBODY: u32 = 65534;
@@ -102,17 +107,23 @@ fn a_database_deleted_while_serving_is_written_no_more_and_health_says_so_once()
     let unused = app.mint();
 
     std::fs::remove_file(&app.db).unwrap();
+    // The file may come back (the operator restores it): every surface
+    // says to retry, none claims the request broke something.
     let res = assert_503(mint(&app, &key), "a mint after the rm");
     assert!(res.headers().contains_key(RETRY_AFTER));
-    assert_503(mint_json(&app, &key), "a JSON mint after the rm");
+    let res = assert_503(mint_json(&app, &key), "a JSON mint after the rm");
+    assert_eq!(res.headers()[RETRY_AFTER], "1");
+    let body: serde_json::Value = res.json().unwrap();
+    assert_eq!(body["error"], "unavailable", "{body}");
     assert_503(
         accept_invite(&app, &token_of(&unused), "alice", GOOD_PASSWORD),
         "a registration after the rm",
     );
-    assert_503(
+    let res = assert_503(
         client().get(&unused).send().unwrap(),
         "the invite page after the rm",
     );
+    assert_eq!(res.headers()[RETRY_AFTER], "1");
     let (status, body) = health(&app);
     assert_eq!(status, 503);
     assert_eq!(
@@ -299,36 +310,103 @@ fn rename_tables(db: &Path, tables: &[&str], back: bool) {
     }
 }
 
+fn assert_500(res: Response, what: &str) -> Response {
+    assert_eq!(res.status(), 500, "{what}: {:?}", res.headers());
+    // Retrying will not mend it: no Retry-After invites a client to hammer.
+    assert!(!res.headers().contains_key(RETRY_AFTER), "{what}");
+    res
+}
+
 #[test]
-fn a_store_failing_mid_service_answers_503_everywhere_and_loses_nothing() {
+fn a_store_failing_mid_service_answers_500_with_a_generic_body_logs_the_cause_and_loses_nothing() {
     let app = TestApp::spawn_sqlite();
     let key = app.create_key("localhost");
     let by_api = app.mint();
     let by_page = app.mint();
     let form = open_form(&by_page);
-    let invites = app.count("SELECT COUNT(*) FROM invites");
+    let invites = probe::invites(&app);
 
+    // A statement the schema cannot run: no retry mends it.
     rename_tables(&app.db, &["invites", "accounts"], false);
-    let res = assert_503(mint(&app, &key), "/invites_api");
-    assert_eq!(res.headers()[RETRY_AFTER], "1");
-    assert!(res.text().unwrap().starts_with("Service unavailable"));
-    let res = assert_503(
+    let res = assert_500(mint(&app, &key), "/invites_api");
+    let text = res.text().unwrap();
+    assert!(text.starts_with("Internal server error"), "{text}");
+    assert!(
+        !text.contains("no such table"),
+        "the cause is not sent: {text}"
+    );
+    let res = assert_500(
         accept_invite(&app, &token_of(&by_api), "alice", GOOD_PASSWORD),
         "POST /api/invite/{id}",
     );
     let body: serde_json::Value = res.json().unwrap();
-    assert_eq!(body["error"], "unavailable", "{body}");
-    let res = assert_503(post_form(&by_page, &form, "bob"), "the registration page");
-    assert!(res.text().unwrap().contains("Nothing was changed"));
+    assert_eq!(body["error"], "internal", "{body}");
+    assert!(!body.to_string().contains("no such table"), "{body}");
+    let res = assert_500(post_form(&by_page, &form, "bob"), "the registration page");
+    let page = res.text().unwrap();
+    assert!(page.contains("Nothing was changed"), "{page}");
+    assert!(!page.contains("no such table"), "{page}");
     rename_tables(&app.db, &["invites", "accounts"], true);
 
+    // Logged at ERROR with the whole chain, SQLite's own words included.
+    let log = app.log();
+    let failures: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("store failure"))
+        .collect();
+    assert_eq!(failures.len(), 3, "once per request: {log}");
+    assert!(
+        failures
+            .iter()
+            .all(|l| l.contains("storage failure: no such table")),
+        "{failures:#?}"
+    );
+
     // Nothing was half done: both invites work, and no more were made.
-    assert_eq!(app.count("SELECT COUNT(*) FROM invites"), invites);
-    assert_eq!(app.count("SELECT COUNT(*) FROM accounts"), 0);
+    assert_eq!(probe::invites(&app), invites);
+    assert_eq!(probe::accounts(&app), 0);
     let res = accept_invite(&app, &token_of(&by_api), "alice", GOOD_PASSWORD);
     assert_eq!(res.status(), 204);
     assert_eq!(post_form(&by_page, &form, "bob").status(), 200);
     assert_eq!(mint(&app, &key).status(), 201);
+}
+
+#[test]
+fn a_write_lock_held_by_another_process_past_the_busy_timeout_answers_503_with_retry_after() {
+    let app = TestApp::spawn_sqlite();
+    let key = app.create_key("localhost");
+    assert_eq!(mint(&app, &key).status(), 201);
+
+    // Another process (an operator's sqlite3 shell, say) holds the write
+    // lock for longer than the server's 30 s busy timeout.
+    let holder = rusqlite::Connection::open(&app.db).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let patient = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let res = patient
+        .get(format!("{}/invites_api?key={key}", app.url))
+        .send()
+        .unwrap();
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+
+    let res = assert_503(res, "a mint behind another process's lock");
+    assert_eq!(res.headers()[RETRY_AFTER], "1");
+    assert!(res.text().unwrap().starts_with("Service unavailable"));
+    // The lock is gone, and so is the failure: the same request succeeds.
+    assert_eq!(mint(&app, &key).status(), 201);
+    let log = app.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("store temporarily unavailable")),
+        "{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.contains("ERROR")),
+        "a lock that passes is no error: {log}"
+    );
 }
 
 // ------------------------------------------------------ what key lookups show

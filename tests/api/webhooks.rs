@@ -70,7 +70,7 @@ impl Receiver {
     }
 
     /// Waits (at most `limit`) until `n` requests arrived.
-    fn wait_within(&self, n: usize, limit: Duration) -> Vec<serde_json::Value> {
+    pub(crate) fn wait_within(&self, n: usize, limit: Duration) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + limit;
         loop {
             let got = self.received();
@@ -86,6 +86,40 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A receiver that takes one delivery's request and never answers, so the
+/// server that made the attempt holds its lease, mid-attempt, until killed.
+pub(crate) struct Holder {
+    attempted: std::sync::mpsc::Receiver<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Holder {
+    pub(crate) fn listen(port: u16) -> Self {
+        let slow = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let (tx, attempted) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let conn = slow.accept().map(|(c, _)| c);
+            let _ = tx.send(());
+            // Held until the server is dead, then dropped with the listener.
+            std::thread::sleep(Duration::from_secs(2));
+            drop(conn);
+        });
+        Self { attempted, thread }
+    }
+
+    /// Waits (at most 30 s) for a server to start a delivery.
+    pub(crate) fn wait_for_attempt(&self) {
+        self.attempted
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server never tried to deliver");
+    }
+
+    /// Lets the port go, for a real receiver to take it.
+    pub(crate) fn close(self) {
+        self.thread.join().unwrap();
     }
 }
 
@@ -435,25 +469,14 @@ fn every_way_of_revoking_sends_one_invite_revoked_per_revoked_invite_with_its_pu
 fn a_delivery_claimed_by_a_killed_server_is_delivered_by_the_next_once_the_lease_expires() {
     let dir = tempfile::tempdir().unwrap();
     let hook_port = free_port();
-    // A receiver that takes the request and never answers: the claim is
-    // held, mid-attempt, when the server is killed.
-    let slow = std::net::TcpListener::bind(("127.0.0.1", hook_port)).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let holder = std::thread::spawn(move || {
-        let conn = slow.accept().map(|(c, _)| c);
-        let _ = tx.send(());
-        // Held until the server is dead, then dropped with the listener.
-        std::thread::sleep(Duration::from_secs(2));
-        drop(conn);
-    });
+    let holder = Holder::listen(hook_port);
     let cfg = config(dir.path(), hook_port, r#"["1s"]"#);
     let db = fresh_db(dir.path());
     let mut app = TestApp::spawn_in(dir, db, &cfg);
     cli_mint(&app);
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("the server never tried to deliver");
+    holder.wait_for_attempt();
     app.kill();
-    holder.join().unwrap();
+    holder.close();
 
     let (dir, db) = app.into_parts();
     let receiver = Receiver::start(dir.path(), hook_port, &[]);

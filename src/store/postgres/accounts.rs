@@ -359,9 +359,7 @@ pub(super) async fn insert_reset(
             return Err(StoreError::NotFound);
         }
     }
-    Err(StoreError::Backend(
-        "no free invite id in as many draws".into(),
-    ))
+    Err(StoreError::permanent("no free invite id in as many draws"))
 }
 
 /// Redeems a reset invite: spends it (one conditional write, so two

@@ -171,9 +171,7 @@ pub(super) async fn insert(db: &impl GenericClient, inv: &NewInvite) -> Result<i
             });
         }
     }
-    Err(StoreError::Backend(
-        "no free invite id in as many draws".into(),
-    ))
+    Err(StoreError::permanent("no free invite id in as many draws"))
 }
 
 pub(super) async fn id_taken(db: &impl GenericClient, id: i64) -> Result<bool, StoreError> {
@@ -518,9 +516,7 @@ pub(super) async fn revoke(
     match details(db, host, id).await?.invite.usable_at(now) {
         Err(StoreError::InviteRevoked) => Ok(()),
         Err(e) => Err(e),
-        Ok(()) => Err(StoreError::Backend(
-            "a pending invite was not revoked".into(),
-        )),
+        Ok(()) => Err(StoreError::permanent("a pending invite was not revoked")),
     }
 }
 

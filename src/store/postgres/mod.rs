@@ -27,6 +27,7 @@ use rows::{backend, pool};
 
 mod accounts;
 mod audit;
+mod census;
 mod connect;
 mod invites;
 mod keys;
@@ -206,7 +207,7 @@ impl PostgresStore {
         let mut client = self.pool.get().await.map_err(|e| OpenError::Connect {
             url: url.clone(),
             reason: match pool(e) {
-                StoreError::Backend(why) => why,
+                StoreError::Backend(why) => why.to_string(),
                 other => other.to_string(),
             },
         })?;
@@ -254,7 +255,7 @@ impl PostgresStore {
             .map_err(|e| OpenError::NotWritable {
                 url: self.url.to_string(),
                 reason: match e {
-                    StoreError::Backend(why) => why,
+                    StoreError::Backend(why) => why.to_string(),
                     other => other.to_string(),
                 },
             })
@@ -662,5 +663,25 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<PendingReservation>, StoreError> {
         reservations::pending(&self.client().await?, host, now).await
+    }
+
+    async fn census(&self, host: Option<&HostName>) -> Result<super::Census, StoreError> {
+        census::census(&mut self.client().await?, host).await
+    }
+
+    async fn export(&self) -> Result<super::Dump, StoreError> {
+        Err(StoreError::permanent(
+            "copying a PostgreSQL store is not built yet",
+        ))
+    }
+
+    async fn import_into_empty(&self, _dump: super::Dump) -> Result<(), super::ImportError> {
+        Err(StoreError::permanent("copying into PostgreSQL is not built yet").into())
+    }
+
+    async fn table_counts(&self) -> Result<super::TableCounts, StoreError> {
+        Err(StoreError::permanent(
+            "copying a PostgreSQL store is not built yet",
+        ))
     }
 }

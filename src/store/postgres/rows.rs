@@ -78,16 +78,19 @@ fn is_tls_refusal(e: &tokio_postgres::Error) -> bool {
 /// names the server's own words and SQLSTATE, never a parameter (so never a
 /// secret or a digest).
 pub(super) fn backend(e: tokio_postgres::Error) -> StoreError {
-    let kind = if is_transient(&e) {
-        "transient"
-    } else {
-        "permanent"
-    };
     let what = match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => chain(&e),
+        Some(db) => format!(
+            "postgresql: {} (SQLSTATE {})",
+            db.message(),
+            db.code().code()
+        ),
+        None => format!("postgresql: {}", chain(&e)),
     };
-    StoreError::Backend(format!("postgresql ({kind}): {what}"))
+    if is_transient(&e) {
+        StoreError::transient(what)
+    } else {
+        StoreError::permanent(what)
+    }
 }
 
 /// The one adapter from a pool error. A pool that waited its whole timeout
@@ -97,14 +100,10 @@ pub(super) fn pool(e: deadpool_postgres::PoolError) -> StoreError {
     use deadpool_postgres::PoolError;
     match e {
         PoolError::Backend(e) => backend(e),
-        PoolError::Timeout(_) => {
-            StoreError::Backend("postgresql (transient): no free database connection".into())
-        }
-        PoolError::PostCreateHook(e) => {
-            StoreError::Backend(format!("postgresql (transient): {}", chain(&e)))
-        }
+        PoolError::Timeout(_) => StoreError::transient("postgresql: no free database connection"),
+        PoolError::PostCreateHook(e) => StoreError::transient(format!("postgresql: {}", chain(&e))),
         PoolError::Closed | PoolError::NoRuntimeSpecified => {
-            StoreError::Backend(format!("postgresql (permanent): {e}"))
+            StoreError::permanent(format!("postgresql: {e}"))
         }
     }
 }
@@ -123,7 +122,7 @@ pub(super) fn chain(e: &dyn std::error::Error) -> String {
 
 /// A row whose value cannot be what the schema allows.
 pub(super) fn corrupt(what: &str) -> StoreError {
-    StoreError::Backend(format!("postgresql (permanent): corrupt row: {what}"))
+    StoreError::permanent(format!("postgresql: corrupt row: {what}"))
 }
 
 /// Reads column `idx` as `T`.

@@ -9,14 +9,71 @@ use super::audit::{self, audit};
 use super::invites::{find_invite, new_invite_id, ID_ATTEMPTS};
 use super::outbox::{self, Subject};
 use super::rows::{
-    backend, is_constraint_violation, is_primary_key_clash, micros, one, time_at, ACCOUNT_COLUMNS,
+    account_row, all_rows, backend, host_at, is_constraint_violation, is_primary_key_clash, micros,
+    one, time_at, ACCOUNT_COLUMNS,
 };
-use super::sessions::insert_session;
+use super::sessions::{end_sessions, insert_session};
+use crate::crypto::SecretDigest;
 use crate::domain::{AccountName, HostName, InviteLookup, LEGACY_INVITE_ID_LIMIT};
 use crate::store::{
     AccountOrigin, AccountRecord, NewAccount, NewResetInvite, NewSession, StoreError,
 };
 use crate::webhooks::EventKind;
+
+/// A host's accounts, by name.
+pub(super) fn list(conn: &Connection, host: &HostName) -> Result<Vec<AccountRecord>, StoreError> {
+    all_rows(
+        conn,
+        &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.host = ?1 ORDER BY a.name"),
+        host,
+        account_row,
+    )
+}
+
+/// An account by host and name, or `NotFound`.
+pub(super) fn find(
+    conn: &Connection,
+    host: &HostName,
+    name: &AccountName,
+) -> Result<AccountRecord, StoreError> {
+    one(conn
+        .prepare_cached(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.host = ?1 AND a.name = ?2"
+        ))
+        .and_then(|mut st| {
+            st.query_row([host.as_str(), name.as_str()], account_row)
+                .optional()
+        }))
+}
+
+/// Sets an account's password hash and ends its sessions but `keep`, with
+/// an audit row by `actor`; `NotFound` when the account is gone.
+pub(super) fn set_password(
+    conn: &Connection,
+    account_id: i64,
+    password_hash: &str,
+    keep: Option<&SecretDigest>,
+    actor: &str,
+) -> Result<(), StoreError> {
+    let (host, name) = one(conn
+        .prepare_cached("UPDATE accounts SET password_hash = ?1 WHERE id = ?2 RETURNING host, name")
+        .and_then(|mut st| {
+            st.query_row(params![password_hash, account_id], |r| {
+                Ok((host_at(r, 0)?, r.get::<_, String>(1)?))
+            })
+            .optional()
+        }))?;
+    end_sessions(conn, account_id, keep)?;
+    audit(
+        conn,
+        Utc::now(),
+        &host,
+        actor,
+        "account.passwd",
+        &name,
+        None,
+    )
+}
 
 /// The row id of an account, or `NotFound`.
 fn account_id(conn: &Connection, host: &HostName, name: &AccountName) -> Result<i64, StoreError> {
@@ -198,9 +255,7 @@ pub(super) fn insert_reset(conn: &Connection, inv: &NewResetInvite) -> Result<i6
             Err(e) => return Err(backend(e)),
         }
     }
-    Err(StoreError::Backend(
-        "no free invite id in as many draws".into(),
-    ))
+    Err(StoreError::permanent("no free invite id in as many draws"))
 }
 
 /// Redeems a reset invite: spends it (one conditional write, so two

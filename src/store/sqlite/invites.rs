@@ -45,23 +45,6 @@ pub(super) fn why_not_minted(conn: &Connection, inv: &NewInvite, minter: &Value)
     StoreError::NotFound
 }
 
-/// How an account records who invited it, readable without a lookup:
-/// `key <id>`, `account <name>` or `cli`.
-fn invited_by(invite: &InviteRecord) -> String {
-    if let Some(id) = invite.source.strip_prefix("api/token/") {
-        format!("key {id}")
-    } else if let Some(row) = invite.source.strip_prefix("account/") {
-        // issuer_name holds the inviting account's name; an invite minted
-        // before names were kept falls back to its row id.
-        match &invite.issuer_name {
-            Some(name) => format!("account {name}"),
-            None => format!("account #{row}"),
-        }
-    } else {
-        "cli".to_owned()
-    }
-}
-
 /// In the caller's savepoint: checks the invite, creates the account, spends
 /// one use, records who registered with it, and opens a session.
 pub(super) fn redeem(
@@ -90,13 +73,9 @@ pub(super) fn redeem(
     {
         return Err(StoreError::NameNotAllowed);
     }
-    let account = insert_account(
-        conn,
-        &NewAccount {
-            invited_by: invited_by(&invite),
-            ..account
-        },
-    )?;
+    // `invited_by` is the caller's to choose (the service derives it from
+    // the invite); the store writes what it is given.
+    let account = insert_account(conn, &account)?;
     // The one conditional write that spends a use: the batch runs writes one
     // after another, so the last use goes to exactly one of many racers.
     let spent = conn
@@ -268,9 +247,7 @@ pub(super) fn revoke(
     match details(conn, host, id)?.invite.usable_at(now) {
         Err(StoreError::InviteRevoked) => Ok(()),
         Err(e) => Err(e),
-        Ok(()) => Err(StoreError::Backend(
-            "a pending invite was not revoked".into(),
-        )),
+        Ok(()) => Err(StoreError::permanent("a pending invite was not revoked")),
     }
 }
 
@@ -489,9 +466,7 @@ pub(super) fn insert_invite_with_ids(
             Err(e) => return Err(backend(e)),
         }
     }
-    Err(StoreError::Backend(
-        "no free invite id in as many draws".into(),
-    ))
+    Err(StoreError::permanent("no free invite id in as many draws"))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use super::{
@@ -33,12 +33,13 @@ use crate::domain::{AccountName, HostName, InviteLookup, KeyId};
 use crate::webhooks::{EventKind, Routes};
 use migrations::{configure, create_if_missing, migrate};
 use readers::Readers;
-use rows::{account_row, all_rows, backend, host_at, micros, one, time_at, ACCOUNT_COLUMNS};
 use writer::{rewrite_version, Health, Job, Pending, Undo, Watch, Writer};
 
 mod accounts;
 mod audit;
 mod backup;
+mod census;
+mod dump;
 mod invites;
 mod keys;
 mod migrations;
@@ -46,6 +47,7 @@ mod outbox;
 mod readers;
 mod reservations;
 mod rows;
+mod secrets;
 mod sessions;
 #[cfg(test)]
 mod test_support;
@@ -233,10 +235,7 @@ impl SqliteStore {
             .await
             .map_err(|e| OpenError::NotWritable {
                 path: self.path.clone(),
-                reason: match e {
-                    StoreError::Backend(why) => why,
-                    other => other.to_string(),
-                },
+                reason: e.chain().to_string(),
             })
     }
 
@@ -253,12 +252,11 @@ impl SqliteStore {
             result: None,
             reply,
         });
-        self.writer
-            .send(job)
-            .map_err(|_| StoreError::Backend("the database writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Backend("the database writer has stopped".into()))?
+        // The writer is gone only while the server shuts down: another
+        // node (or this one, restarted) can take the request.
+        let stopped = || StoreError::transient("the database writer has stopped");
+        self.writer.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Runs `f` on a read connection on the blocking pool.
@@ -270,7 +268,14 @@ impl SqliteStore {
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || readers.with(f))
             .await
-            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+            .map_err(|e| {
+                // Cancelled: the runtime is shutting down. Panicked: a bug.
+                if e.is_cancelled() {
+                    StoreError::transient(e)
+                } else {
+                    StoreError::permanent(e)
+                }
+            })?
     }
 
     /// Runs `f` on a read connection right here, on the async worker, without
@@ -468,17 +473,7 @@ impl Store for SqliteStore {
 
     async fn list_accounts(&self, host: &HostName) -> Result<Vec<AccountRecord>, StoreError> {
         let host = host.clone();
-        self.read(move |conn| {
-            all_rows(
-                conn,
-                &format!(
-                    "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.host = ?1 ORDER BY a.name"
-                ),
-                &host,
-                account_row,
-            )
-        })
-        .await
+        self.read(move |conn| accounts::list(conn, &host)).await
     }
 
     async fn find_account(
@@ -487,17 +482,8 @@ impl Store for SqliteStore {
         name: &AccountName,
     ) -> Result<AccountRecord, StoreError> {
         let (host, name) = (host.clone(), name.clone());
-        self.read(move |conn| {
-            one(conn
-                .prepare_cached(&format!(
-                    "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.host = ?1 AND a.name = ?2"
-                ))
-                .and_then(|mut st| {
-                    st.query_row([host.as_str(), name.as_str()], account_row)
-                        .optional()
-                }))
-        })
-        .await
+        self.read(move |conn| accounts::find(conn, &host, &name))
+            .await
     }
 
     async fn set_password(
@@ -509,26 +495,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let actor = actor.to_owned();
         self.write(Undo::Savepoint, move |conn| {
-            let (host, name) = one(conn
-                .prepare_cached(
-                    "UPDATE accounts SET password_hash = ?1 WHERE id = ?2 RETURNING host, name",
-                )
-                .and_then(|mut st| {
-                    st.query_row(params![password_hash, account_id], |r| {
-                        Ok((host_at(r, 0)?, r.get::<_, String>(1)?))
-                    })
-                    .optional()
-                }))?;
-            sessions::end_sessions(conn, account_id, keep.as_ref())?;
-            audit::audit(
-                conn,
-                Utc::now(),
-                &host,
-                &actor,
-                "account.passwd",
-                &name,
-                None,
-            )
+            accounts::set_password(conn, account_id, &password_hash, keep.as_ref(), &actor)
         })
         .await
     }
@@ -604,25 +571,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_session(&self, token_digest: SecretDigest) -> Result<SessionRecord, StoreError> {
-        // Built once: formatting it on every check cost an allocation per call.
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "SELECT {ACCOUNT_COLUMNS}, s.last_used_at
-                 FROM sessions s JOIN accounts a ON a.id = s.account_id
-                 WHERE s.token_digest = ?1 AND a.disabled_at IS NULL"
-            )
-        });
-        self.read_inline(move |conn| {
-            one(conn.prepare_cached(&SQL).and_then(|mut st| {
-                st.query_row([token_digest.as_bytes().as_slice()], |row| {
-                    Ok(SessionRecord {
-                        account: account_row(row)?,
-                        last_used_at: time_at(row, 8)?,
-                    })
-                })
-                .optional()
-            }))
-        })
+        self.read_inline(move |conn| sessions::find(conn, &token_digest))
     }
 
     async fn touch_session(
@@ -631,22 +580,14 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.write(Undo::Statement, move |conn| {
-            conn.prepare_cached("UPDATE sessions SET last_used_at = ?1 WHERE token_digest = ?2")
-                .and_then(|mut st| {
-                    st.execute(params![micros(now), token_digest.as_bytes().as_slice()])
-                })
-                .map_err(backend)?;
-            Ok(())
+            sessions::touch(conn, &token_digest, now)
         })
         .await
     }
 
     async fn delete_session(&self, token_digest: SecretDigest) -> Result<(), StoreError> {
         self.write(Undo::Statement, move |conn| {
-            conn.prepare_cached("DELETE FROM sessions WHERE token_digest = ?1")
-                .and_then(|mut st| st.execute([token_digest.as_bytes().as_slice()]))
-                .map_err(backend)?;
-            Ok(())
+            sessions::delete(conn, &token_digest)
         })
         .await
     }
@@ -665,38 +606,14 @@ impl Store for SqliteStore {
     async fn form_key(&self, candidate: [u8; FormKey::LEN]) -> Result<FormKey, StoreError> {
         // Almost always there already: read it without the write lock, so
         // read-only commands work on a read-only file and take no fsync.
-        let stored = self
-            .read(|conn| {
-                conn.query_row(
-                    "SELECT form_key FROM server_secrets WHERE id = 1",
-                    [],
-                    |r| r.get::<_, Vec<u8>>(0),
-                )
-                .optional()
-                .map_err(backend)
-            })
-            .await?;
-        if let Some(key) = stored.and_then(|k| <[u8; FormKey::LEN]>::try_from(k.as_slice()).ok()) {
-            return Ok(FormKey::from_bytes(key));
+        let stored = self.read(secrets::stored_form_key).await?;
+        if let Some(key) = stored {
+            return Ok(key);
         }
         // In the writer's transaction, so two servers starting on one new
         // file agree: the first insert wins and both read it back.
         self.write(Undo::Savepoint, move |conn| {
-            conn.execute(
-                "INSERT OR IGNORE INTO server_secrets (id, form_key) VALUES (1, ?1)",
-                [candidate.as_slice()],
-            )
-            .map_err(backend)?;
-            let stored: Vec<u8> = conn
-                .query_row(
-                    "SELECT form_key FROM server_secrets WHERE id = 1",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(backend)?;
-            <[u8; FormKey::LEN]>::try_from(stored.as_slice())
-                .map(FormKey::from_bytes)
-                .map_err(|_| StoreError::Backend("the stored form key has the wrong length".into()))
+            secrets::insert_form_key(conn, &candidate)
         })
         .await
     }
@@ -796,14 +713,37 @@ impl Store for SqliteStore {
         self.read(move |conn| reservations::pending(conn, host.as_str(), now))
             .await
     }
+
+    async fn export(&self) -> Result<super::Dump, StoreError> {
+        self.read(dump::export).await
+    }
+
+    async fn import_into_empty(&self, dump: super::Dump) -> Result<(), super::ImportError> {
+        // One savepoint in the writer's transaction: a failure part way
+        // undoes every row, and the emptiness check sees what it writes into.
+        self.write(Undo::Savepoint, move |conn| dump::import(conn, &dump))
+            .await?
+    }
+
+    async fn table_counts(&self) -> Result<super::TableCounts, StoreError> {
+        self.read(dump::counts).await
+    }
+
+    async fn census(&self, host: Option<&HostName>) -> Result<super::Census, StoreError> {
+        let host = host.cloned();
+        self.read(move |conn| census::census(conn, host.as_ref()))
+            .await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::migrations::MIGRATIONS;
+    use super::rows::micros;
     use super::test_support::{account, cli_invite};
     use super::writer::State;
     use super::*;
+    use rusqlite::params;
 
     #[tokio::test]
     async fn a_bulk_mint_from_the_cli_is_audited_once_per_transaction() {

@@ -8,8 +8,16 @@ use crate::crypto::SecretDigest;
 use crate::domain::{AccountName, HostName};
 use crate::store::{AccountRecord, InviteKind, InviteRecord, StoreError};
 
+/// A SQLite failure as a store failure: transient when another connection
+/// held a lock past the busy timeout (it will let go), permanent otherwise.
 pub(super) fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    let busy = matches!(&e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked));
+    if busy {
+        StoreError::transient(e)
+    } else {
+        StoreError::permanent(e)
+    }
 }
 
 /// Any constraint failure: UNIQUE on names, or a foreign key to a deleted row.
@@ -122,4 +130,38 @@ pub(super) fn all_rows<T>(
 /// Maps "no row" to `NotFound` and everything else to `Backend`.
 pub(super) fn one<T>(r: rusqlite::Result<Option<T>>) -> Result<T, StoreError> {
     r.map_err(backend)?.ok_or(StoreError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite_error(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    fn transient(e: StoreError) -> bool {
+        match e {
+            StoreError::Backend(b) => b.is_transient(),
+            other => panic!("not a backend failure: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lock_held_past_the_busy_timeout_is_transient_and_other_failures_are_not() {
+        assert!(transient(backend(sqlite_error(rusqlite::ffi::SQLITE_BUSY))));
+        assert!(transient(backend(sqlite_error(
+            rusqlite::ffi::SQLITE_LOCKED
+        ))));
+        for code in [
+            rusqlite::ffi::SQLITE_IOERR,
+            rusqlite::ffi::SQLITE_CORRUPT,
+            rusqlite::ffi::SQLITE_FULL,
+            rusqlite::ffi::SQLITE_READONLY,
+            rusqlite::ffi::SQLITE_ERROR,
+        ] {
+            assert!(!transient(backend(sqlite_error(code))), "{code}");
+        }
+        assert!(!transient(backend(rusqlite::Error::InvalidQuery)));
+    }
 }

@@ -1,10 +1,58 @@
-//! SQL for sign-in sessions beyond the basic create, find, touch and delete.
+//! SQL for sign-in sessions: creating, finding (on every forward-auth
+//! check), recording use, and ending them.
 
-use rusqlite::{params, Connection};
+use std::sync::LazyLock;
 
-use super::rows::{backend, micros};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::rows::{account_row, backend, micros, one, time_at, ACCOUNT_COLUMNS};
 use crate::crypto::SecretDigest;
-use crate::store::{NewSession, StoreError};
+use crate::store::{NewSession, SessionRecord, StoreError};
+
+/// The session of a token digest with its account, if the account is not
+/// disabled. Built once: formatting it on every check cost an allocation
+/// per call, and this runs on every `/api/auth/check`.
+static FIND: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {ACCOUNT_COLUMNS}, s.last_used_at
+         FROM sessions s JOIN accounts a ON a.id = s.account_id
+         WHERE s.token_digest = ?1 AND a.disabled_at IS NULL"
+    )
+});
+
+/// The session whose token has digest `digest`, with its (enabled) account.
+pub(super) fn find(conn: &Connection, digest: &SecretDigest) -> Result<SessionRecord, StoreError> {
+    one(conn.prepare_cached(&FIND).and_then(|mut st| {
+        st.query_row([digest.as_bytes().as_slice()], |row| {
+            Ok(SessionRecord {
+                account: account_row(row)?,
+                last_used_at: time_at(row, 8)?,
+            })
+        })
+        .optional()
+    }))
+}
+
+/// Records that the session was used at `now`.
+pub(super) fn touch(
+    conn: &Connection,
+    digest: &SecretDigest,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE sessions SET last_used_at = ?1 WHERE token_digest = ?2")
+        .and_then(|mut st| st.execute(params![micros(now), digest.as_bytes().as_slice()]))
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Ends one session.
+pub(super) fn delete(conn: &Connection, digest: &SecretDigest) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM sessions WHERE token_digest = ?1")
+        .and_then(|mut st| st.execute([digest.as_bytes().as_slice()]))
+        .map_err(backend)?;
+    Ok(())
+}
 
 /// Deletes every session of `account_id` but the one whose token digest is
 /// `keep` (all of them without one), in one statement; how many ended. The

@@ -64,8 +64,8 @@ where
             // later write would fail while the server looked healthy. It is
             // undone like any other failure (run_batch).
             Some(f) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
-                .unwrap_or_else(|_| Err(StoreError::Backend("a write panicked".into()))),
-            None => Err(StoreError::Backend("write applied twice".into())),
+                .unwrap_or_else(|_| Err(StoreError::permanent("a write panicked"))),
+            None => Err(StoreError::permanent("write applied twice")),
         };
         let ok = result.is_ok();
         self.result = Some(result);
@@ -76,7 +76,7 @@ where
         let answer = match (commit, self.result) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(result)) => result,
-            (Ok(()), None) => Err(StoreError::Backend("write was not applied".into())),
+            (Ok(()), None) => Err(StoreError::permanent("write was not applied")),
         };
         // The caller may have gone away (client disconnected); the write stands.
         let _ = self.reply.send(answer);
@@ -280,6 +280,11 @@ impl Health {
             (_, State::Writable) => {
                 tracing::info!(database = %path, "database writes succeed again")
             }
+            (_, State::Locked) => tracing::warn!(
+                database = %path,
+                reason = State::Locked.reason(),
+                "database writes are waiting on another process; /health reports it until one succeeds"
+            ),
             (_, failing) => tracing::error!(
                 database = %path,
                 reason = failing.reason(),
@@ -300,7 +305,7 @@ impl Health {
     /// from either file. A failing disk still serves what it holds.
     pub(super) fn check_readable(&self) -> Result<(), StoreError> {
         match self.get() {
-            State::Lost => Err(StoreError::Backend(State::Lost.reason().into())),
+            State::Lost => Err(StoreError::transient(State::Lost.reason())),
             _ => Ok(()),
         }
     }
@@ -318,12 +323,15 @@ pub(super) enum BatchError {
 }
 
 impl BatchError {
-    /// What each caller in the batch is told.
-    pub(super) fn to_store_error(&self) -> StoreError {
+    /// What each caller in the batch is told. A lost file is transient:
+    /// the store cannot serve until the operator puts the file back, which
+    /// `/health` reports, so clients are told to retry (elsewhere) rather
+    /// than that their request broke something.
+    pub(super) fn into_store_error(self) -> StoreError {
         match self {
-            Self::Sqlite(e) => StoreError::Backend(e.to_string()),
-            Self::Lost => StoreError::Backend(
-                "the database file was deleted or replaced; nothing was written".into(),
+            Self::Sqlite(e) => backend(e),
+            Self::Lost => StoreError::transient(
+                "the database file was deleted or replaced; nothing was written",
             ),
         }
     }
@@ -363,15 +371,24 @@ impl Writer {
             let started = std::time::Instant::now();
             let outcome = self.commit(&mut batch);
             crate::metrics::commit(batch.len(), started.elapsed());
-            // A lost file is explained once, by Health::set.
-            if let Err(e @ BatchError::Sqlite(_)) = &outcome {
-                tracing::error!(error = %e, writes = batch.len(), "database commit failed");
-            }
-            self.health.set(match &outcome {
+            let state = match &outcome {
                 Ok(()) => State::Writable,
                 Err(e) => State::of_failure(e),
-            });
-            let answer = outcome.map_err(|e| e.to_store_error());
+            };
+            // A lost file is explained once, by Health::set. A lock held past
+            // the busy timeout is transient (its callers get a 503 asking
+            // them to retry): a warning, not an error.
+            match &outcome {
+                Err(e @ BatchError::Sqlite(_)) if state == State::Locked => {
+                    tracing::warn!(error = %e, writes = batch.len(), "database commit refused: another process held the write lock past the busy timeout");
+                }
+                Err(e @ BatchError::Sqlite(_)) => {
+                    tracing::error!(error = %e, writes = batch.len(), "database commit failed");
+                }
+                Ok(()) | Err(BatchError::Lost) => {}
+            }
+            self.health.set(state);
+            let answer = outcome.map_err(BatchError::into_store_error);
             for job in batch {
                 job.finish(answer.clone());
             }
@@ -645,11 +662,9 @@ mod tests {
     #[test]
     fn a_failed_commit_reaches_every_caller_in_the_batch() {
         let (j, r) = job(account("carol"));
-        j.finish(Err(StoreError::Backend("disk full".into())));
-        assert_eq!(
-            r.blocking_recv().unwrap().unwrap_err(),
-            StoreError::Backend("disk full".into())
-        );
+        let full = StoreError::permanent("disk full");
+        j.finish(Err(full.clone()));
+        assert_eq!(r.blocking_recv().unwrap().unwrap_err(), full);
     }
 
     #[test]
