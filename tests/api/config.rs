@@ -1,6 +1,7 @@
 //! Configuration: errors that stop startup, environment overrides and flags,
 //! and the per-host settings that show up in minted invites.
 
+use std::io::Read;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -29,7 +30,9 @@ pub(crate) fn bin() -> Command {
     cmd
 }
 
-/// Runs a command that must finish by itself within 20 seconds.
+/// Runs a command that must finish by itself within 20 seconds. Its output
+/// is read while it runs: a child writing more than a pipe holds (the bash
+/// completions are over 64 KiB) would otherwise wait for a reader forever.
 pub(crate) fn run(mut cmd: Command) -> Output {
     let mut child = cmd
         .stdin(Stdio::null())
@@ -37,16 +40,37 @@ pub(crate) fn run(mut cmd: Command) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn invite-server");
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("wait").is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("{cmd:?} did not exit: {out:?}");
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not exit; it wrote: {}",
+                String::from_utf8_lossy(&stderr.join().unwrap())
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("read stdout"),
+        stderr: stderr.join().expect("read stderr"),
     }
-    child.wait_with_output().unwrap()
 }
 
 fn stderr(out: &Output) -> String {

@@ -102,6 +102,49 @@ fn postgres_admin(url: &str, sql: &str) -> Result<(), String> {
     })
 }
 
+/// Everything the store holds, as bytes to search for secrets: on SQLite
+/// every byte of the database file, its WAL and its shared memory (freed
+/// pages included); on PostgreSQL a plain `pg_dump` of the database (what
+/// its rows hold, which is what a copy or a backup of it would leak).
+pub fn stored_bytes(db: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    if is_postgres(db) {
+        let out = Command::new("pg_dump")
+            .args(["--no-owner", "--data-only"])
+            .arg(db)
+            .output()
+            .expect("run pg_dump (Debian's postgresql-client)");
+        assert!(out.status.success(), "pg_dump failed: {out:?}");
+        all = out.stdout;
+    } else {
+        for suffix in ["", "-wal", "-shm"] {
+            let path = format!("{}{suffix}", db.display());
+            if let Ok(bytes) = std::fs::read(&path) {
+                all.extend(bytes);
+            }
+        }
+    }
+    assert!(!all.is_empty(), "nothing stored at {}", db.display());
+    all
+}
+
+/// Runs one statement on `db` from outside the server: `sqlite` on a SQLite
+/// file, `postgres` on a PostgreSQL database. Only to set up what no
+/// command or request can (say, a lease that has already run out), never
+/// to check a result: results are read through [`crate::probe`].
+pub fn execute_sql(db: &Path, sqlite: &str, postgres: &str) {
+    if is_postgres(db) {
+        postgres_admin(&db.to_string_lossy(), postgres)
+            .unwrap_or_else(|e| panic!("{postgres}: {e}"));
+    } else {
+        let conn = rusqlite::Connection::open(db).expect("open the test database");
+        conn.busy_timeout(Duration::from_secs(30))
+            .expect("busy timeout");
+        conn.execute_batch(sqlite)
+            .unwrap_or_else(|e| panic!("{sqlite}: {e}"));
+    }
+}
+
 /// Creates `t_<random>` on the server of `base` and returns its URL.
 pub fn create_postgres_database(base: &str) -> String {
     let name = format!("t_{:016x}", rand::random::<u64>());

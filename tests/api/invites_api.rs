@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::Method;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{client, exchange, header, request, TestApp};
+use crate::helpers::{client, exchange, header, request, stored_bytes, TestApp};
 use crate::probe;
 
 const ALLOWED: &str = "OPTIONS, GET, POST";
@@ -79,17 +79,9 @@ fn sha256(text: &str) -> Vec<u8> {
     Sha256::digest(text.as_bytes()).to_vec()
 }
 
-/// Every byte of the database: the main file, its WAL and its shared memory.
+/// Everything the store holds (see [`stored_bytes`]).
 fn database_bytes(app: &TestApp) -> Vec<u8> {
-    let mut all = Vec::new();
-    for suffix in ["", "-wal", "-shm"] {
-        let path = format!("{}{suffix}", app.db.display());
-        if let Ok(bytes) = std::fs::read(&path) {
-            all.extend(bytes);
-        }
-    }
-    assert!(!all.is_empty(), "no database file found at {:?}", app.db);
-    all
+    stored_bytes(&app.db)
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {

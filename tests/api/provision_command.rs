@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::helpers::{
-    accept_invite, header, stderr_of, stdout_of, token_of, TestApp, GOOD_PASSWORD,
+    accept_invite, execute_sql, header, stderr_of, stdout_of, token_of, TestApp, GOOD_PASSWORD,
 };
 use crate::probe;
 
@@ -215,11 +215,12 @@ fn a_kill_during_the_service_call_leaves_a_pending_registration_and_no_spent_use
     assert_eq!(stdout_of(&out), "");
     // Once the lease has run out it is listed (made to have run out here
     // rather than waited for; no store method ends a lease early, so this
-    // writes the SQLite file directly).
-    rusqlite::Connection::open(&f.app.db)
-        .unwrap()
-        .execute("UPDATE provision_reservations SET lease_until = 0", [])
-        .unwrap();
+    // writes the database directly).
+    execute_sql(
+        &f.app.db,
+        "UPDATE provision_reservations SET lease_until = 0",
+        "UPDATE provision_reservations SET lease_until = 'epoch'",
+    );
     let out = f.app.cli(&["accounts", "list", "localhost", "--pending"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(

@@ -122,7 +122,7 @@ fn a_keys_name_is_never_shown_to_its_invitees() {
 
 #[test]
 fn a_keys_name_recorded_by_an_older_version_is_not_shown_either() {
-    let app = TestApp::spawn();
+    let app = TestApp::spawn_sqlite();
     let url = app.mint();
     // What earlier versions stored for every key-minted invite. Only SQLite
     // databases come from those versions, so the file is changed directly.
