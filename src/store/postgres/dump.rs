@@ -316,15 +316,24 @@ pub(super) async fn import(db: &impl GenericClient, dump: &Dump) -> Result<(), I
     Ok(())
 }
 
+/// How many INSERTs an import sends before it waits for their answers.
+const PIPELINE: usize = 256;
+
 /// Prepares `$sql` once and runs it for each of `$rows` with the
-/// parameters `|row| [..]` gives. A macro rather than a function: the
-/// parameters borrow temporaries (a digest's bytes as a slice) that must
-/// live until the statement has run.
+/// parameters `|row| [..]` gives, [`PIPELINE`] statements at a time: the
+/// driver sends them on the one connection without waiting for each answer,
+/// so a large store is not copied at one round trip per row. A macro rather
+/// than a function: the parameters borrow temporaries (a digest's bytes as a
+/// slice) that must live until their statement has run.
 macro_rules! insert_each {
     ($db:expr, $sql:expr, $rows:expr, |$row:ident| [$($param:expr),* $(,)?]) => {{
-        let st = $db.prepare($sql).await.map_err(backend)?;
-        for $row in $rows {
-            $db.execute(&st, &[$($param),*]).await.map_err(backend)?;
+        let st = &$db.prepare($sql).await.map_err(backend)?;
+        for chunk in $rows.chunks(PIPELINE) {
+            futures_util::future::try_join_all(chunk.iter().map(|$row| async move {
+                $db.execute(st, &[$($param),*]).await
+            }))
+            .await
+            .map_err(backend)?;
         }
     }};
 }
@@ -408,14 +417,21 @@ async fn write_rows(db: &impl GenericClient, dump: &Dump) -> Result<(), StoreErr
             &i.used_by
         ]
     );
-    // No id: the identity column numbers them in the dump's order, which
-    // is the order they were written in.
+    // Their ids are their places in the dump, which is the order they were
+    // written in: the order an export reads them back.
+    let uses: Vec<(i64, &InviteUseRow)> = (1..).zip(&dump.invite_uses).collect();
     insert_each!(
         db,
-        "INSERT INTO invite_uses (invite_id, account_id, name, used_at)
-             VALUES ($1, $2, $3, $4)",
-        &dump.invite_uses,
-        |u| [&u.invite_id, &u.account_id, &u.name, &u.used_at]
+        "INSERT INTO invite_uses (id, invite_id, account_id, name, used_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        uses,
+        |u| [
+            &u.0,
+            &u.1.invite_id,
+            &u.1.account_id,
+            &u.1.name,
+            &u.1.used_at
+        ]
     );
     insert_each!(
         db,
