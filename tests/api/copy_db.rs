@@ -92,8 +92,9 @@ fn counts_printed(out: &Output) -> BTreeMap<String, (u64, u64)> {
 }
 
 /// Copies `from` to `to` through the [`Stops`], checking at every hop
-/// that it succeeded and that every table's count matches; the counts.
-fn copy_through(from: &str, to: &str) -> BTreeMap<String, (u64, u64)> {
+/// that it succeeded and that every table's count matches; the counts, and
+/// the stops (whose databases live as long as they do).
+fn copy_through(from: &str, to: &str) -> (BTreeMap<String, (u64, u64)>, Stops) {
     let stops = Stops::new();
     let mut hops = vec![from.to_owned()];
     hops.extend(stops.urls());
@@ -108,7 +109,7 @@ fn copy_through(from: &str, to: &str) -> BTreeMap<String, (u64, u64)> {
             assert_eq!(a, b, "{table} differs after the copy");
         }
     }
-    counts
+    (counts, stops)
 }
 
 /// A command's JSON output.
@@ -147,8 +148,58 @@ fn register_with_form(app: &TestApp, token: &str, name: &str) -> reqwest::blocki
         .unwrap()
 }
 
+/// What the source server handed out, which every copy must honour.
+struct HandedOut {
+    key: String,
+    alice_session: String,
+    /// A link used up, one revoked, one pending, and a reset link.
+    used: String,
+    revoked: String,
+    pending: String,
+    reset: String,
+    /// The keys, accounts and invites the source listed.
+    listed: [serde_json::Value; 3],
+}
+
+/// The keys, accounts and invites `app` lists, as JSON.
+fn listed(app: &TestApp) -> [serde_json::Value; 3] {
+    [
+        json_of(&app.cli(&["keys", "list", "localhost", "--json"])),
+        json_of(&app.cli(&["accounts", "list", "localhost", "--json"])),
+        json_of(&app.cli(&["invites", "list", "localhost", "--status", "all", "--json"])),
+    ]
+}
+
+/// Checks that a server on a copy honours everything the source handed out.
+fn honours(copy: &TestApp, old: &HandedOut) {
+    let db = copy.database();
+    assert_eq!(listed(copy), old.listed, "{db} lists what the source did");
+    // The old session still signs alice in, and her password still works.
+    assert_eq!(auth_check(copy, Some(&old.alice_session)).status(), 200);
+    assert_eq!(login(copy, "alice", GOOD_PASSWORD).status(), 204, "{db}");
+    // The old key still mints.
+    mint_with(copy, &old.key);
+    // The old pending link opens, and its form (signed with the copied form
+    // key) registers a new account, whose id no copied row had.
+    let res = register_with_form(copy, &old.pending, "carol");
+    assert!(
+        res.status().is_redirection() || res.status() == 200,
+        "{db}: {res:?}"
+    );
+    assert_eq!(login(copy, "carol", GOOD_PASSWORD).status(), 204, "{db}");
+    assert_eq!(login(copy, "alice", GOOD_PASSWORD).status(), 204, "{db}");
+    // Used and revoked links stay so; the reset link still opens.
+    for (token, status) in [(&old.used, 410), (&old.revoked, 410), (&old.reset, 200)] {
+        let page = client()
+            .get(format!("{}/invite?{token}", copy.url))
+            .send()
+            .unwrap();
+        assert_eq!(page.status(), status, "{db}");
+    }
+}
+
 #[test]
-fn a_server_on_the_copy_honours_the_old_keys_links_sessions_and_passwords() {
+fn a_server_on_every_copy_honours_the_old_keys_links_sessions_and_passwords() {
     let dir = tempfile::tempdir().unwrap();
     // A webhook to a port nobody listens on: its events stay in the outbox.
     let config = crate::webhooks::config(dir.path(), free_port(), r#"["1h"]"#);
@@ -171,19 +222,20 @@ fn a_server_on_the_copy_honours_the_old_keys_links_sessions_and_passwords() {
     let reset = app.cli(&["invites", "reset", "localhost", "alice"]);
     assert!(reset.status.success(), "{reset:?}");
     let reset = token_of(stdout_of(&reset).trim());
-    let listed = |app: &TestApp| {
-        [
-            json_of(&app.cli(&["keys", "list", "localhost", "--json"])),
-            json_of(&app.cli(&["accounts", "list", "localhost", "--json"])),
-            json_of(&app.cli(&["invites", "list", "localhost", "--status", "all", "--json"])),
-        ]
+    let old = HandedOut {
+        listed: listed(&app),
+        key,
+        alice_session,
+        used,
+        revoked,
+        pending,
+        reset,
     };
-    let before = listed(&app);
     let (source_dir, source_db) = app.into_parts();
 
     let copy_dir = tempfile::tempdir().unwrap();
     let copy_db_path = copy_dir.path().join("copy.db");
-    let counts = copy_through(source_db.to_str().unwrap(), copy_db_path.to_str().unwrap());
+    let (counts, stops) = copy_through(source_db.to_str().unwrap(), copy_db_path.to_str().unwrap());
     for (table, at_least) in [
         ("server_secrets", 1),
         ("api_keys", 1),
@@ -198,30 +250,14 @@ fn a_server_on_the_copy_honours_the_old_keys_links_sessions_and_passwords() {
     }
     drop(source_dir);
 
-    let copy = TestApp::spawn_in(copy_dir, copy_db_path, DEFAULT_CONFIG);
-    assert_eq!(listed(&copy), before, "the copy lists what the source did");
-    // The old session still signs alice in, and her password still works.
-    assert_eq!(auth_check(&copy, Some(&alice_session)).status(), 200);
-    assert_eq!(login(&copy, "alice", GOOD_PASSWORD).status(), 204);
-    // The old key still mints.
-    mint_with(&copy, &key);
-    // The old pending link opens, and its form (signed with the copied form
-    // key) registers a new account, whose id no copied row had.
-    let res = register_with_form(&copy, &pending, "carol");
-    assert!(
-        res.status().is_redirection() || res.status() == 200,
-        "{res:?}"
-    );
-    assert_eq!(login(&copy, "carol", GOOD_PASSWORD).status(), 204);
-    assert_eq!(login(&copy, "alice", GOOD_PASSWORD).status(), 204);
-    // Used and revoked links stay so; the reset link still opens.
-    for (token, status) in [(&used, 410), (&revoked, 410), (&reset, 200)] {
-        let page = client()
-            .get(format!("{}/invite?{token}", copy.url))
-            .send()
-            .unwrap();
-        assert_eq!(page.status(), status);
+    // Every stop on the way was copied from before any server wrote to
+    // it, so each is checked on its own: first the PostgreSQL ones.
+    for url in stops.urls() {
+        let server = TestApp::spawn_in(tempfile::tempdir().unwrap(), url.into(), DEFAULT_CONFIG);
+        honours(&server, &old);
     }
+    let copy = TestApp::spawn_in(copy_dir, copy_db_path, DEFAULT_CONFIG);
+    honours(&copy, &old);
 }
 
 #[test]
@@ -257,10 +293,14 @@ fn a_missing_source_the_same_database_twice_and_a_url_password_are_refused_witho
     refused(&at("missing.db"), &at("new.db"), "does not exist");
     assert!(!Path::new(&at("new.db")).exists(), "no target was created");
 
-    let app = TestApp::spawn();
+    let app = TestApp::spawn_sqlite();
     let db = app.db.to_str().unwrap().to_owned();
     let spelled_otherwise = format!("{}/./{}", app.dir.path().display(), "test.db");
     refused(&db, &spelled_otherwise, "same database");
+    if postgres_base().is_some() {
+        let app = TestApp::spawn();
+        refused(&app.database(), &app.database(), "same database");
+    }
 
     let err = refused(
         "postgres://copier:hunter2secret@127.0.0.1:1/invites",

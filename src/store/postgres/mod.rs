@@ -29,6 +29,7 @@ mod accounts;
 mod audit;
 mod census;
 mod connect;
+mod dump;
 mod invites;
 mod keys;
 mod migrations;
@@ -670,18 +671,14 @@ impl Store for PostgresStore {
     }
 
     async fn export(&self) -> Result<super::Dump, StoreError> {
-        Err(StoreError::permanent(
-            "copying a PostgreSQL store is not built yet",
-        ))
+        dump::export(&mut self.client().await?).await
     }
 
-    async fn import_into_empty(&self, _dump: super::Dump) -> Result<(), super::ImportError> {
-        Err(StoreError::permanent("copying into PostgreSQL is not built yet").into())
+    async fn import_into_empty(&self, dump: super::Dump) -> Result<(), super::ImportError> {
+        in_transaction!(self, |tx| dump::import(&tx, &dump).await)
     }
 
     async fn table_counts(&self) -> Result<super::TableCounts, StoreError> {
-        Err(StoreError::permanent(
-            "copying a PostgreSQL store is not built yet",
-        ))
+        dump::counts(&mut self.client().await?).await
     }
 }
