@@ -146,9 +146,14 @@ fn sqlite_version(path: &std::path::Path) -> i64 {
 /// Times an insert draws a new invite id after landing on one already taken.
 pub(crate) const ID_ATTEMPTS: usize = 16;
 
-/// A new invite id: milliseconds since the epoch above 20 random bits, the
-/// same scheme in every backend (see the SQLite backend's `new_invite_id`
-/// for why). Never below 2^32, where token parsing expects schema 1 ids.
+/// A new invite id, the same scheme in every backend: milliseconds since the
+/// epoch above 20 random bits. Ids so made follow time, so inserts land at
+/// the end of the table (in random order within a millisecond); they say
+/// when an invite was made (its page says as much) but not how many came
+/// before; and two processes minting in the same millisecond rarely pick the
+/// same one (the insert then draws again). Never below 2^32, where token
+/// parsing expects schema 1 ids, even for a clock set before 1970; positive
+/// until the year 2248.
 pub(crate) fn new_invite_id(created_at: DateTime<Utc>) -> i64 {
     let millis = created_at.timestamp_millis().clamp(1 << 12, (1 << 43) - 1);
     (millis << 20) | i64::from(rand::random::<u32>() & 0xF_FFFF)

@@ -477,6 +477,13 @@ fn a_reset_invite_in_headless_chromium_sets_the_password_and_signs_the_browser_i
         fill(&c, "password", NEW_PASSWORD).await;
         fill(&c, "password2", NEW_PASSWORD).await;
         submit(&c).await;
+        // The form page shows the address too: wait for the page that
+        // answers the POST before reading it (and the cookie it set).
+        c.wait()
+            .at_most(std::time::Duration::from_secs(30))
+            .for_element(Locator::XPath("//h1[text()='Your password is changed']"))
+            .await
+            .expect("the page saying the password changed did not appear");
         assert_eq!(registered_address(&c).await, "alice@localhost");
         let cookie = c
             .get_named_cookie("identity")

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::audit::{self, audit};
-use super::invites::{find_invite, new_invite_id, ID_ATTEMPTS};
+use super::invites::find_invite;
 use super::outbox::{self, Subject};
 use super::rows::{
     account_row, all_rows, backend, host_at, is_constraint_violation, is_primary_key_clash, micros,
@@ -14,9 +14,10 @@ use super::rows::{
 };
 use super::sessions::{end_sessions, insert_session};
 use crate::crypto::SecretDigest;
-use crate::domain::{AccountName, HostName, InviteLookup, LEGACY_INVITE_ID_LIMIT};
+use crate::domain::{AccountName, HostName, InviteLookup};
 use crate::store::{
-    AccountOrigin, AccountRecord, NewAccount, NewResetInvite, NewSession, StoreError,
+    invite_minted_at, new_invite_id, AccountOrigin, AccountRecord, NewAccount, NewResetInvite,
+    NewSession, StoreError, ID_ATTEMPTS,
 };
 use crate::webhooks::EventKind;
 
@@ -202,12 +203,7 @@ pub(super) fn origin(
             })
             .optional()
         }))?;
-    let invite_minted_at = minted.or_else(|| {
-        account
-            .invite_id
-            .filter(|id| *id >= LEGACY_INVITE_ID_LIMIT)
-            .and_then(|id| DateTime::from_timestamp_millis(id >> 20))
-    });
+    let invite_minted_at = minted.or_else(|| account.invite_id.and_then(invite_minted_at));
     Ok(AccountOrigin {
         account,
         invite_minted_at,

@@ -16,6 +16,7 @@ use super::rows::{
 };
 use super::sessions::insert_session;
 use crate::domain::{AccountName, HostName, InviteLookup};
+use crate::store::{new_invite_id, ID_ATTEMPTS};
 use crate::store::{
     AccountRecord, InviteDetails, InviteKind, InviteRecord, InviteSource, InviteStatus, InviteUse,
     NewAccount, NewInvite, NewSession, Purged, StatusFilter, StoreError,
@@ -352,21 +353,6 @@ pub(super) fn find_invite(
                     .optional()
             })),
     }
-}
-
-/// Times an insert draws a new id after landing on one already taken.
-pub(super) const ID_ATTEMPTS: usize = 16;
-
-/// A new invite id: milliseconds since the epoch above 20 random bits. Ids so
-/// made follow time, so inserts land at the end of the table (in random
-/// order within a millisecond); they say when an invite was made (its page
-/// says as much) but not how many came before; and two processes minting in
-/// the same millisecond rarely pick the same one (the insert then draws
-/// again). Never below 2^32, where token parsing expects schema 1 ids, even
-/// for a clock set before 1970; positive until the year 2248.
-pub(super) fn new_invite_id(created_at: DateTime<Utc>) -> i64 {
-    let millis = created_at.timestamp_millis().clamp(1 << 12, (1 << 43) - 1);
-    (millis << 20) | i64::from(rand::random::<u32>() & 0xF_FFFF)
 }
 
 /// Inserts an invite and its `invite.created` event.

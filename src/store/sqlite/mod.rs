@@ -369,18 +369,7 @@ impl Store for SqliteStore {
             // An operator's bulk mint is one audit row per transaction (a
             // chunk of `invites create --count`), not one per invite.
             if let Some(first) = invites.first() {
-                let detail = format!(
-                    "uses {}{}{}",
-                    first.uses_allowed,
-                    first
-                        .fixed_name
-                        .as_ref()
-                        .map_or(String::new(), |n| format!(", name {n}")),
-                    first
-                        .note
-                        .as_ref()
-                        .map_or(String::new(), |n| format!(", note {n:?}")),
-                );
+                let detail = super::bulk_mint_detail(first);
                 audit::audit(
                     conn,
                     first.created_at,
