@@ -660,17 +660,14 @@ async fn check(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
     let addressed = auth::addressed_host(&state, &req).map(|h| &h.name);
     match auth::signed_in(&state, &req).await.map_err(store_failed)? {
         Some(account) if addressed == Some(&account.host) => {
-            let body = SignedIn {
-                host: account.host.as_str(),
-                name: account.name.as_str(),
-            };
+            let (name, host) = (account.name.as_str(), account.host.as_str());
+            // Sized once: `format!` grew it twice.
+            let mut user = String::with_capacity(name.len() + 1 + host.len());
+            user.extend([name, "@", host]);
             Ok(HttpResponse::Ok()
-                .insert_header((
-                    USER_HEADER_NAME,
-                    format!("{}@{}", account.name, account.host),
-                ))
+                .insert_header((USER_HEADER_NAME, user))
                 .insert_header((header::CACHE_CONTROL, "no-store"))
-                .json(body))
+                .json(SignedIn { host, name }))
         }
         Some(_) => Err(ApiError::Unauthorized("not signed in to this host")),
         None => Err(ApiError::Unauthorized("not signed in")),

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -139,8 +140,31 @@ type WalHeader = [u8; WAL_HEADER_LEN];
 pub(super) struct SessionCache {
     /// The `-shm` file, opened on first use; `None` when unusable.
     shm: OnceLock<Option<File>>,
-    entries: Mutex<HashMap<SecretDigest, (WalHeader, SessionRecord)>>,
+    entries: Mutex<HashMap<SecretDigest, (WalHeader, SessionRecord), BuildDigestHasher>>,
 }
+
+/// Hashes a [`SecretDigest`] by its first eight bytes: a SHA-256 digest is
+/// already uniform, and the table holds only sessions the store found, so
+/// no client chooses what collides. The default SipHash cost about as much
+/// as the rest of a cache hit; `foldhash` is only an indirect dependency.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // The array's length comes first (a constant), then its bytes.
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(word.len());
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(8) ^ u64::from_ne_bytes(word);
+    }
+}
+
+type BuildDigestHasher = BuildHasherDefault<DigestHasher>;
 
 impl SessionCache {
     /// The current WAL index header, if it can be read and is consistent
