@@ -157,8 +157,35 @@ fn host_name(authority: &str) -> String {
 /// https, `identity` on http), and none when it is addressed to no host.
 pub fn identity_token(state: &AppState, req: &HttpRequest) -> Option<IdentityToken> {
     let host = addressed_host(state, req)?;
-    req.cookie(identity_cookie_name(host))
-        .and_then(|c| IdentityToken::parse(c.value()).ok())
+    let cookie = request_cookie(req, identity_cookie_name(host))?;
+    IdentityToken::parse(cookie.value()).ok()
+}
+
+/// The request's first cookie named `name`, exactly as
+/// `HttpRequest::cookie` finds it (every `Cookie` header, `;`-separated,
+/// percent-decoded by the `cookie` crate, unparseable ones skipped, none at
+/// all when a header is not UTF-8), but borrowed from the headers: actix
+/// copies every cookie of the request into a list first, several
+/// allocations on every forward-auth check.
+fn request_cookie<'r>(req: &'r HttpRequest, name: &str) -> Option<Cookie<'r>> {
+    let mut found = None;
+    for value in req.headers().get_all(header::COOKIE) {
+        let text = std::str::from_utf8(value.as_bytes()).ok()?;
+        if found.is_none() {
+            found = text
+                .split(';')
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                // Without a `%` decoding changes nothing, and skipping it
+                // halves the parse.
+                .filter_map(|part| match part.contains('%') {
+                    true => Cookie::parse_encoded(part).ok(),
+                    false => Cookie::parse(part).ok(),
+                })
+                .find(|cookie| cookie.name() == name);
+        }
+    }
+    found
 }
 
 /// The signed-in account of a request, if its identity cookie is valid and has
@@ -210,7 +237,38 @@ fn session_cookie<'a>(name: &'static str, value: String, host: &HostConfig) -> C
 
 #[cfg(test)]
 mod tests {
-    use super::host_name;
+    use actix_web::http::header::{HeaderValue, COOKIE};
+    use actix_web::test::TestRequest;
+
+    use super::{host_name, request_cookie};
+
+    #[test]
+    fn a_cookie_is_found_exactly_as_actix_finds_it() {
+        let cases: &[&[&[u8]]] = &[
+            &[b"identity=abc"],
+            &[b"a=1; identity=abc; identity=def"],
+            &[b"a=1", b" ; identity=x%2Dy ;"],
+            &[b"=nameless; identity=abc"],
+            &[b"identity=%FF; identity=abc"],
+            // A header that is not UTF-8 hides every cookie, before or after it.
+            &[b"identity=abc", b"b=\xff"],
+            &[b"b=\xff", b"identity=abc"],
+            &[b"identity"],
+            &[b"identity=first", b"identity=second"],
+            &[b"other=1"],
+            &[],
+        ];
+        for headers in cases {
+            let mut req = TestRequest::default();
+            for h in *headers {
+                req = req.append_header((COOKIE, HeaderValue::from_bytes(h).unwrap()));
+            }
+            let req = req.to_http_request();
+            let ours = request_cookie(&req, "identity").map(|c| c.value().to_owned());
+            let actix = req.cookie("identity").map(|c| c.value().to_owned());
+            assert_eq!(ours, actix, "{headers:?}");
+        }
+    }
 
     #[test]
     fn a_host_header_names_its_host_without_port_case_or_trailing_dot() {

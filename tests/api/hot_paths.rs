@@ -1,8 +1,10 @@
 //! The two hot paths, `/api/auth/check` and the invite page: made cheap
-//! without answering anything stale. A check reads the store as committed at
-//! that moment, so a session ended anywhere (the CLI, another server on the
-//! same database, expiry) is refused on the very next check; the invite page's
-//! QR code is one compact path that still draws exactly the encoder's modules.
+//! without answering anything stale. A check answers from what it read before
+//! only while nothing at all has been committed since (any process's commit
+//! changes SQLite's WAL index), so a session ended anywhere (the CLI, another
+//! server on the same database, expiry) is refused on the very next check,
+//! however warm the server is. The invite page's QR code is one compact path
+//! that still draws exactly the encoder's modules.
 
 use std::time::Duration;
 
@@ -132,4 +134,47 @@ fn the_invite_pages_qr_code_is_one_compact_path_drawing_the_invite_link() {
     );
     // Per-module rectangles made the page 14 KB; runs keep it small.
     assert!(html.len() < 8 * 1024, "the page is {} bytes", html.len());
+}
+
+#[test]
+fn a_server_reaching_its_database_through_a_symlink_refuses_a_session_disabled_on_the_cli_on_the_next_check(
+) {
+    // The server learns of other processes' commits from the database's
+    // WAL index, which SQLite names after the real path: the link must not
+    // make it watch a file that no commit touches.
+    let first = TestApp::spawn();
+    register_account(&first, "bob");
+    let (dir, db) = first.into_parts();
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&db, &link).unwrap();
+    let app = TestApp::spawn_in(dir, link, DEFAULT_CONFIG);
+    let identity = register_account(&app, "alice");
+    for _ in 0..3 {
+        assert_eq!(auth_check(&app, Some(&identity)).status(), 200);
+    }
+    ok(&cli_at(
+        &app.config,
+        &db,
+        &["accounts", "disable", "localhost", "alice"],
+        None,
+    ));
+    assert_eq!(auth_check(&app, Some(&identity)).status(), 401);
+}
+
+#[test]
+fn a_session_checked_again_and_again_is_refused_on_the_check_right_after_its_password_changes_on_the_cli(
+) {
+    let app = TestApp::spawn();
+    let other = app.spawn_node();
+    let identity = register_account(&app, "alice");
+    assert_both_accept(&app, &other, &identity);
+    let passwd = [
+        "accounts",
+        "passwd",
+        "localhost",
+        "alice",
+        "--password-stdin",
+    ];
+    ok(&app.cli_with_stdin(&passwd, Some("a-new-Password-for-alice-9!\n")));
+    assert_both_refuse(&app, &other, &identity);
 }

@@ -144,8 +144,9 @@ pub enum OpenError {
     Thread(std::io::Error),
 }
 
-/// The SQLite implementation of [`Store`]. It keeps no cache of its own:
-/// [`super::KeyCache`] adds one over any store.
+/// The SQLite implementation of [`Store`]. Its one cache is of sessions,
+/// checked against the WAL index on every use (see `readers::SessionCache`);
+/// [`super::KeyCache`] adds the key cache over any store.
 pub struct SqliteStore {
     path: PathBuf,
     writer: mpsc::Sender<Box<dyn Job>>,
@@ -200,6 +201,7 @@ impl SqliteStore {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
             health: Arc::clone(&health),
+            sessions: Default::default(),
         });
         // Open one reader now so a bad path fails here, not on the first request.
         let first = readers.open().map_err(|e| OpenError::Reader {
@@ -276,23 +278,6 @@ impl SqliteStore {
                     StoreError::permanent(e)
                 }
             })?
-    }
-
-    /// Runs `f` on a read connection right here, on the async worker, without
-    /// the blocking-pool hop [`Self::read`] takes (two thread wake-ups, which
-    /// cost several times the lookup itself). Only for one short indexed
-    /// lookup on the hot path (`find_session`, on every forward-auth check):
-    /// in WAL mode a reader never waits for the writer or for another
-    /// process's transaction, so this blocks the worker only for the
-    /// lookup's own page reads (and, rarely, for a process that is
-    /// rebuilding the WAL index after a crash, as every reader must). Each
-    /// call still reads the database as committed at that moment, so nothing
-    /// it answers can be stale, whichever process changed it.
-    fn read_inline<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.readers.with(f)
     }
 }
 
@@ -560,7 +545,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_session(&self, token_digest: SecretDigest) -> Result<SessionRecord, StoreError> {
-        self.read_inline(move |conn| sessions::find(conn, &token_digest))
+        self.readers.find_session(&token_digest)
     }
 
     async fn touch_session(
