@@ -96,13 +96,78 @@ pub enum OpenError {
 /// The PostgreSQL implementation of [`Store`]. Like SQLite's it keeps no
 /// cache of its own; [`super::KeyCache`] adds one over any store.
 pub struct PostgresStore {
-    pool: Pool,
+    /// This thread's pool (see [`ThreadPools`]).
+    pools: Arc<ThreadPools>,
     url: PostgresUrl,
     /// Whether the last connection asked for could be had (see
     /// [`Store::health`]).
     reachable: Arc<Reachable>,
     /// Which events of which host go to a webhook.
     routes: Arc<Routes>,
+}
+
+/// One pool of connections per thread that asks for one.
+///
+/// tokio-postgres drives each connection with a task spawned on the runtime
+/// that opened it. With one pool for the process, connections opened at
+/// startup live on the main thread's runtime, and every query from an HTTP
+/// worker crosses threads twice (the request to the connection's task, the
+/// answer back), each a wake-up of an idle thread: measured at one
+/// connection, that was about a quarter of a mint's time. Each actix worker
+/// is a runtime on its own thread, so a pool per thread keeps a query and its
+/// connection on the same thread. The pools share the store's bound:
+/// `database_pool_size` is split over the threads a server runs (one worker
+/// per core and the main thread), at least two connections each.
+struct ThreadPools {
+    /// Tells this store's pools from another store's on the same thread.
+    id: u64,
+    url: PostgresUrl,
+    per_thread: usize,
+}
+
+thread_local! {
+    /// The pools this thread opened, by store id; few (one per store).
+    static POOLS: std::cell::RefCell<Vec<(u64, Pool)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl ThreadPools {
+    fn new(url: &PostgresUrl, pool_size: usize) -> Result<Self, String> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let threads = std::thread::available_parallelism().map_or(1, usize::from) + 1;
+        let pools = Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            url: url.clone(),
+            per_thread: pool_size.div_ceil(threads).max(2).min(pool_size.max(1)),
+        };
+        // Proves the TLS settings now, at open, not at the first query.
+        pools.url.pool(1)?;
+        Ok(pools)
+    }
+
+    /// This thread's pool, made on first use.
+    fn local(&self) -> Result<Pool, StoreError> {
+        POOLS.with(|pools| {
+            let mut pools = pools.borrow_mut();
+            if let Some((_, pool)) = pools.iter().find(|(id, _)| *id == self.id) {
+                return Ok(pool.clone());
+            }
+            let pool = self
+                .url
+                .pool(self.per_thread)
+                .map_err(StoreError::permanent)?;
+            pools.push((self.id, pool.clone()));
+            Ok(pool)
+        })
+    }
+}
+
+impl Drop for ThreadPools {
+    fn drop(&mut self) {
+        // The dropping thread's pool goes with the store; other threads'
+        // pools close when those threads end (their connections' tasks end
+        // with their runtimes).
+        let _ = POOLS.try_with(|pools| pools.borrow_mut().retain(|(id, _)| *id != self.id));
+    }
 }
 
 /// Whether connections to the database can be had, as last seen.
@@ -188,12 +253,12 @@ impl PostgresStore {
 
     /// A store over `url` whose schema is not checked yet.
     fn connect(url: &PostgresUrl, pool_size: usize) -> Result<Self, OpenError> {
-        let pool = url.pool(pool_size).map_err(|reason| OpenError::Setup {
+        let pools = ThreadPools::new(url, pool_size).map_err(|reason| OpenError::Setup {
             url: url.to_string(),
             reason,
         })?;
         Ok(Self {
-            pool,
+            pools: Arc::new(pools),
             url: url.clone(),
             reachable: Arc::new(Reachable::default()),
             routes: Arc::new(Routes::default()),
@@ -205,7 +270,11 @@ impl PostgresStore {
     /// nodes at once; refuses a database newer than this binary.
     pub async fn migrate(&self) -> Result<(i64, i64), OpenError> {
         let url = self.url.to_string();
-        let mut client = self.pool.get().await.map_err(|e| OpenError::Connect {
+        let local = self.pools.local().map_err(|e| OpenError::Connect {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut client = local.get().await.map_err(|e| OpenError::Connect {
             url: url.clone(),
             reason: match pool(e) {
                 StoreError::Backend(why) => why.to_string(),
@@ -267,7 +336,7 @@ impl PostgresStore {
     /// a background probe tries once a second (a node that the load
     /// balancer stopped sending requests to would otherwise never learn).
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        match self.pool.get().await {
+        match self.pools.local()?.get().await {
             Ok(client) => {
                 self.reachable.up.store(true, Ordering::Relaxed);
                 Ok(client)
@@ -288,7 +357,12 @@ impl PostgresStore {
         if self.reachable.probing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (pool, reachable) = (self.pool.clone(), Arc::clone(&self.reachable));
+        let Ok(pool) = self.pools.local() else {
+            // Cannot fail here: this thread's pool was just asked for.
+            self.reachable.probing.store(false, Ordering::Release);
+            return;
+        };
+        let reachable = Arc::clone(&self.reachable);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
