@@ -559,6 +559,31 @@ impl InviteRecord {
         }
     }
 
+    /// Whether it may register the account `name` on `host` at `now`, as
+    /// every backend checks before spending (or holding) a use: `NotFound`
+    /// for another host's invite or a reset invite (which never registers a
+    /// new account), then the invite's own status, then `NameNotAllowed`
+    /// when it is for another fixed name.
+    pub fn admits(
+        &self,
+        host: &HostName,
+        name: &AccountName,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if self.host != *host || self.kind != InviteKind::Account {
+            return Err(StoreError::NotFound);
+        }
+        self.usable_at(now)?;
+        if self
+            .fixed_name
+            .as_deref()
+            .is_some_and(|fixed| fixed != name.as_str())
+        {
+            return Err(StoreError::NameNotAllowed);
+        }
+        Ok(())
+    }
+
     /// Uses left (0 once it is not pending).
     pub fn uses_remaining(&self) -> u32 {
         self.uses_allowed.saturating_sub(self.uses_spent)

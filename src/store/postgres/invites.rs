@@ -18,9 +18,8 @@ use super::sessions::insert_session;
 use crate::crypto::SecretDigest;
 use crate::domain::{AccountName, HostName, InviteLookup};
 use crate::store::{
-    new_invite_id, AccountRecord, InviteDetails, InviteKind, InviteRecord, InviteSource,
-    InviteStatus, InviteUse, NewAccount, NewInvite, NewSession, Purged, StatusFilter, StoreError,
-    ID_ATTEMPTS,
+    new_invite_id, AccountRecord, InviteDetails, InviteRecord, InviteSource, InviteStatus,
+    InviteUse, NewAccount, NewInvite, NewSession, Purged, StatusFilter, StoreError, ID_ATTEMPTS,
 };
 use crate::webhooks::{EventKind, Routes};
 
@@ -289,22 +288,7 @@ pub(super) async fn redeem(
     now: DateTime<Utc>,
 ) -> Result<AccountRecord, StoreError> {
     let invite = find_invite(db, lookup).await?;
-    if invite.host != account.host {
-        return Err(StoreError::NotFound);
-    }
-    match invite.kind {
-        InviteKind::Account => {}
-        // A reset invite never registers a new account.
-        InviteKind::Reset => return Err(StoreError::NotFound),
-    }
-    invite.usable_at(now)?;
-    if invite
-        .fixed_name
-        .as_deref()
-        .is_some_and(|fixed| fixed != account.name.as_str())
-    {
-        return Err(StoreError::NameNotAllowed);
-    }
+    invite.admits(&account.host, &account.name, now)?;
     let account = insert_account(
         db,
         &NewAccount {

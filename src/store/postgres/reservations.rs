@@ -11,8 +11,7 @@ use super::invites::{find_invite, redeem};
 use super::rows::{all, backend, corrupt, count_at, get, time_at};
 use crate::domain::{AccountName, HostName, InviteLookup};
 use crate::store::{
-    AccountRecord, InviteKind, NewAccount, NewReservation, NewSession, PendingReservation,
-    StoreError,
+    AccountRecord, NewAccount, NewReservation, NewSession, PendingReservation, StoreError,
 };
 use crate::webhooks::Routes;
 
@@ -32,17 +31,7 @@ pub(super) async fn reserve(
         None => None,
         Some(lookup) => {
             let invite = find_invite(db, lookup).await?;
-            if invite.host != r.host || invite.kind != InviteKind::Account {
-                return Err(StoreError::NotFound);
-            }
-            invite.usable_at(r.at)?;
-            if invite
-                .fixed_name
-                .as_deref()
-                .is_some_and(|fixed| fixed != r.name.as_str())
-            {
-                return Err(StoreError::NameNotAllowed);
-            }
+            invite.admits(&r.host, &r.name, r.at)?;
             let st = db
                 .prepare_cached(
                     "SELECT uses_spent, uses_allowed FROM invites WHERE id = $1 FOR UPDATE",

@@ -18,8 +18,8 @@ use super::sessions::insert_session;
 use crate::domain::{AccountName, HostName, InviteLookup};
 use crate::store::{new_invite_id, ID_ATTEMPTS};
 use crate::store::{
-    AccountRecord, InviteDetails, InviteKind, InviteRecord, InviteSource, InviteStatus, InviteUse,
-    NewAccount, NewInvite, NewSession, Purged, StatusFilter, StoreError,
+    AccountRecord, InviteDetails, InviteRecord, InviteSource, InviteStatus, InviteUse, NewAccount,
+    NewInvite, NewSession, Purged, StatusFilter, StoreError,
 };
 use crate::webhooks::{EventKind, Routes};
 
@@ -57,23 +57,7 @@ pub(super) fn redeem(
     now: DateTime<Utc>,
 ) -> Result<AccountRecord, StoreError> {
     let invite = find_invite(conn, lookup)?;
-    if invite.host != account.host {
-        return Err(StoreError::NotFound);
-    }
-    match invite.kind {
-        InviteKind::Account => {}
-        // A reset invite sets an existing account's password; it has its
-        // own redemption and never registers a new account.
-        InviteKind::Reset => return Err(StoreError::NotFound),
-    }
-    invite.usable_at(now)?;
-    if invite
-        .fixed_name
-        .as_deref()
-        .is_some_and(|fixed| fixed != account.name.as_str())
-    {
-        return Err(StoreError::NameNotAllowed);
-    }
+    invite.admits(&account.host, &account.name, now)?;
     // `invited_by` is the caller's to choose (the service derives it from
     // the invite); the store writes what it is given.
     let account = insert_account(conn, &account)?;

@@ -12,8 +12,7 @@ use super::invites::{self, find_invite};
 use super::rows::{backend, corrupt, micros, time_at};
 use crate::domain::{AccountName, InviteLookup};
 use crate::store::{
-    AccountRecord, InviteKind, NewAccount, NewReservation, NewSession, PendingReservation,
-    StoreError,
+    AccountRecord, NewAccount, NewReservation, NewSession, PendingReservation, StoreError,
 };
 
 /// Holds `r.name` (and a use of `r.invite`, if any) until `r.lease_until`.
@@ -26,17 +25,7 @@ pub(super) fn reserve(conn: &Connection, r: &NewReservation) -> Result<i64, Stor
         None => None,
         Some(lookup) => {
             let invite = find_invite(conn, lookup)?;
-            if invite.host != r.host || invite.kind != InviteKind::Account {
-                return Err(StoreError::NotFound);
-            }
-            invite.usable_at(r.at)?;
-            if invite
-                .fixed_name
-                .as_deref()
-                .is_some_and(|fixed| fixed != r.name.as_str())
-            {
-                return Err(StoreError::NameNotAllowed);
-            }
+            invite.admits(&r.host, &r.name, r.at)?;
             let live: i64 = conn
                 .prepare_cached(
                     "SELECT count(*) FROM provision_reservations
