@@ -239,6 +239,22 @@ fn login_page(
 
 /// The host a page request is addressed to; pages for none are not found
 /// (no cookie of theirs could be read back there).
+/// The first steps of every form POST on these pages, in this order: the
+/// body is read (so a broken one is refused before anything else), the host
+/// the request is addressed to is found (`None`: the caller answers 404),
+/// and the form is parsed from the body.
+fn posted<'s, F: for<'de> Deserialize<'de>>(
+    state: &'s AppState,
+    req: &HttpRequest,
+    body: Body,
+) -> Result<Option<(&'s HostConfig, F)>, PageError> {
+    let raw = body.bytes()?;
+    let Some(host) = addressed(state, req) else {
+        return Ok(None);
+    };
+    Ok(Some((host, form_body(req, &raw)?)))
+}
+
 fn addressed<'s>(state: &'s AppState, req: &HttpRequest) -> Option<&'s HostConfig> {
     auth::addressed_host(state, req)
 }
@@ -267,11 +283,9 @@ async fn login(
     body: Body,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let raw = body.bytes()?;
-    let Some(host) = addressed(&state, &req) else {
+    let Some((host, mut form)) = posted::<LoginForm>(&state, &req, body)? else {
         return Ok(super::not_found().await);
     };
-    let mut form: LoginForm = form_body(&req, &raw)?;
     let password = std::mem::take(&mut form.password);
     let retry = |status, why: &str| login_page(&req, &state, host, status, &form, Some(why));
     let result = match sign_in_context(&state, &req).count_attempt() {
@@ -414,11 +428,9 @@ async fn change_password(
     body: Body,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let raw = body.bytes()?;
-    let Some(host) = addressed(&state, &req) else {
+    let Some((host, form)) = posted::<PasswordForm>(&state, &req, body)? else {
         return Ok(super::not_found().await);
     };
-    let form: PasswordForm = form_body(&req, &raw)?;
     let Some(account) = account_of(&state, &req, host).await? else {
         return Ok(see_other(&login_for_account(&base_path(host))));
     };
@@ -502,11 +514,9 @@ async fn end_other_sessions(
     body: Body,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let raw = body.bytes()?;
-    let Some(host) = addressed(&state, &req) else {
+    let Some((host, form)) = posted::<CsrfOnly>(&state, &req, body)? else {
         return Ok(super::not_found().await);
     };
-    let form: CsrfOnly = form_body(&req, &raw)?;
     let (Some(account), Some(token)) = (
         account_of(&state, &req, host).await?,
         auth::identity_token(&state, &req),
@@ -545,11 +555,9 @@ async fn logout(
     body: Body,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let raw = body.bytes()?;
-    let Some(host) = addressed(&state, &req) else {
+    let Some((host, form)) = posted::<CsrfOnly>(&state, &req, body)? else {
         return Ok(super::not_found().await);
     };
-    let form: CsrfOnly = form_body(&req, &raw)?;
     if let Some(account) = account_of(&state, &req, host).await? {
         if !account_csrf_ok(&state, &req, host, &form.csrf) {
             return account_page(
