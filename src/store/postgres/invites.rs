@@ -173,6 +173,95 @@ pub(super) async fn insert(db: &impl GenericClient, inv: &NewInvite) -> Result<i
     Err(StoreError::permanent("no free invite id in as many draws"))
 }
 
+/// Inserts a batch of key mints in one statement (see
+/// [`super::mint_batch`]); for each, in order, its id, or `None` if it was
+/// not inserted because its key is gone (or expired, or of another host) or
+/// its id was taken by another node's invite.
+///
+/// The guard is [`insert`]'s for a key, row by row: the statement locks
+/// every key it names `FOR KEY SHARE` as it reads them, so a `keys delete`
+/// either waits for the batch to commit (and revokes its invites) or has
+/// committed first (and that key's rows join no key). Shared locks do not
+/// wait for each other, so batches of several keys cannot deadlock among
+/// themselves, and a delete takes one key's lock only.
+pub(super) async fn insert_batch(
+    db: &impl GenericClient,
+    batch: &[&NewInvite],
+) -> Result<Vec<Option<i64>>, StoreError> {
+    let st = db
+        .prepare_cached(
+            "WITH minter AS (SELECT id, host FROM api_keys
+                WHERE id = ANY($11::text[])
+                  AND (expires_at IS NULL OR expires_at > statement_timestamp())
+                FOR KEY SHARE)
+             INSERT INTO invites
+                (id, token_digest, host, source, issuer_name, created_at, expires_at,
+                 token_format, uses_allowed, note, fixed_name)
+             SELECT v.id, v.digest, v.host, v.source, v.issuer, v.created, v.expires,
+                    2, v.uses, v.note, v.fixed
+             FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[],
+                         $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::text[],
+                         $10::text[], $11::text[])
+                  AS v(id, digest, host, source, issuer, created, expires, uses, note,
+                       fixed, key)
+             JOIN minter m ON m.id = v.key AND m.host = v.host
+             ON CONFLICT (id) DO NOTHING
+             RETURNING id",
+        )
+        .await
+        .map_err(backend)?;
+    // Ids distinct within the batch, so each id returned names one row.
+    let mut ids: Vec<i64> = Vec::with_capacity(batch.len());
+    for inv in batch {
+        let mut id = new_invite_id(inv.created_at);
+        while ids.contains(&id) {
+            id = new_invite_id(inv.created_at);
+        }
+        ids.push(id);
+    }
+    let column = |f: fn(&NewInvite) -> Option<&str>| batch.iter().map(|i| f(i)).collect::<Vec<_>>();
+    let keys: Vec<Option<String>> = batch
+        .iter()
+        .map(|i| match &i.source {
+            InviteSource::Key(id) => Some(id.to_string()),
+            InviteSource::Account(_) | InviteSource::Cli => None,
+        })
+        .collect();
+    let inserted = db
+        .query(
+            &st,
+            &[
+                &ids,
+                &batch
+                    .iter()
+                    .map(|i| i.token_digest.as_bytes().as_slice())
+                    .collect::<Vec<_>>(),
+                &column(|i| Some(i.host.as_str())),
+                &batch.iter().map(|i| i.source.to_text()).collect::<Vec<_>>(),
+                &column(|i| i.issuer_name.as_deref()),
+                &batch.iter().map(|i| i.created_at).collect::<Vec<_>>(),
+                &batch.iter().map(|i| i.expires_at).collect::<Vec<_>>(),
+                &batch
+                    .iter()
+                    .map(|i| i64::from(i.uses_allowed))
+                    .collect::<Vec<_>>(),
+                &column(|i| i.note.as_deref()),
+                &column(|i| i.fixed_name.as_ref().map(AccountName::as_str)),
+                &keys,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+    let inserted: Vec<i64> = inserted
+        .iter()
+        .map(|row| get(row, 0))
+        .collect::<Result<_, _>>()?;
+    Ok(ids
+        .into_iter()
+        .map(|id| inserted.contains(&id).then_some(id))
+        .collect())
+}
+
 pub(super) async fn id_taken(db: &impl GenericClient, id: i64) -> Result<bool, StoreError> {
     let st = db
         .prepare_cached("SELECT 1 FROM invites WHERE id = $1")

@@ -33,6 +33,7 @@ mod dump;
 mod invites;
 mod keys;
 mod migrations;
+mod mint_batch;
 mod outbox;
 mod reservations;
 mod rows;
@@ -94,7 +95,9 @@ pub enum OpenError {
 }
 
 /// The PostgreSQL implementation of [`Store`]. Like SQLite's it keeps no
-/// cache of its own; [`super::KeyCache`] adds one over any store.
+/// cache of its own; [`super::KeyCache`] adds one over any store. A clone
+/// is the same store (its parts are shared).
+#[derive(Clone)]
 pub struct PostgresStore {
     /// This thread's pool (see [`ThreadPools`]).
     pools: Arc<ThreadPools>,
@@ -104,6 +107,8 @@ pub struct PostgresStore {
     reachable: Arc<Reachable>,
     /// Which events of which host go to a webhook.
     routes: Arc<Routes>,
+    /// Key mints waiting to be written together (see [`mint_batch`]).
+    mints: Arc<mint_batch::MintQueue>,
 }
 
 /// One pool of connections per thread that asks for one.
@@ -262,6 +267,7 @@ impl PostgresStore {
             url: url.clone(),
             reachable: Arc::new(Reachable::default()),
             routes: Arc::new(Routes::default()),
+            mints: Arc::default(),
         })
     }
 
@@ -421,11 +427,14 @@ impl Store for PostgresStore {
 
     async fn create_invite(&self, invite: NewInvite) -> Result<i64, StoreError> {
         // The hot path: a key's mint without webhooks is one statement in
-        // autocommit, one round trip.
+        // autocommit, one round trip, written together with the mints that
+        // queued behind another (see `mint_batch`).
         if invites::needs_transaction(&invite)
             || self.hooked(&invite.host, EventKind::InviteCreated)
         {
             in_transaction!(self, |tx| invites::minted(&tx, &self.routes, &invite).await)
+        } else if mint_batch::batchable(&invite) {
+            Arc::clone(&self.mints).mint(self, invite).await
         } else {
             autocommit!(invites::insert(&self.client().await?, &invite).await)
         }

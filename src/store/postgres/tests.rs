@@ -249,6 +249,169 @@ async fn a_deleted_key_mints_nothing_and_its_pending_invites_are_revoked() {
     );
 }
 
+fn key(id: &str, host: HostName, expires_at: Option<chrono::DateTime<Utc>>) -> KeyRecord {
+    KeyRecord {
+        id: KeyId::parse(id).unwrap(),
+        host,
+        name: None,
+        created_at: Utc::now() - chrono::Duration::hours(2),
+        secret_digest: SecretDigest::of(id),
+        scope: crate::domain::KeyScope::Mint,
+        expires_at,
+        rate: None,
+        last_used_at: None,
+    }
+}
+
+#[tokio::test]
+async fn one_batch_statement_inserts_the_rows_of_live_keys_and_refuses_each_other_row() {
+    let Some(store) = scratch().await else { return };
+    let other_host = HostName::parse("other.example").unwrap();
+    let live = key("BatchLive001", host(), None);
+    let deleted = key("BatchGone001", host(), None);
+    let expired = key(
+        "BatchOld0001",
+        host(),
+        Some(Utc::now() - chrono::Duration::hours(1)),
+    );
+    let elsewhere = key("BatchElse001", other_host, None);
+    for k in [&live, &deleted, &expired, &elsewhere] {
+        store.create_key(k.clone(), "cli").await.unwrap();
+    }
+    store
+        .delete_key(&host(), &deleted.id, false, "cli")
+        .await
+        .unwrap();
+    let mut noted = invite(InviteSource::Key(live.id.clone()), "n", 3, None);
+    noted.note = Some("for the choir".into());
+    noted.fixed_name = Some(AccountName::parse("carol").unwrap());
+    let batch = [
+        invite(InviteSource::Key(live.id.clone()), "l1", 1, None),
+        invite(InviteSource::Key(deleted.id.clone()), "d", 1, None),
+        noted,
+        invite(InviteSource::Key(expired.id.clone()), "e", 1, None),
+        // A key of another host names this host's invite: not its minter.
+        invite(InviteSource::Key(elsewhere.id.clone()), "o", 1, None),
+        invite(InviteSource::Key(live.id.clone()), "l2", 1, None),
+    ];
+    let client = store.client().await.unwrap();
+    let ids = invites::insert_batch(&client, &batch.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let inserted: Vec<bool> = ids.iter().map(Option::is_some).collect();
+    assert_eq!(inserted, [true, false, true, false, false, true]);
+    let noted = store
+        .find_invite(InviteLookup::ById {
+            id: ids[2].unwrap(),
+            digest: SecretDigest::of("n"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(noted.uses_allowed, 3);
+    assert_eq!(noted.note.as_deref(), Some("for the choir"));
+    assert_eq!(noted.fixed_name.as_deref(), Some("carol"));
+    let listed = store.list_keys(&host()).await.unwrap();
+    let minted: u64 = listed.iter().map(|k| k.invites_minted).sum();
+    assert_eq!(minted, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_mints_of_a_live_and_a_deleted_key_each_get_their_own_answer() {
+    let Some(store) = scratch().await else { return };
+    let store = Arc::new(store);
+    let live = key("RaceLive0001", host(), None);
+    let gone = key("RaceGone0001", host(), None);
+    store.create_key(live.clone(), "cli").await.unwrap();
+    store.create_key(gone.clone(), "cli").await.unwrap();
+    store
+        .delete_key(&host(), &gone.id, false, "cli")
+        .await
+        .unwrap();
+    let racers: Vec<_> = (0..80)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let id = if i % 4 == 0 { &gone.id } else { &live.id }.clone();
+            tokio::spawn(async move {
+                let secret = format!("r{i}");
+                let id = store
+                    .create_invite(invite(InviteSource::Key(id), &secret, 1, None))
+                    .await;
+                (i, secret, id)
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for racer in racers {
+        let (i, secret, id) = racer.await.unwrap();
+        if i % 4 == 0 {
+            assert_eq!(id, Err(StoreError::NotFound), "mint {i} of the deleted key");
+            continue;
+        }
+        let id = id.unwrap();
+        assert!(ids.insert(id), "id {id} answered twice");
+        // Each answer names the row holding that mint's own token.
+        store
+            .find_invite(InviteLookup::ById {
+                id,
+                digest: SecretDigest::of(&secret),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(ids.len(), 60);
+    assert_eq!(
+        store.census(None).await.unwrap().invites,
+        60,
+        "nothing but the answered mints was written"
+    );
+    assert!(
+        store
+            .mints
+            .batched
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 1,
+        "mints that raced were written together"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mints_queued_behind_one_whose_client_went_away_are_still_written() {
+    let Some(store) = scratch().await else { return };
+    let store = Arc::new(store);
+    let live = key("GoneAway0001", host(), None);
+    store.create_key(live.clone(), "cli").await.unwrap();
+    let racers: Vec<_> = (0..40)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let id = live.id.clone();
+            tokio::spawn(async move {
+                store
+                    .create_invite(invite(InviteSource::Key(id), &format!("g{i}"), 1, None))
+                    .await
+            })
+        })
+        .collect();
+    // Half the clients go away, the one at the database among them or not.
+    tokio::task::yield_now().await;
+    for racer in racers.iter().step_by(2) {
+        racer.abort();
+    }
+    for racer in racers.into_iter().skip(1).step_by(2) {
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(20), racer)
+            .await
+            .expect("a queued mint is answered");
+        answered.unwrap().unwrap();
+    }
+    // The queue is free again: the next mint goes straight through.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        store.create_invite(invite(InviteSource::Key(live.id.clone()), "after", 1, None)),
+    )
+    .await
+    .expect("the queue is not left busy")
+    .unwrap();
+}
+
 #[tokio::test]
 async fn every_node_reads_back_the_first_form_key_stored() {
     let Some(store) = scratch().await else { return };

@@ -1,0 +1,215 @@
+//! Group commit for the hot path: a key's mint (without webhooks) waits
+//! while another mint of the same thread is at the database, then goes with
+//! every mint that queued meanwhile in one INSERT, one round trip and one
+//! commit (SQLite's writer does the same with its transactions).
+//!
+//! A lone mint is not delayed: with nothing in flight it runs at once, as
+//! its own statement. Only mints that arrive while one is at the database
+//! queue, and the first to finish hands the queue to a task that writes it
+//! (so a client that goes away cannot strand the others). Each batch is one
+//! statement whose key re-check is per row (see
+//! [`super::invites::insert_batch`]); a row it did not insert, for a key
+//! gone or an id taken, is retried on its own, which says which.
+//!
+//! One queue serves the whole node, not one per thread as the pools are:
+//! with one per thread, 8 connections over two threads gave batches of 2 on
+//! average (a mint alone, then the 3 behind it, in turn) and no gain; one
+//! queue gave batches of 4 and a third more mints a second. Its waiters on
+//! other threads are woken by the thread that wrote their batch.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+use super::{invites, PostgresStore};
+use crate::store::{InviteSource, NewInvite, StoreError};
+
+/// The most mints written by one statement. Past a few dozen rows a batch
+/// saves little more per row, and a larger one only makes its first mint
+/// wait longer.
+const MAX_BATCH: usize = 64;
+
+/// A node's key mints waiting for the database.
+#[derive(Default)]
+pub(super) struct MintQueue {
+    state: Mutex<State>,
+    /// Mints written by statements of more than one, for tests to see that
+    /// racing mints were written together.
+    #[cfg(test)]
+    pub(super) batched: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct State {
+    /// A mint or a batch of this queue is at the database.
+    busy: bool,
+    waiting: Vec<Waiter>,
+}
+
+/// A queued mint and where its answer goes.
+struct Waiter {
+    invite: NewInvite,
+    answer: oneshot::Sender<Result<i64, StoreError>>,
+}
+
+/// Whether `invite` may go in a batch: a key's mint, which only the key's
+/// re-check guards (an account's also takes a lock, the CLI's has no key).
+pub(super) fn batchable(invite: &NewInvite) -> bool {
+    matches!(invite.source, InviteSource::Key(_)) && invite.pending_limit.is_none()
+}
+
+impl MintQueue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section below only moves values in and out, so a
+        // panic cannot leave the state half-changed: a poisoned lock is
+        // still sound to use.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mints `invite` (see the module's text); its id.
+    pub(super) async fn mint(
+        self: Arc<Self>,
+        store: &PostgresStore,
+        invite: NewInvite,
+    ) -> Result<i64, StoreError> {
+        let turn = {
+            let mut state = self.lock();
+            if state.busy {
+                let (answer, rx) = oneshot::channel();
+                state.waiting.push(Waiter { invite, answer });
+                Turn::Wait(rx)
+            } else {
+                state.busy = true;
+                Turn::Go(invite)
+            }
+        };
+        match turn {
+            Turn::Wait(rx) => rx.await.unwrap_or_else(|_| {
+                // The task writing the batch was dropped: the runtime is
+                // shutting down. Whether the row was written is not known,
+                // so the mint is not reported saved.
+                Err(StoreError::transient("the server is shutting down"))
+            }),
+            Turn::Go(invite) => {
+                let _handover = Handover {
+                    queue: Arc::clone(&self),
+                    store,
+                };
+                // Measured as the autocommit! writes are: a commit of one.
+                let started = std::time::Instant::now();
+                let id = invites::insert(&store.client().await?, &invite).await?;
+                crate::metrics::commit(1, started.elapsed());
+                Ok(id)
+            }
+        }
+    }
+
+    /// Writes what queued, batch after batch, until the queue is empty.
+    async fn drain(self: Arc<Self>, store: PostgresStore) {
+        let mut idle = Idle {
+            queue: &self,
+            armed: true,
+        };
+        loop {
+            let batch: Vec<Waiter> = {
+                let mut state = self.lock();
+                if state.waiting.is_empty() {
+                    // Under the lock that a mint takes to queue: none can
+                    // queue behind a task that has ended.
+                    state.busy = false;
+                    idle.armed = false;
+                    return;
+                }
+                let n = state.waiting.len().min(MAX_BATCH);
+                state.waiting.drain(..n).collect()
+            };
+            #[cfg(test)]
+            if batch.len() > 1 {
+                self.batched
+                    .fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+            write(&store, batch).await;
+        }
+    }
+}
+
+/// Whether a mint goes to the database now or waits for a batch.
+enum Turn {
+    Go(NewInvite),
+    Wait(oneshot::Receiver<Result<i64, StoreError>>),
+}
+
+/// Held by a mint written on its own: when it ends, however it ends (its
+/// client may have gone), the mints that queued behind it are handed to a
+/// task that writes them.
+struct Handover<'a> {
+    queue: Arc<MintQueue>,
+    store: &'a PostgresStore,
+}
+
+impl Drop for Handover<'_> {
+    fn drop(&mut self) {
+        let mut state = self.queue.lock();
+        if state.waiting.is_empty() {
+            state.busy = false;
+            return;
+        }
+        drop(state);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(Arc::clone(&self.queue).drain(self.store.clone()));
+            }
+            // No runtime left to write them on: the waiters' answers are
+            // dropped, and each hears that the server is shutting down.
+            Err(_) => *self.queue.lock() = State::default(),
+        }
+    }
+}
+
+/// Frees the queue if its writing task is dropped mid-batch (at shutdown):
+/// the mints still waiting hear that the server is shutting down.
+struct Idle<'a> {
+    queue: &'a MintQueue,
+    armed: bool,
+}
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            *self.queue.lock() = State::default();
+        }
+    }
+}
+
+/// Writes one batch and answers each waiter.
+async fn write(store: &PostgresStore, batch: Vec<Waiter>) {
+    let started = std::time::Instant::now();
+    let n = batch.len();
+    let client = match store.client().await {
+        Ok(client) => client,
+        Err(e) => return answer_all(batch, &e),
+    };
+    let invites: Vec<&NewInvite> = batch.iter().map(|w| &w.invite).collect();
+    let ids = match invites::insert_batch(&client, &invites).await {
+        Ok(ids) => ids,
+        Err(e) => return answer_all(batch, &e),
+    };
+    crate::metrics::commit(n, started.elapsed());
+    for (waiter, id) in batch.into_iter().zip(ids) {
+        let outcome = match id {
+            Some(id) => Ok(id),
+            // Its key went, or its id was taken: alone, the insert draws
+            // again or says the key is gone.
+            None => invites::insert(&client, &waiter.invite).await,
+        };
+        // A waiter whose client went has dropped its receiver; its invite
+        // stays saved, unseen, as after any mint whose answer was lost.
+        let _ = waiter.answer.send(outcome);
+    }
+}
+
+fn answer_all(batch: Vec<Waiter>, error: &StoreError) {
+    for waiter in batch {
+        let _ = waiter.answer.send(Err(error.clone()));
+    }
+}
