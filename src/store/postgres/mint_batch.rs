@@ -29,14 +29,29 @@ use crate::store::{InviteSource, NewInvite, StoreError};
 /// wait longer.
 const MAX_BATCH: usize = 64;
 
+/// How long a batch waits for the mints it expects (see
+/// [`MintQueue::gather`]) before it goes with fewer. Only mints that queued
+/// while others were at the database ever wait for it, and only when fewer
+/// came back than were answered; tokio's timers tick in milliseconds.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The most mints a batch waits for. Past this many, the rows of a statement
+/// cost more than the statement itself, and two groups taking turns (one
+/// answered and coming back while the other is at the database) keep both
+/// the database and the server busy: measured with 64 connections, waiting
+/// for every one of them gave 31,000 mints a second, not waiting 39,000.
+const GATHER_AT_MOST: usize = 16;
+
 /// A node's key mints waiting for the database.
 #[derive(Default)]
 pub(super) struct MintQueue {
     state: Mutex<State>,
-    /// Mints written by statements of more than one, for tests to see that
-    /// racing mints were written together.
+    /// Told of every mint that queues.
+    arrived: tokio::sync::Notify,
+    /// Statements written and the mints they carried, for tests to see how
+    /// racing mints were grouped.
     #[cfg(test)]
-    pub(super) batched: std::sync::atomic::AtomicUsize,
+    pub(super) written: [std::sync::atomic::AtomicUsize; 2],
 }
 
 #[derive(Default)]
@@ -77,6 +92,7 @@ impl MintQueue {
             if state.busy {
                 let (answer, rx) = oneshot::channel();
                 state.waiting.push(Waiter { invite, answer });
+                self.arrived.notify_one();
                 Turn::Wait(rx)
             } else {
                 state.busy = true;
@@ -95,6 +111,8 @@ impl MintQueue {
                     queue: Arc::clone(&self),
                     store,
                 };
+                #[cfg(test)]
+                self.count(1);
                 // Measured as the autocommit! writes are: a commit of one.
                 let started = std::time::Instant::now();
                 let id = invites::insert(&store.client().await?, &invite).await?;
@@ -105,12 +123,15 @@ impl MintQueue {
     }
 
     /// Writes what queued, batch after batch, until the queue is empty.
-    async fn drain(self: Arc<Self>, store: PostgresStore) {
+    /// `expected` is how many mints were at the database or waiting when
+    /// the last write ended.
+    async fn drain(self: Arc<Self>, store: PostgresStore, mut expected: usize) {
         let mut idle = Idle {
             queue: &self,
             armed: true,
         };
         loop {
+            self.gather(expected).await;
             let batch: Vec<Waiter> = {
                 let mut state = self.lock();
                 if state.waiting.is_empty() {
@@ -124,11 +145,44 @@ impl MintQueue {
                 state.waiting.drain(..n).collect()
             };
             #[cfg(test)]
-            if batch.len() > 1 {
-                self.batched
-                    .fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed);
-            }
+            self.count(batch.len());
+            let written = batch.len();
             write(&store, batch).await;
+            expected = written + self.lock().waiting.len();
+        }
+    }
+
+    #[cfg(test)]
+    fn count(&self, mints: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.written[0].fetch_add(1, Relaxed);
+        self.written[1].fetch_add(mints, Relaxed);
+    }
+
+    /// Waits until `expected` mints are queued, or [`LINGER`] has passed.
+    ///
+    /// Without it, a few clients minting as fast as they are answered split
+    /// into two groups that take turns: one mint goes alone while the
+    /// others queue, they go together while the first one's client sends
+    /// its next, and so on, so every other statement carries one row (with
+    /// 4 connections: batches of 1 and 3, two statements for 4 mints).
+    /// Waiting for as many as were in the last round merges the groups, so
+    /// each round is one statement. Those many came back within a round
+    /// trip of their answers, unless clients stopped or slowed, which costs
+    /// one linger, after which the next round expects fewer.
+    async fn gather(&self, expected: usize) {
+        let expected = expected.min(GATHER_AT_MOST);
+        let deadline = tokio::time::Instant::now() + LINGER;
+        loop {
+            // Made before the count is read: a mint queued after the read
+            // leaves its notice for this wait (notify_one keeps one).
+            let arrived = self.arrived.notified();
+            if self.lock().waiting.len() >= expected {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -154,10 +208,12 @@ impl Drop for Handover<'_> {
             state.busy = false;
             return;
         }
+        // This mint and those that queued behind it.
+        let expected = 1 + state.waiting.len();
         drop(state);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(Arc::clone(&self.queue).drain(self.store.clone()));
+                runtime.spawn(Arc::clone(&self.queue).drain(self.store.clone(), expected));
             }
             // No runtime left to write them on: the waiters' answers are
             // dropped, and each hears that the server is shutting down.
