@@ -107,48 +107,30 @@ impl MintQueue {
                 Err(StoreError::transient("the server is shutting down"))
             }),
             Turn::Go(invite) => {
-                let _handover = Handover {
+                let handover = Handover {
                     queue: Arc::clone(&self),
                     store,
+                };
+                // Holding the queue while waiting for a connection from
+                // this thread's pool would hold up the mints of other
+                // threads, whose pools may have one free: with none free
+                // here, the queue goes to the mints behind this one, and
+                // this one waits and goes alone, as before batching.
+                let client = match store.free_client().await? {
+                    Some(client) => client,
+                    None => {
+                        drop(handover);
+                        store.client().await?
+                    }
                 };
                 #[cfg(test)]
                 self.count(1);
                 // Measured as the autocommit! writes are: a commit of one.
                 let started = std::time::Instant::now();
-                let id = invites::insert(&store.client().await?, &invite).await?;
+                let id = invites::insert(&client, &invite).await?;
                 crate::metrics::commit(1, started.elapsed());
                 Ok(id)
             }
-        }
-    }
-
-    /// Writes what queued, batch after batch, until the queue is empty.
-    /// `expected` is how many mints were at the database or waiting when
-    /// the last write ended.
-    async fn drain(self: Arc<Self>, store: PostgresStore, mut expected: usize) {
-        let mut idle = Idle {
-            queue: &self,
-            armed: true,
-        };
-        loop {
-            self.gather(expected).await;
-            let batch: Vec<Waiter> = {
-                let mut state = self.lock();
-                if state.waiting.is_empty() {
-                    // Under the lock that a mint takes to queue: none can
-                    // queue behind a task that has ended.
-                    state.busy = false;
-                    idle.armed = false;
-                    return;
-                }
-                let n = state.waiting.len().min(MAX_BATCH);
-                state.waiting.drain(..n).collect()
-            };
-            #[cfg(test)]
-            self.count(batch.len());
-            let written = batch.len();
-            write(&store, batch).await;
-            expected = written + self.lock().waiting.len();
         }
     }
 
@@ -193,6 +175,34 @@ enum Turn {
     Wait(oneshot::Receiver<Result<i64, StoreError>>),
 }
 
+/// Writes what queued, batch after batch, until the queue is empty.
+/// `expected` is how many mints were at the database or waiting when the
+/// last write ended. The task owns `idle` from its spawning on, so a task
+/// dropped at shutdown, even before it first ran, frees the queue.
+async fn drain(mut idle: Idle, store: PostgresStore, mut expected: usize) {
+    let queue = Arc::clone(&idle.queue);
+    loop {
+        queue.gather(expected).await;
+        let batch: Vec<Waiter> = {
+            let mut state = queue.lock();
+            if state.waiting.is_empty() {
+                // Under the lock that a mint takes to queue: none can
+                // queue behind a task that has ended.
+                state.busy = false;
+                idle.armed = false;
+                return;
+            }
+            let n = state.waiting.len().min(MAX_BATCH);
+            state.waiting.drain(..n).collect()
+        };
+        #[cfg(test)]
+        queue.count(batch.len());
+        let written = batch.len();
+        write(&store, batch).await;
+        expected = written + queue.lock().waiting.len();
+    }
+}
+
 /// Held by a mint written on its own: when it ends, however it ends (its
 /// client may have gone), the mints that queued behind it are handed to a
 /// task that writes them.
@@ -211,25 +221,26 @@ impl Drop for Handover<'_> {
         // This mint and those that queued behind it.
         let expected = 1 + state.waiting.len();
         drop(state);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(Arc::clone(&self.queue).drain(self.store.clone(), expected));
-            }
-            // No runtime left to write them on: the waiters' answers are
-            // dropped, and each hears that the server is shutting down.
-            Err(_) => *self.queue.lock() = State::default(),
+        let idle = Idle {
+            queue: Arc::clone(&self.queue),
+            armed: true,
+        };
+        // With no runtime left to write them on, `idle` is dropped here
+        // and the waiters hear that the server is shutting down.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(drain(idle, self.store.clone(), expected));
         }
     }
 }
 
-/// Frees the queue if its writing task is dropped mid-batch (at shutdown):
-/// the mints still waiting hear that the server is shutting down.
-struct Idle<'a> {
-    queue: &'a MintQueue,
+/// Frees the queue if the task writing it is dropped (at shutdown): the
+/// mints still waiting hear that the server is shutting down.
+struct Idle {
+    queue: Arc<MintQueue>,
     armed: bool,
 }
 
-impl Drop for Idle<'_> {
+impl Drop for Idle {
     fn drop(&mut self) {
         if self.armed {
             *self.queue.lock() = State::default();
@@ -240,7 +251,6 @@ impl Drop for Idle<'_> {
 /// Writes one batch and answers each waiter.
 async fn write(store: &PostgresStore, batch: Vec<Waiter>) {
     let started = std::time::Instant::now();
-    let n = batch.len();
     let client = match store.client().await {
         Ok(client) => client,
         Err(e) => return answer_all(batch, &e),
@@ -248,15 +258,30 @@ async fn write(store: &PostgresStore, batch: Vec<Waiter>) {
     let invites: Vec<&NewInvite> = batch.iter().map(|w| &w.invite).collect();
     let ids = match invites::insert_batch(&client, &invites).await {
         Ok(ids) => ids,
+        // Nothing was written. A transient failure (a lost connection, a
+        // lock timeout) is every waiter's answer: 503, try again. A
+        // permanent one may be one row's doing, so each row is tried
+        // alone and answered for itself.
+        Err(StoreError::Backend(e)) if !e.is_transient() => vec![None; batch.len()],
         Err(e) => return answer_all(batch, &e),
     };
-    crate::metrics::commit(n, started.elapsed());
+    let inserted = ids.iter().flatten().count();
+    if inserted > 0 {
+        crate::metrics::commit(inserted, started.elapsed());
+    }
     for (waiter, id) in batch.into_iter().zip(ids) {
         let outcome = match id {
             Some(id) => Ok(id),
             // Its key went, or its id was taken: alone, the insert draws
             // again or says the key is gone.
-            None => invites::insert(&client, &waiter.invite).await,
+            None => {
+                let started = std::time::Instant::now();
+                let alone = invites::insert(&client, &waiter.invite).await;
+                if alone.is_ok() {
+                    crate::metrics::commit(1, started.elapsed());
+                }
+                alone
+            }
         };
         // A waiter whose client went has dropped its receiver; its invite
         // stays saved, unseen, as after any mint whose answer was lost.

@@ -342,7 +342,30 @@ impl PostgresStore {
     /// a background probe tries once a second (a node that the load
     /// balancer stopped sending requests to would otherwise never learn).
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        match self.pools.local()?.get().await {
+        let got = self.pools.local()?.get().await;
+        self.pooled(got)
+    }
+
+    /// A pooled connection if one is free now (or can be opened), `None`
+    /// if every one is in use: the caller does not wait for one.
+    async fn free_client(&self) -> Result<Option<deadpool_postgres::Client>, StoreError> {
+        let pool = self.pools.local()?;
+        let mut now = pool.timeouts();
+        now.wait = Some(std::time::Duration::ZERO);
+        match pool.timeout_get(&now).await {
+            Err(deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) => {
+                Ok(None)
+            }
+            got => self.pooled(got).map(Some),
+        }
+    }
+
+    /// What [`Self::client`] answers for a pool's answer.
+    fn pooled(
+        &self,
+        got: Result<deadpool_postgres::Client, deadpool_postgres::PoolError>,
+    ) -> Result<deadpool_postgres::Client, StoreError> {
+        match got {
             Ok(client) => {
                 self.reachable.up.store(true, Ordering::Relaxed);
                 Ok(client)
