@@ -48,6 +48,9 @@ pub(super) struct MintQueue {
     state: Mutex<State>,
     /// Told of every mint that queues.
     arrived: tokio::sync::Notify,
+    /// The runtime that opened the store, where queued mints are written
+    /// (see [`MintQueue::on`]); the current one if none.
+    runtime: Option<tokio::runtime::Handle>,
     /// Statements written and the mints they carried, for tests to see how
     /// racing mints were grouped.
     #[cfg(test)]
@@ -74,6 +77,19 @@ pub(super) fn batchable(invite: &NewInvite) -> bool {
 }
 
 impl MintQueue {
+    /// A queue whose batches are written on `runtime`, the one that opened
+    /// the store (`serve`'s main runtime). Not an HTTP worker's: the mints
+    /// queued come from every worker, and on a graceful stop each worker's
+    /// runtime ends as soon as its own connections are done, which would
+    /// end a batch it was writing for another worker's requests (they were
+    /// answered 503 where they should have been answered 201).
+    pub(super) fn on(runtime: Option<tokio::runtime::Handle>) -> Self {
+        Self {
+            runtime,
+            ..Self::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every critical section below only moves values in and out, so a
         // panic cannot leave the state half-changed: a poisoned lock is
@@ -225,9 +241,12 @@ impl Drop for Handover<'_> {
             queue: Arc::clone(&self.queue),
             armed: true,
         };
-        // With no runtime left to write them on, `idle` is dropped here
-        // and the waiters hear that the server is shutting down.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        // With no runtime left to write them on, `idle` is dropped (here,
+        // or with the task a closed runtime refuses) and the waiters hear
+        // that the server is shutting down.
+        let runtime =
+            (self.queue.runtime.clone()).or_else(|| tokio::runtime::Handle::try_current().ok());
+        if let Some(runtime) = runtime {
             runtime.spawn(drain(idle, self.store.clone(), expected));
         }
     }

@@ -267,7 +267,9 @@ impl PostgresStore {
             url: url.clone(),
             reachable: Arc::new(Reachable::default()),
             routes: Arc::new(Routes::default()),
-            mints: Arc::default(),
+            mints: Arc::new(mint_batch::MintQueue::on(
+                tokio::runtime::Handle::try_current().ok(),
+            )),
         })
     }
 
