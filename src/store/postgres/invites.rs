@@ -53,15 +53,17 @@ pub(super) async fn minted(
     Ok(id)
 }
 
+/// The columns a mint writes, in the order both INSERTs below feed them.
+const MINTED_COLUMNS: &str = "id, token_digest, host, source, issuer_name, created_at, \
+    expires_at, token_format, uses_allowed, note, fixed_name";
+
 /// The INSERT every mint runs, fed by `FROM minter` (one row when the
 /// minter may mint). An id another invite holds inserts nothing (ON
 /// CONFLICT), and the id is drawn again.
 fn insert_sql(minter: &str, guard: &str) -> String {
     format!(
         "{minter}
-         INSERT INTO invites
-            (id, token_digest, host, source, issuer_name, created_at, expires_at, token_format,
-             uses_allowed, note, fixed_name)
+         INSERT INTO invites ({MINTED_COLUMNS})
          SELECT $1::bigint, $2::bytea, $3::text, $4::text, $5::text, $6::timestamptz,
                 $7::timestamptz, 2, $8::bigint, $9::text, $10::text
          {guard}
@@ -188,15 +190,13 @@ pub(super) async fn insert_batch(
     db: &impl GenericClient,
     batch: &[&NewInvite],
 ) -> Result<Vec<Option<i64>>, StoreError> {
-    let st = db
-        .prepare_cached(
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
             "WITH minter AS (SELECT id, host FROM api_keys
                 WHERE id = ANY($11::text[])
                   AND (expires_at IS NULL OR expires_at > statement_timestamp())
                 FOR KEY SHARE)
-             INSERT INTO invites
-                (id, token_digest, host, source, issuer_name, created_at, expires_at,
-                 token_format, uses_allowed, note, fixed_name)
+             INSERT INTO invites ({MINTED_COLUMNS})
              SELECT v.id, v.digest, v.host, v.source, v.issuer, v.created, v.expires,
                     2, v.uses, v.note, v.fixed
              FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[],
@@ -206,10 +206,10 @@ pub(super) async fn insert_batch(
                        fixed, key)
              JOIN minter m ON m.id = v.key AND m.host = v.host
              ON CONFLICT (id) DO NOTHING
-             RETURNING id",
+             RETURNING id"
         )
-        .await
-        .map_err(backend)?;
+    });
+    let st = db.prepare_cached(&SQL).await.map_err(backend)?;
     // Ids distinct within the batch, so each id returned names one row.
     let mut ids: Vec<i64> = Vec::with_capacity(batch.len());
     for inv in batch {

@@ -141,11 +141,7 @@ impl MintQueue {
                 };
                 #[cfg(test)]
                 self.count(1);
-                // Measured as the autocommit! writes are: a commit of one.
-                let started = std::time::Instant::now();
-                let id = invites::insert(&client, &invite).await?;
-                crate::metrics::commit(1, started.elapsed());
-                Ok(id)
+                write_alone(&client, &invite).await
             }
         }
     }
@@ -293,19 +289,24 @@ async fn write(store: &PostgresStore, batch: Vec<Waiter>) {
             Some(id) => Ok(id),
             // Its key went, or its id was taken: alone, the insert draws
             // again or says the key is gone.
-            None => {
-                let started = std::time::Instant::now();
-                let alone = invites::insert(&client, &waiter.invite).await;
-                if alone.is_ok() {
-                    crate::metrics::commit(1, started.elapsed());
-                }
-                alone
-            }
+            None => write_alone(&client, &waiter.invite).await,
         };
         // A waiter whose client went has dropped its receiver; its invite
         // stays saved, unseen, as after any mint whose answer was lost.
         let _ = waiter.answer.send(outcome);
     }
+}
+
+/// Writes one mint in its own statement, measured as the `autocommit!`
+/// writes are: a commit of one.
+async fn write_alone(
+    client: &deadpool_postgres::Client,
+    invite: &NewInvite,
+) -> Result<i64, StoreError> {
+    let started = std::time::Instant::now();
+    let id = invites::insert(client, invite).await?;
+    crate::metrics::commit(1, started.elapsed());
+    Ok(id)
 }
 
 fn answer_all(batch: Vec<Waiter>, error: &StoreError) {
