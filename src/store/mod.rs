@@ -386,6 +386,19 @@ impl KeyRecord {
     pub fn expired_at(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
+
+    /// What the audit row of its creation says about it: everything but
+    /// its secret. The same words in every backend.
+    pub(crate) fn created_detail(&self) -> String {
+        let mut detail = format!("scope {}", self.scope);
+        if let Some(at) = self.expires_at {
+            detail.push_str(&format!(", expires {}", at.to_rfc3339()));
+        }
+        if let Some(rate) = self.rate {
+            detail.push_str(&format!(", rate {rate}"));
+        }
+        detail
+    }
 }
 
 /// A key as `keys list` shows it: its record and how many invites it minted.
@@ -609,6 +622,22 @@ pub struct NewAccount {
     /// The row id of the invite it registered with; `None` for an account
     /// made with `accounts create`.
     pub invite_id: Option<i64>,
+}
+
+impl NewAccount {
+    /// The record of this account once stored under row id `id`.
+    pub(crate) fn saved_as(&self, id: i64) -> AccountRecord {
+        AccountRecord {
+            id,
+            host: self.host.clone(),
+            name: self.name.clone(),
+            password_hash: self.password_hash.clone(),
+            created_at: self.created_at,
+            invited_by: self.invited_by.clone(),
+            invite_id: self.invite_id,
+            disabled_at: None,
+        }
+    }
 }
 
 /// An account as stored.

@@ -72,16 +72,7 @@ pub(super) async fn insert_account(
         )
         .await;
     match inserted {
-        Ok(row) => Ok(AccountRecord {
-            id: get(&row, 0)?,
-            host: a.host.clone(),
-            name: a.name.clone(),
-            password_hash: a.password_hash.clone(),
-            created_at: a.created_at,
-            invited_by: a.invited_by.clone(),
-            invite_id: a.invite_id,
-            disabled_at: None,
-        }),
+        Ok(row) => Ok(a.saved_as(get(&row, 0)?)),
         Err(e) if is_unique_violation(&e) => Err(StoreError::NameTaken),
         Err(e) => Err(backend(e)),
     }

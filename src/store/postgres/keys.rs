@@ -42,18 +42,6 @@ fn key_row(row: &Row) -> Result<KeyRecord, StoreError> {
     })
 }
 
-/// What an audit row says about a new key: everything but its secret.
-fn created_detail(key: &KeyRecord) -> String {
-    let mut detail = format!("scope {}", key.scope);
-    if let Some(at) = key.expires_at {
-        detail.push_str(&format!(", expires {}", at.to_rfc3339()));
-    }
-    if let Some(rate) = key.rate {
-        detail.push_str(&format!(", rate {rate}"));
-    }
-    detail
-}
-
 /// Inserts a key and its audit row (the caller runs both in one transaction).
 pub(super) async fn insert_key(
     db: &impl GenericClient,
@@ -91,7 +79,7 @@ pub(super) async fn insert_key(
         actor,
         "key.create",
         key.id.as_str(),
-        Some(&created_detail(key)),
+        Some(&key.created_detail()),
     )
     .await
 }

@@ -331,16 +331,7 @@ pub(super) fn insert_account(
             ])
         });
     match inserted {
-        Ok(_) => Ok(AccountRecord {
-            id: conn.last_insert_rowid(),
-            host: a.host.clone(),
-            name: a.name.clone(),
-            password_hash: a.password_hash.clone(),
-            created_at: a.created_at,
-            invited_by: a.invited_by.clone(),
-            invite_id: a.invite_id,
-            disabled_at: None,
-        }),
+        Ok(_) => Ok(a.saved_as(conn.last_insert_rowid())),
         Err(e) if is_constraint_violation(&e) => Err(StoreError::NameTaken),
         Err(e) => Err(backend(e)),
     }
