@@ -304,7 +304,7 @@ async fn write_alone(
     invite: &NewInvite,
 ) -> Result<i64, StoreError> {
     let started = std::time::Instant::now();
-    let id = invites::insert(client, invite).await?;
+    let id = invites::insert(client, invite, invites::Run::Alone).await?;
     crate::metrics::commit(1, started.elapsed());
     Ok(id)
 }

@@ -66,8 +66,9 @@ impl Scratch {
     }
 }
 
-/// A store over a new database, or `None` without a PostgreSQL to test on.
-async fn scratch() -> Option<Scratch> {
+/// A new, empty database: the administrator's URL, its name and its URL;
+/// `None` without a PostgreSQL to test on.
+async fn scratch_database() -> Option<(String, String, url::Url)> {
     let base = std::env::var("INVITE_SERVER_TEST_POSTGRES").ok()?;
     let name = format!("u_{:016x}", rand::random::<u64>());
     let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
@@ -80,6 +81,12 @@ async fn scratch() -> Option<Scratch> {
         .unwrap();
     let mut url = url::Url::parse(&base).unwrap();
     url.set_path(&name);
+    Some((base, name, url))
+}
+
+/// A store over a new database, or `None` without a PostgreSQL to test on.
+async fn scratch() -> Option<Scratch> {
+    let (base, name, url) = scratch_database().await?;
     let url = PostgresUrl::parse(url.as_str()).unwrap();
     let store = PostgresStore::open(&url, 8).await.unwrap();
     Some(Scratch {
@@ -377,6 +384,56 @@ async fn keyed(id: &str) -> Option<(Arc<Scratch>, KeyId)> {
     let live = key(id, host(), None);
     store.create_key(live.clone(), "cli").await.unwrap();
     Some((Arc::new(store), live.id))
+}
+
+#[tokio::test]
+async fn an_invite_id_already_taken_is_drawn_again_alone_and_in_a_transaction() {
+    use super::invites::{insert_with_ids, Run};
+    let Some((store, key)) = keyed("kTakenId0001").await else {
+        return;
+    };
+    let mut client = store.client().await.unwrap();
+    let inv = invite(InviteSource::Key(key.clone()), "a", 1, None);
+    let taken = crate::store::new_invite_id(inv.created_at);
+    assert_eq!(
+        insert_with_ids(&client, &inv, Run::Alone, [taken]).await,
+        Ok(taken)
+    );
+    // Alone, the collision fails the statement (no ON CONFLICT), and the
+    // next id is tried on the same connection.
+    assert_eq!(
+        insert_with_ids(&client, &inv, Run::Alone, [taken, taken + 1]).await,
+        Ok(taken + 1)
+    );
+    // In a transaction the INSERT skips the taken ids, and the transaction
+    // is still whole: it commits what it wrote.
+    let tx = client.transaction().await.unwrap();
+    assert_eq!(
+        insert_with_ids(&tx, &inv, Run::InTransaction, [taken, taken + 1, taken + 2]).await,
+        Ok(taken + 2)
+    );
+    tx.commit().await.unwrap();
+    // Every id drawn taken: an error, and nothing more written.
+    assert!(
+        insert_with_ids(&client, &inv, Run::Alone, [taken, taken + 2])
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store.delete_key(&host(), &key, true, "cli").await,
+        Ok(3),
+        "its three invites revoked"
+    );
+    // A deleted key's mint is refused as such, not taken for a collision.
+    assert_eq!(
+        insert_with_ids(&client, &inv, Run::Alone, [taken + 3]).await,
+        Err(StoreError::NotFound)
+    );
+    let all = store
+        .list_invites(&host(), StatusFilter::All, None, 10, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3, "{all:?}");
 }
 
 /// Statements the store's mint queue wrote, and the mints they carried.
