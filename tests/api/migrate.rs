@@ -19,12 +19,12 @@ fn migrate_brings_a_new_database_to_the_current_schema_once_and_then_says_it_is_
     let first = cli_at(&config, &db, &["migrate"], None);
     assert!(first.status.success(), "{}", stderr_of(&first));
     let said = stdout_of(&first);
-    assert!(said.contains("schema version 6"), "{said}");
+    assert!(said.contains("schema version 7"), "{said}");
     assert!(said.contains("migrated from"), "{said}");
     let again = cli_at(&config, &db, &["migrate"], None);
     assert!(again.status.success(), "{}", stderr_of(&again));
     assert!(
-        stdout_of(&again).contains("schema version 6, up to date"),
+        stdout_of(&again).contains("schema version 7, up to date"),
         "{}",
         stdout_of(&again)
     );

@@ -75,7 +75,7 @@ fn invite_links_from_schema_1_still_open_and_register_after_the_upgrade() {
     let app = TestApp::spawn_in(dir, db, DEFAULT_CONFIG);
     assert_eq!(
         count(&app, "PRAGMA user_version"),
-        6,
+        7,
         "the file was migrated"
     );
     assert_eq!(

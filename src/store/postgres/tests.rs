@@ -137,7 +137,7 @@ fn session(s: &str) -> NewSession {
 #[tokio::test]
 async fn migrating_again_changes_nothing_and_a_newer_schema_is_refused() {
     let Some(store) = scratch().await else { return };
-    assert_eq!(store.migrate().await.unwrap(), (6, 6));
+    assert_eq!(store.migrate().await.unwrap(), (7, 7));
     store
         .client()
         .await
@@ -148,11 +148,85 @@ async fn migrating_again_changes_nothing_and_a_newer_schema_is_refused() {
     match store.migrate().await {
         Err(OpenError::TooNew {
             found: 99,
-            known: 6,
+            known: 7,
             ..
         }) => {}
         other => panic!("a newer schema was not refused: {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_schema_6_database_migrates_to_7_and_keeps_serving_its_invites() {
+    // A database as schema 6 left it: the first migration alone, and an
+    // invite minted under it (its CHECKs in place).
+    let Some((base, name, url)) = scratch_database().await else {
+        return;
+    };
+    let (old, conn) = tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    old.batch_execute(super::migrations::MIGRATIONS[0])
+        .await
+        .unwrap();
+    old.batch_execute(
+        "CREATE TABLE invite_server_schema (id INTEGER PRIMARY KEY CHECK (id = 1),
+                                            version BIGINT NOT NULL);
+         INSERT INTO invite_server_schema VALUES (1, 6);",
+    )
+    .await
+    .unwrap();
+    let minted = Utc::now();
+    let row_id = crate::store::new_invite_id(minted);
+    old.execute(
+        "INSERT INTO invites (id, token_digest, host, source, created_at, expires_at,
+                              token_format, uses_allowed)
+         VALUES ($1, $2, 'example.com', 'cli', $3, $4, 2, 2)",
+        &[
+            &row_id,
+            &SecretDigest::of("from schema 6").as_bytes().as_slice(),
+            &minted,
+            &(minted + chrono::Duration::days(1)),
+        ],
+    )
+    .await
+    .unwrap();
+    drop(old);
+    let _ = conn.await;
+
+    let url = PostgresUrl::parse(url.as_str()).unwrap();
+    assert_eq!(PostgresStore::migrate_only(&url).await.unwrap(), (6, 7));
+    let store = Scratch {
+        store: Some(PostgresStore::open(&url, 2).await.unwrap()),
+        base,
+        name,
+    };
+    assert_eq!(store.migrate().await.unwrap(), (7, 7));
+    // The old invite is found and spends its two uses, and no more.
+    let lookup = InviteLookup::ById {
+        id: row_id,
+        digest: SecretDigest::of("from schema 6"),
+    };
+    for (n, name) in ["first", "second"].into_iter().enumerate() {
+        let found = store.find_invite(lookup).await.unwrap();
+        assert_eq!(found.uses_spent as usize, n, "{found:?}");
+        store
+            .redeem_invite(lookup, account(name), session(name), Utc::now())
+            .await
+            .unwrap_or_else(|e| panic!("use {n} of the schema 6 invite: {e:?}"));
+    }
+    match store
+        .redeem_invite(lookup, account("third"), session("third"), Utc::now())
+        .await
+    {
+        Err(StoreError::InviteUsed) => {}
+        other => panic!("a third use of a two-use invite: {other:?}"),
+    }
+    // And the schema 7 mint path writes beside it.
+    store
+        .create_invite(invite(InviteSource::Cli, "after", 1, None))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
