@@ -140,6 +140,7 @@ def cmd_wrk(results, phase, connections, pid, out, wrk_args):
         return 1
     record = {"phase": phase, **json.loads(line[len("BENCH ") :]), **usage}
     record["connections"] = int(connections)
+    record["pid"] = int(pid)
     append(results, record)
     print(describe(record))
     return 0
@@ -395,7 +396,13 @@ def postgres_section(grouped, rows, conns):
     was run. Two-node phases ran as two wrk processes at once, so their
     rates add up (merging them as one run would halve them)."""
     note = next((r["note"] for r in rows if r.get("kind") == "postgres"), None)
-    pgbench = {r["connections"]: r for r in rows if r.get("kind") == "pgbench"}
+    # pgbench runs twice at each count (before and after the nodes): its
+    # rate is their mean, the runs being of equal length.
+    runs_at = {}
+    for r in rows:
+        if r.get("kind") == "pgbench":
+            runs_at.setdefault(r["connections"], []).append(r["tps"])
+    pgbench = {c: {"tps": sum(t) / len(t)} for c, t in runs_at.items()}
     if not pgbench:
         return [], [], note
 
@@ -404,8 +411,14 @@ def postgres_section(grouped, rows, conns):
         return merge(runs) if runs else None
 
     def summed(phase, c):
+        """The nodes' rates added up, each node's runs merged first."""
         runs = grouped.get((phase, c))
-        return sum(rate(r) for r in runs) if runs else None
+        if not runs:
+            return None
+        by_node = {}
+        for r in runs:
+            by_node.setdefault(r.get("pid"), []).append(r)
+        return sum(rate(merge(node)) for node in by_node.values())
 
     def worst_p99(phase, c):
         runs = grouped.get((phase, c))
