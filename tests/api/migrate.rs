@@ -63,7 +63,7 @@ fn migrate_refuses_a_postgresql_database_newer_than_the_binary_with_sqlites_word
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = stderr_of(&out);
         assert!(
-            err.contains("has schema version 99, newer than this invite-server knows (6); refusing to downgrade it"),
+            err.contains("has schema version 99, newer than this invite-server knows (7); refusing to downgrade it"),
             "{err}"
         );
     }
