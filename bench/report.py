@@ -415,9 +415,12 @@ def postgres_section(grouped, rows, conns):
         runs = grouped.get((phase, c))
         if not runs:
             return None
+        if any("pid" not in r for r in runs):
+            # Results written before runs carried their pid: one run per node.
+            return sum(rate(r) for r in runs)
         by_node = {}
         for r in runs:
-            by_node.setdefault(r.get("pid"), []).append(r)
+            by_node.setdefault(r["pid"], []).append(r)
         return sum(rate(merge(node)) for node in by_node.values())
 
     def worst_p99(phase, c):

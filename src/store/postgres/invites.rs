@@ -211,7 +211,9 @@ pub(super) async fn insert_with_ids(
         match inserted {
             Ok(1) => return Ok(id),
             Ok(_) => {}
-            Err(e) if id_collision(&e) => continue,
+            // Only alone: in a transaction ON CONFLICT meets a taken id,
+            // and any error has aborted the transaction.
+            Err(e) if run == Run::Alone && id_collision(&e) => continue,
             Err(e) => return Err(backend(e)),
         }
         if !id_taken(db, id).await? {
