@@ -1,5 +1,5 @@
 //! Group commit for the hot path: a key's mint (without webhooks) waits
-//! while another mint of the same thread is at the database, then goes with
+//! while another mint of the same node is at the database, then goes with
 //! every mint that queued meanwhile in one INSERT, one round trip and one
 //! commit (SQLite's writer does the same with its transactions).
 //!
@@ -297,9 +297,10 @@ async fn write(store: &PostgresStore, batch: Vec<Waiter>) {
     }
 }
 
-/// Writes one mint in its own statement, measured as the `autocommit!`
-/// writes are: a commit of one.
-async fn write_alone(
+/// Writes one mint in its own statement, in autocommit, measured as the
+/// `autocommit!` writes are: a commit of one. Also the store's path for a
+/// mint that is never batched.
+pub(super) async fn write_alone(
     client: &deadpool_postgres::Client,
     invite: &NewInvite,
 ) -> Result<i64, StoreError> {

@@ -461,7 +461,7 @@ impl Store for PostgresStore {
         } else if mint_batch::batchable(&invite) {
             Arc::clone(&self.mints).mint(self, invite).await
         } else {
-            autocommit!(invites::insert(&self.client().await?, &invite, invites::Run::Alone).await)
+            mint_batch::write_alone(&self.client().await?, &invite).await
         }
     }
 
